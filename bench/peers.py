@@ -1,0 +1,419 @@
+#!/usr/bin/env python3
+"""Kiln benchmark harness, peer side: run the shared workloads on one Python framework.
+
+Usage:
+    python bench/peers.py --framework {numpy,mlx,torch,jax} [--only NAME,...] [--quick]
+
+Prints one JSON object per line on stdout (progress and errors go to stderr):
+
+    {"framework", "workload", "params", "median_ms", "min_ms", "repeats",
+     "metric", "value", "cpu_util", ...extras}
+
+The Kiln side (bench/src/main.rs) prints the same schema with framework "kiln",
+and bench/report.py turns the records of all frameworks into one table.
+
+Timing rule (same as the Kiln side and as shared/reference/peer-bench):
+  * optionally wait (--wait-quiet) until other processes leave the CPUs idle;
+  * one warm-up call, then more warm-up calls (up to `warmup` in all) while cheap;
+  * timed calls until at least --repeats calls AND --min-window seconds of timed
+    work, stopping once --budget seconds were timed (never fewer than 3 calls);
+  * report the median (and min). Each call forces lazy/async work to finish
+    (mx.eval, .block_until_ready()); numpy and eager torch are synchronous.
+  * cpu_util = process CPU time / wall time over the timed calls (cores kept busy);
+    other_load = CPU used by *other* processes over that window (from /proc/stat).
+
+Adding a workload: add a Workload(...) entry to WORKLOADS below, then a method of
+the same name on each framework class (a class without it reports "skipped"),
+then the same name in bench/src/main.rs.
+"""
+import argparse
+import fnmatch
+import json
+import math
+import os
+import statistics
+import sys
+import time
+import traceback
+
+# ----------------------------------------------------------------------------
+# Workload registry (shared by every framework; keep in sync with src/main.rs)
+# ----------------------------------------------------------------------------
+GELU_C = math.sqrt(2.0 / math.pi)
+ELEM_N = 16 * 1024 * 1024
+RED_SHAPE = (4096, 4096)
+CHAIN = dict(n=16, chain=1000)
+
+
+class Workload:
+    def __init__(self, name, metric, params, value, warmup=2, budget_scale=1.0):
+        self.name = name
+        self.metric = metric        # unit of `value`; see report.py for direction
+        self.params = params        # identical across frameworks
+        self.value = value          # median seconds -> metric value
+        self.warmup = warmup
+        self.budget_scale = budget_scale
+
+
+def gbs(nbytes):
+    return lambda s: nbytes / s / 1e9
+
+
+WORKLOADS = {w.name: w for w in [
+    Workload("elementwise_gelu_unfused", "GB/s",
+             dict(n=ELEM_N, dtype="float32", expr="gelu_tanh(x*1.5+0.5)", mode="eager"),
+             gbs(2 * 4 * ELEM_N)),
+    Workload("elementwise_gelu_compiled", "GB/s",
+             dict(n=ELEM_N, dtype="float32", expr="gelu_tanh(x*1.5+0.5)", mode="compiled"),
+             gbs(2 * 4 * ELEM_N), warmup=3),
+    Workload("sum_lastaxis_4096x4096", "GB/s",
+             dict(shape=list(RED_SHAPE), axis=-1, dtype="float32"),
+             gbs(4 * RED_SHAPE[0] * RED_SHAPE[1] + 4 * RED_SHAPE[0]), warmup=3),
+    Workload("softmax_lastaxis_4096x4096", "GB/s",
+             dict(shape=list(RED_SHAPE), axis=-1, dtype="float32"),
+             gbs(2 * 4 * RED_SHAPE[0] * RED_SHAPE[1]), warmup=3),
+    Workload("smallop_chain1000_add16", "us/op",
+             dict(n=CHAIN["n"], chain=CHAIN["chain"], dtype="float32",
+                  op="y = y + x (chain), then one eval/sync"),
+             lambda s: s / CHAIN["chain"] * 1e6, warmup=3),
+]}
+
+
+def gelu_chain(x, tanh):
+    """gelu_tanh(x*1.5+0.5) spelled as plain elementwise ops (11 ops)."""
+    z = x * 1.5 + 0.5
+    return 0.5 * z * (1.0 + tanh(GELU_C * (z + 0.044715 * z * z * z)))
+
+
+# ----------------------------------------------------------------------------
+# Frameworks: one method per workload name, returning a zero-argument thunk that
+# runs the workload once to completion. `impl_<name>` optionally describes how.
+# ----------------------------------------------------------------------------
+class NumpyPeer:
+    def __init__(self, args):
+        import numpy as np
+        self.np = np
+        self.rng = np.random.default_rng(0)
+        self.version = np.__version__
+
+    def rand(self, *shape):
+        return self.rng.standard_normal(shape, dtype=self.np.float32)
+
+    def elementwise_gelu_unfused(self, p):
+        x, np = self.rand(p["n"]), self.np
+        return lambda: gelu_chain(x, np.tanh)
+
+    def sum_lastaxis_4096x4096(self, p):
+        x = self.rand(*p["shape"])
+        return lambda: x.sum(axis=-1)
+
+    impl_softmax_lastaxis_4096x4096 = "manual: x - max, exp (in place), / sum"
+
+    def softmax_lastaxis_4096x4096(self, p):
+        x, np = self.rand(*p["shape"]), self.np
+
+        def f():
+            e = x - x.max(axis=-1, keepdims=True)
+            np.exp(e, out=e)
+            e /= e.sum(axis=-1, keepdims=True)
+            return e
+        return f
+
+    def smallop_chain1000_add16(self, p):
+        x = self.rand(p["n"])
+
+        def f():
+            y = x
+            for _ in range(p["chain"]):
+                y = y + x
+            return y
+        return f
+
+
+class MlxPeer:
+    def __init__(self, args):
+        import mlx.core as mx
+        mx.set_default_device(mx.cpu)
+        mx.random.seed(0)
+        self.mx = mx
+        self.version = mx.__version__
+
+    def rand(self, *shape):
+        a = self.mx.random.normal(shape)
+        self.mx.eval(a)
+        return a
+
+    def elementwise_gelu_unfused(self, p):
+        mx, x = self.mx, self.rand(p["n"])
+        return lambda: mx.eval(gelu_chain(x, mx.tanh))
+
+    impl_elementwise_gelu_compiled = "mx.compile"
+
+    def elementwise_gelu_compiled(self, p):
+        mx, x = self.mx, self.rand(p["n"])
+        g = mx.compile(lambda v: gelu_chain(v, mx.tanh))
+        return lambda: mx.eval(g(x))
+
+    def sum_lastaxis_4096x4096(self, p):
+        mx, x = self.mx, self.rand(*p["shape"])
+        return lambda: mx.eval(mx.sum(x, axis=-1))
+
+    impl_softmax_lastaxis_4096x4096 = "mx.softmax"
+
+    def softmax_lastaxis_4096x4096(self, p):
+        mx, x = self.mx, self.rand(*p["shape"])
+        return lambda: mx.eval(mx.softmax(x, axis=-1))
+
+    impl_smallop_chain1000_add16 = "lazy graph of 1000 adds, one mx.eval"
+
+    def smallop_chain1000_add16(self, p):
+        mx, x = self.mx, self.rand(p["n"])
+
+        def f():
+            y = x
+            for _ in range(p["chain"]):
+                y = y + x
+            mx.eval(y)
+        return f
+
+
+class TorchPeer:
+    def __init__(self, args):
+        import torch
+        torch.set_num_threads(args.threads)
+        torch.manual_seed(0)
+        self.torch = torch
+        self.version = torch.__version__
+
+    def rand(self, *shape):
+        return self.torch.randn(*shape, dtype=self.torch.float32)
+
+    def elementwise_gelu_unfused(self, p):
+        x, torch = self.rand(p["n"]), self.torch
+        return lambda: gelu_chain(x, torch.tanh)
+
+    impl_elementwise_gelu_compiled = "torch.compile (inductor)"
+
+    def elementwise_gelu_compiled(self, p):
+        x, torch = self.rand(p["n"]), self.torch
+        g = torch.compile(lambda v: gelu_chain(v, torch.tanh))
+        return lambda: g(x)
+
+    def sum_lastaxis_4096x4096(self, p):
+        x = self.rand(*p["shape"])
+        return lambda: x.sum(dim=-1)
+
+    impl_softmax_lastaxis_4096x4096 = "torch.softmax"
+
+    def softmax_lastaxis_4096x4096(self, p):
+        x, torch = self.rand(*p["shape"]), self.torch
+        return lambda: torch.softmax(x, dim=-1)
+
+    def smallop_chain1000_add16(self, p):
+        x = self.rand(p["n"])
+
+        def f():
+            y = x
+            for _ in range(p["chain"]):
+                y = y + x
+            return y
+        return f
+
+
+class JaxPeer:
+    def __init__(self, args):
+        import jax
+        import jax.numpy as jnp
+        self.jax, self.jnp = jax, jnp
+        self.key = jax.random.PRNGKey(0)
+        self.version = jax.__version__
+
+    def rand(self, *shape):
+        self.key, k = self.jax.random.split(self.key)
+        return self.jax.random.normal(k, shape, dtype=self.jnp.float32).block_until_ready()
+
+    impl_elementwise_gelu_unfused = "eager op-by-op dispatch (no jit)"
+
+    def elementwise_gelu_unfused(self, p):
+        x, jnp = self.rand(p["n"]), self.jnp
+        return lambda: gelu_chain(x, jnp.tanh).block_until_ready()
+
+    impl_elementwise_gelu_compiled = "jax.jit"
+
+    def elementwise_gelu_compiled(self, p):
+        x, jnp = self.rand(p["n"]), self.jnp
+        g = self.jax.jit(lambda v: gelu_chain(v, jnp.tanh))
+        return lambda: g(x).block_until_ready()
+
+    impl_sum_lastaxis_4096x4096 = "jax.jit(x.sum(-1))"
+
+    def sum_lastaxis_4096x4096(self, p):
+        x = self.rand(*p["shape"])
+        f = self.jax.jit(lambda v: v.sum(axis=-1))
+        return lambda: f(x).block_until_ready()
+
+    impl_softmax_lastaxis_4096x4096 = "jax.jit(jax.nn.softmax)"
+
+    def softmax_lastaxis_4096x4096(self, p):
+        x, jax = self.rand(*p["shape"]), self.jax
+        f = jax.jit(lambda v: jax.nn.softmax(v, axis=-1))
+        return lambda: f(x).block_until_ready()
+
+    impl_smallop_chain1000_add16 = "eager op-by-op dispatch (no jit)"
+
+    def smallop_chain1000_add16(self, p):
+        x = self.rand(p["n"])
+
+        def f():
+            y = x
+            for _ in range(p["chain"]):
+                y = y + x
+            y.block_until_ready()
+        return f
+
+
+PEERS = dict(numpy=NumpyPeer, mlx=MlxPeer, torch=TorchPeer, jax=JaxPeer)
+
+
+# ----------------------------------------------------------------------------
+# Timing
+# ----------------------------------------------------------------------------
+def machine_busy_s():
+    """Busy CPU seconds of the whole machine so far (all processes), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return float("nan")
+
+
+def wait_quiet(max_wait, threshold):
+    """Wait up to max_wait s for other processes to use < threshold cores (1 s samples).
+    Returns the other-process load of the last sample, or None when not waiting."""
+    if max_wait <= 0:
+        return None
+    t_end = time.time() + max_wait
+    while True:
+        b0, c0, w0 = machine_busy_s(), time.process_time(), time.perf_counter()
+        time.sleep(1.0)
+        other = ((machine_busy_s() - b0) - (time.process_time() - c0)) / (time.perf_counter() - w0)
+        if other < threshold or time.time() > t_end:
+            return round(max(0.0, other), 2)
+
+
+def bench(fn, warmup, args, budget_scale=1.0):
+    budget = args.budget * budget_scale
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    for _ in range(warmup - 1):     # further warm-up only while cheap
+        if first > budget / 6:
+            break
+        fn()
+    times = []
+    b0, c0, w0 = machine_busy_s(), time.process_time(), time.perf_counter()
+    while True:
+        s = time.perf_counter()
+        fn()
+        e = time.perf_counter()
+        times.append(e - s)
+        if e - w0 > budget and len(times) >= 3:
+            break
+        if len(times) >= args.repeats and e - w0 >= args.min_window:
+            break
+        if len(times) >= 20000:
+            break
+    wall = time.perf_counter() - w0
+    cpu = time.process_time() - c0
+    # /proc/stat ticks are 10 ms: the other-process load means nothing on short windows.
+    other = round(max(0.0, ((machine_busy_s() - b0) - cpu) / wall), 2) if wall >= 0.25 else None
+    return dict(median_s=statistics.median(times), min_s=min(times), n=len(times),
+                cpu_util=round(cpu / wall, 2), first_s=first, other_load=other,
+                window_s=wall)
+
+
+def rnd(v, digits=4):
+    if v is None or not isinstance(v, float) or not math.isfinite(v):
+        return v
+    return float(f"{v:.{digits}g}") if abs(v) < 1 else round(v, digits)
+
+
+def emit(rec):
+    print(json.dumps(rec), flush=True)
+
+
+def selected(names, only):
+    """--only: comma-separated names, name prefixes, or glob patterns."""
+    if not only:
+        return list(names)
+    pats = [p.strip() for p in only.split(",") if p.strip()]
+    return [n for n in names
+            if any(n.startswith(p) or fnmatch.fnmatchcase(n, p) for p in pats)]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--framework", required=True, choices=sorted(PEERS))
+    ap.add_argument("--only", default="", help="comma-separated workload names/prefixes/globs")
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer repeats (repeats 5, min-window 0.3 s, budget 3 s)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats (default 20)")
+    ap.add_argument("--min-window", type=float, default=None,
+                    help="keep repeating fast workloads until this many s are timed (default 1)")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="stop after this many s of timed repeats (default 15)")
+    ap.add_argument("--wait-quiet", type=float, default=0.0,
+                    help="before each workload wait up to this many s for other processes "
+                         "to go idle (< --quiet-threshold cores busy)")
+    ap.add_argument("--quiet-threshold", type=float, default=0.25)
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    ap.add_argument("--list", action="store_true", help="list the workloads and exit")
+    args = ap.parse_args()
+    q = args.quick
+    if args.repeats is None:
+        args.repeats = 5 if q else 20
+    if args.min_window is None:
+        args.min_window = 0.3 if q else 1.0
+    if args.budget is None:
+        args.budget = 3.0 if q else 15.0
+    if args.list:
+        for n in WORKLOADS:
+            print(n)
+        return
+
+    if args.framework == "jax":
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    fw = args.framework
+    peer = PEERS[fw](args)
+    for name in selected(WORKLOADS, args.only):
+        w = WORKLOADS[name]
+        base = dict(framework=fw, workload=name, params=w.params, metric=w.metric,
+                    version=peer.version)
+        build = getattr(peer, name, None)
+        if build is None:
+            emit(dict(base, status="skipped", reason=f"{fw} has no implementation",
+                      median_ms=None, min_ms=None, repeats=0, value=None, cpu_util=None))
+            print(f"[{fw}] {name}: skipped", file=sys.stderr)
+            continue
+        try:
+            quiet = wait_quiet(args.wait_quiet, args.quiet_threshold)
+            r = bench(build(w.params), w.warmup, args, w.budget_scale)
+        except Exception as e:  # noqa: BLE001 - one failing workload must not stop the rest
+            traceback.print_exc(file=sys.stderr)
+            emit(dict(base, status="failed", reason=f"{type(e).__name__}: {e}"[:400],
+                      median_ms=None, min_ms=None, repeats=0, value=None, cpu_util=None))
+            continue
+        rec = dict(base, median_ms=rnd(r["median_s"] * 1e3), min_ms=rnd(r["min_s"] * 1e3),
+                   repeats=r["n"], value=rnd(w.value(r["median_s"])), cpu_util=r["cpu_util"],
+                   impl=getattr(peer, "impl_" + name, None), first_call_ms=rnd(r["first_s"] * 1e3),
+                   timed_window_s=round(r["window_s"], 3), other_load=r["other_load"],
+                   quiet_wait_load=quiet)
+        emit(rec)
+        print(f"[{fw}] {name}: {rec['value']} {w.metric} (median {rec['median_ms']} ms, "
+              f"n={r['n']}, cpu_util {r['cpu_util']}, other_load {r['other_load']})",
+              file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,649 @@
+//! Kiln benchmark harness, Kiln side.
+//!
+//! ```text
+//! cargo run --release -p kiln-bench -- [--only NAME,...] [--quick] [--list]
+//! ```
+//!
+//! Prints one JSON object per line on stdout, in the same schema as
+//! `bench/peers.py` (progress goes to stderr):
+//!
+//! ```text
+//! {"framework":"kiln","workload",...,"params",...,"median_ms","min_ms","repeats",
+//!  "metric","value","cpu_util",...extras}
+//! ```
+//!
+//! The timing rule is the peers' one: optional wait for a quiet machine, one
+//! warm-up call (more while cheap), then timed calls until at least `repeats`
+//! calls and `min_window` seconds of timed work, stopping once `budget` seconds
+//! were timed (never fewer than 3); the median is reported. Each call builds the
+//! lazy graph and evaluates it, so the time covers graph construction and eval.
+//!
+//! Adding a workload: add an entry to [`workloads`] with the same name, params
+//! and metric as in `bench/peers.py`'s `WORKLOADS`.
+
+use kiln::Array;
+use std::time::Instant;
+
+type R<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+/// One run of a workload, to completion (everything evaluated).
+type Thunk = Box<dyn FnMut() -> R<()>>;
+
+// ---------------------------------------------------------------------------
+// Workload registry (keep names, params and metrics in sync with peers.py)
+// ---------------------------------------------------------------------------
+
+const ELEM_N: usize = 16 * 1024 * 1024;
+const RED_ROWS: usize = 4096;
+const RED_COLS: usize = 4096;
+const CHAIN_N: usize = 16;
+const CHAIN_LEN: usize = 1000;
+/// sqrt(2 / pi)
+const GELU_C: f64 = 0.797_884_560_802_865_4;
+
+struct Workload {
+    name: &'static str,
+    /// Unit of `value`; report.py knows which units are lower-is-better.
+    metric: &'static str,
+    /// Must equal the peers' params for the same workload.
+    params: Json,
+    /// How Kiln runs it (the record's "impl").
+    desc: &'static str,
+    warmup: usize,
+    budget_scale: f64,
+    /// Median seconds per call -> metric value.
+    value: fn(f64) -> f64,
+    /// Builds the inputs and returns the timed call.
+    setup: fn(&mut Rng) -> R<Thunk>,
+}
+
+fn gbs(bytes: usize, s: f64) -> f64 {
+    bytes as f64 / s / 1e9
+}
+
+fn workloads() -> Vec<Workload> {
+    let gelu_params = |mode: &str| {
+        obj(vec![
+            ("n", ELEM_N.into()),
+            ("dtype", "float32".into()),
+            ("expr", "gelu_tanh(x*1.5+0.5)".into()),
+            ("mode", mode.into()),
+        ])
+    };
+    let red_params = || {
+        obj(vec![
+            ("shape", Json::Arr(vec![RED_ROWS.into(), RED_COLS.into()])),
+            ("axis", (-1i64).into()),
+            ("dtype", "float32".into()),
+        ])
+    };
+    vec![
+        Workload {
+            name: "elementwise_gelu_unfused",
+            metric: "GB/s",
+            params: gelu_params("eager"),
+            desc: "lazy graph of 11 elementwise ops, one eval",
+            warmup: 2,
+            budget_scale: 1.0,
+            value: |s| gbs(2 * 4 * ELEM_N, s),
+            setup: setup_gelu,
+        },
+        // Peers run their compiler here (jax.jit, torch.compile, mx.compile); Kiln
+        // evaluates the same lazy graph, so this row compares Kiln with compiled peers.
+        Workload {
+            name: "elementwise_gelu_compiled",
+            metric: "GB/s",
+            params: gelu_params("compiled"),
+            desc: "lazy graph of 11 elementwise ops, one eval",
+            warmup: 3,
+            budget_scale: 1.0,
+            value: |s| gbs(2 * 4 * ELEM_N, s),
+            setup: setup_gelu,
+        },
+        Workload {
+            name: "sum_lastaxis_4096x4096",
+            metric: "GB/s",
+            params: red_params(),
+            desc: "kiln::ops::sum(x, -1, false)",
+            warmup: 3,
+            budget_scale: 1.0,
+            value: |s| gbs(4 * RED_ROWS * RED_COLS + 4 * RED_ROWS, s),
+            setup: setup_sum,
+        },
+        Workload {
+            name: "softmax_lastaxis_4096x4096",
+            metric: "GB/s",
+            params: red_params(),
+            desc: "kiln::ops::softmax(x, -1, false)",
+            warmup: 3,
+            budget_scale: 1.0,
+            value: |s| gbs(2 * 4 * RED_ROWS * RED_COLS, s),
+            setup: setup_softmax,
+        },
+        Workload {
+            name: "smallop_chain1000_add16",
+            metric: "us/op",
+            params: obj(vec![
+                ("n", CHAIN_N.into()),
+                ("chain", CHAIN_LEN.into()),
+                ("dtype", "float32".into()),
+                ("op", "y = y + x (chain), then one eval/sync".into()),
+            ]),
+            desc: "lazy graph of 1000 adds, one eval",
+            warmup: 3,
+            budget_scale: 1.0,
+            value: |s| s / CHAIN_LEN as f64 * 1e6,
+            setup: setup_chain,
+        },
+    ]
+}
+
+/// `gelu_tanh(x*1.5+0.5)` spelled as the same 11 elementwise ops as the peers:
+/// `z = x*1.5+0.5; 0.5*z*(1+tanh(c*(z + 0.044715*z*z*z)))`.
+fn gelu_chain(x: &Array) -> R<Array> {
+    let z = &(x * 1.5) + 0.5;
+    let z3 = &(&(0.044715 * &z) * &z) * &z;
+    let inner = GELU_C * &(&z + &z3);
+    let t = kiln::ops::tanh(&inner)?;
+    Ok(&(0.5 * &z) * &(1.0 + &t))
+}
+
+fn setup_gelu(rng: &mut Rng) -> R<Thunk> {
+    let x = rng.normal_array(&[ELEM_N])?;
+    Ok(Box::new(move || {
+        let y = gelu_chain(&x)?;
+        y.eval()?;
+        Ok(())
+    }))
+}
+
+fn setup_sum(rng: &mut Rng) -> R<Thunk> {
+    let x = rng.normal_array(&[RED_ROWS, RED_COLS])?;
+    Ok(Box::new(move || {
+        let y = kiln::ops::sum(&x, -1, false)?;
+        y.eval()?;
+        Ok(())
+    }))
+}
+
+fn setup_softmax(rng: &mut Rng) -> R<Thunk> {
+    let x = rng.normal_array(&[RED_ROWS, RED_COLS])?;
+    Ok(Box::new(move || {
+        let y = kiln::ops::softmax(&x, -1, false)?;
+        y.eval()?;
+        Ok(())
+    }))
+}
+
+fn setup_chain(rng: &mut Rng) -> R<Thunk> {
+    let x = rng.normal_array(&[CHAIN_N])?;
+    Ok(Box::new(move || {
+        let mut y = x.clone();
+        for _ in 0..CHAIN_LEN {
+            y = &y + &x;
+        }
+        kiln::eval(&[&y])?;
+        Ok(())
+    }))
+}
+
+// ---------------------------------------------------------------------------
+// Random inputs: xorshift64* + Box-Muller (standard normal f32)
+// ---------------------------------------------------------------------------
+
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in (0, 1].
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+    fn normal_vec(&mut self, n: usize) -> Vec<f32> {
+        let mut v = Vec::with_capacity(n + 1);
+        while v.len() < n {
+            let r = (-2.0 * self.uniform().ln()).sqrt();
+            let th = 2.0 * std::f64::consts::PI * self.uniform();
+            v.push((r * th.cos()) as f32);
+            v.push((r * th.sin()) as f32);
+        }
+        v.truncate(n);
+        v
+    }
+    /// An evaluated f32 array of standard normals.
+    fn normal_array(&mut self, shape: &[usize]) -> R<Array> {
+        let n = shape.iter().product();
+        let a = Array::from_vec(self.normal_vec(n), shape)?;
+        a.eval()?;
+        Ok(a)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Timing
+// ---------------------------------------------------------------------------
+
+struct Opts {
+    only: Vec<String>,
+    repeats: usize,
+    min_window: f64,
+    budget: f64,
+    wait_quiet: f64,
+    quiet_threshold: f64,
+    list: bool,
+}
+
+struct Timing {
+    median_s: f64,
+    min_s: f64,
+    n: usize,
+    cpu_util: Option<f64>,
+    first_s: f64,
+    other_load: Option<f64>,
+    window_s: f64,
+}
+
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+mod sys {
+    #[repr(C)]
+    struct Timespec {
+        tv_sec: i64,
+        tv_nsec: i64,
+    }
+    extern "C" {
+        fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+        fn sysconf(name: i32) -> i64;
+    }
+    const CLOCK_PROCESS_CPUTIME_ID: i32 = 2;
+    const SC_CLK_TCK: i32 = 2;
+
+    /// CPU seconds used by this process (all threads).
+    pub fn process_cpu_s() -> Option<f64> {
+        let mut t = Timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `t` is a valid, writable timespec for the duration of the call.
+        let rc = unsafe { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+        (rc == 0).then(|| t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9)
+    }
+
+    /// Busy CPU seconds of the whole machine so far (all processes), from /proc/stat.
+    pub fn machine_busy_s() -> Option<f64> {
+        let s = std::fs::read_to_string("/proc/stat").ok()?;
+        let v: Vec<f64> = s.lines().next()?.split_whitespace().skip(1).take(8).filter_map(|x| x.parse().ok()).collect();
+        if v.len() < 8 {
+            return None;
+        }
+        // SAFETY: sysconf has no preconditions.
+        let tck = unsafe { sysconf(SC_CLK_TCK) };
+        let tck = if tck > 0 { tck as f64 } else { 100.0 };
+        Some((v.iter().sum::<f64>() - v[3] - v[4]) / tck)
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+mod sys {
+    pub fn process_cpu_s() -> Option<f64> {
+        None
+    }
+    pub fn machine_busy_s() -> Option<f64> {
+        None
+    }
+}
+
+/// Waits up to `o.wait_quiet` s for other processes to use fewer than
+/// `o.quiet_threshold` cores (1 s samples); returns the last sample's load.
+fn wait_quiet(o: &Opts) -> Option<f64> {
+    if o.wait_quiet <= 0.0 {
+        return None;
+    }
+    let end = Instant::now();
+    loop {
+        let (b0, c0, w0) = (sys::machine_busy_s()?, sys::process_cpu_s()?, Instant::now());
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let other = ((sys::machine_busy_s()? - b0) - (sys::process_cpu_s()? - c0)) / w0.elapsed().as_secs_f64();
+        if other < o.quiet_threshold || end.elapsed().as_secs_f64() > o.wait_quiet {
+            return Some(round2(other.max(0.0)));
+        }
+    }
+}
+
+fn bench(f: &mut Thunk, warmup: usize, budget_scale: f64, o: &Opts) -> R<Timing> {
+    let budget = o.budget * budget_scale;
+    let t0 = Instant::now();
+    f()?;
+    let first = t0.elapsed().as_secs_f64();
+    for _ in 1..warmup {
+        // further warm-up only while cheap
+        if first > budget / 6.0 {
+            break;
+        }
+        f()?;
+    }
+    let mut times = Vec::new();
+    let (b0, c0) = (sys::machine_busy_s(), sys::process_cpu_s());
+    let w0 = Instant::now();
+    loop {
+        let s = Instant::now();
+        f()?;
+        let dt = s.elapsed().as_secs_f64();
+        let since = w0.elapsed().as_secs_f64();
+        times.push(dt);
+        if since > budget && times.len() >= 3 {
+            break;
+        }
+        if times.len() >= o.repeats && since >= o.min_window {
+            break;
+        }
+        if times.len() >= 20000 {
+            break;
+        }
+    }
+    let wall = w0.elapsed().as_secs_f64();
+    let cpu = match (c0, sys::process_cpu_s()) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let other = match (b0, sys::machine_busy_s(), cpu) {
+        // /proc/stat ticks are 10 ms: meaningless on short windows.
+        (Some(a), Some(b), Some(c)) if wall >= 0.25 => Some(round2(((b - a - c) / wall).max(0.0))),
+        _ => None,
+    };
+    let mut sorted = times.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let n = sorted.len();
+    let median = if n % 2 == 1 { sorted[n / 2] } else { 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]) };
+    Ok(Timing {
+        median_s: median,
+        min_s: sorted[0],
+        n,
+        cpu_util: cpu.map(|c| round2(c / wall)),
+        first_s: first,
+        other_load: other,
+        window_s: wall,
+    })
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Same rounding as peers.py: 4 significant digits below 1, else 4 decimals.
+fn rnd(x: f64) -> Json {
+    if !x.is_finite() {
+        return Json::Null;
+    }
+    let v = if x.abs() < 1.0 {
+        if x == 0.0 {
+            0.0
+        } else {
+            let mag = 10f64.powi(3 - x.abs().log10().floor() as i32);
+            (x * mag).round() / mag
+        }
+    } else {
+        (x * 1e4).round() / 1e4
+    };
+    // Go through the decimal string so that the printed value is the short one.
+    Json::Num(format!("{v:.12}").parse().unwrap_or(v))
+}
+
+// ---------------------------------------------------------------------------
+// Minimal JSON writer (no serde)
+// ---------------------------------------------------------------------------
+
+#[derive(Clone)]
+enum Json {
+    Null,
+    Num(f64),
+    Int(i64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+fn obj(fields: Vec<(&str, Json)>) -> Json {
+    Json::Obj(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+impl From<&str> for Json {
+    fn from(s: &str) -> Json {
+        Json::Str(s.to_string())
+    }
+}
+impl From<String> for Json {
+    fn from(s: String) -> Json {
+        Json::Str(s)
+    }
+}
+impl From<usize> for Json {
+    fn from(x: usize) -> Json {
+        Json::Int(x as i64)
+    }
+}
+impl From<i64> for Json {
+    fn from(x: i64) -> Json {
+        Json::Int(x)
+    }
+}
+impl From<Option<f64>> for Json {
+    fn from(x: Option<f64>) -> Json {
+        match x {
+            Some(v) if v.is_finite() => Json::Num(v),
+            _ => Json::Null,
+        }
+    }
+}
+
+impl std::fmt::Display for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Json::Null => f.write_str("null"),
+            Json::Num(x) if !x.is_finite() => f.write_str("null"),
+            Json::Num(x) if x.fract() == 0.0 && x.abs() < 1e15 => write!(f, "{x:.1}"),
+            Json::Num(x) => write!(f, "{x}"),
+            Json::Int(x) => write!(f, "{x}"),
+            Json::Str(s) => {
+                f.write_str("\"")?;
+                for c in s.chars() {
+                    match c {
+                        '"' => f.write_str("\\\"")?,
+                        '\\' => f.write_str("\\\\")?,
+                        '\n' => f.write_str("\\n")?,
+                        '\r' => f.write_str("\\r")?,
+                        '\t' => f.write_str("\\t")?,
+                        c if (c as u32) < 0x20 => write!(f, "\\u{:04x}", c as u32)?,
+                        c => write!(f, "{c}")?,
+                    }
+                }
+                f.write_str("\"")
+            }
+            Json::Arr(v) => {
+                f.write_str("[")?;
+                for (i, x) in v.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{x}")?;
+                }
+                f.write_str("]")
+            }
+            Json::Obj(v) => {
+                f.write_str("{")?;
+                for (i, (k, x)) in v.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{}: {x}", Json::Str(k.clone()))?;
+                }
+                f.write_str("}")
+            }
+        }
+    }
+}
+
+fn emit(rec: &Json) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{rec}");
+    let _ = out.flush();
+}
+
+// ---------------------------------------------------------------------------
+// Driver
+// ---------------------------------------------------------------------------
+
+/// `--only`: comma-separated names, name prefixes, or globs with `*`.
+fn selected(name: &str, only: &[String]) -> bool {
+    only.is_empty() || only.iter().any(|p| name.starts_with(p.as_str()) || glob(p.as_bytes(), name.as_bytes()))
+}
+
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    match p.first() {
+        None => s.is_empty(),
+        Some(b'*') => (0..=s.len()).any(|i| glob(&p[1..], &s[i..])),
+        Some(b'?') => !s.is_empty() && glob(&p[1..], &s[1..]),
+        Some(c) => s.first() == Some(c) && glob(&p[1..], &s[1..]),
+    }
+}
+
+const USAGE: &str = "usage: kiln-bench [--only NAME,...] [--quick] [--repeats N] [--min-window S] \
+[--budget S] [--wait-quiet S] [--quiet-threshold CORES] [--list]";
+
+fn parse_args() -> R<Opts> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut quick = false;
+    let (mut only, mut repeats, mut min_window, mut budget) = (Vec::new(), None, None, None);
+    let (mut wait_quiet, mut quiet_threshold, mut list) = (0.0, 0.25, false);
+    let mut i = 0;
+    while i < args.len() {
+        // accept both "--flag value" and "--flag=value"
+        let (flag, inline) = match args[i].split_once('=') {
+            Some((f, v)) if args[i].starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (args[i].clone(), None),
+        };
+        let mut value = || -> R<String> {
+            if let Some(v) = inline.clone() {
+                return Ok(v);
+            }
+            i += 1;
+            args.get(i).cloned().ok_or_else(|| format!("{flag} needs a value\n{USAGE}").into())
+        };
+        match flag.as_str() {
+            "--only" => only = value()?.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            "--quick" => quick = true,
+            "--repeats" => repeats = Some(value()?.parse()?),
+            "--min-window" => min_window = Some(value()?.parse()?),
+            "--budget" => budget = Some(value()?.parse()?),
+            "--wait-quiet" => wait_quiet = value()?.parse()?,
+            "--quiet-threshold" => quiet_threshold = value()?.parse()?,
+            "--list" => list = true,
+            "-h" | "--help" => {
+                eprintln!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
+        }
+        i += 1;
+    }
+    Ok(Opts {
+        only,
+        repeats: repeats.unwrap_or(if quick { 5 } else { 20 }),
+        min_window: min_window.unwrap_or(if quick { 0.3 } else { 1.0 }),
+        budget: budget.unwrap_or(if quick { 3.0 } else { 15.0 }),
+        wait_quiet,
+        quiet_threshold,
+        list,
+    })
+}
+
+fn main() {
+    let o = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("kiln-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let all = workloads();
+    if o.list {
+        for w in &all {
+            println!("{}", w.name);
+        }
+        return;
+    }
+    let version = std::env::var("KILN_BENCH_REV").unwrap_or_else(|_| env!("CARGO_PKG_VERSION").to_string());
+    let mut rng = Rng::new(0);
+    for w in all.iter().filter(|w| selected(w.name, &o.only)) {
+        let base = vec![
+            ("framework", Json::from("kiln")),
+            ("workload", w.name.into()),
+            ("params", w.params.clone()),
+            ("metric", w.metric.into()),
+            ("version", version.as_str().into()),
+        ];
+        let quiet = wait_quiet(&o);
+        // A panicking workload (an op that panics instead of returning an error)
+        // is reported as failed and the others still run.
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (w.setup)(&mut rng).and_then(|mut f| bench(&mut f, w.warmup, w.budget_scale, &o))
+        }))
+        .unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".to_string());
+            Err(format!("panicked: {msg}").into())
+        });
+        let mut rec = base;
+        match res {
+            Ok(t) => {
+                let value = (w.value)(t.median_s);
+                let opt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v}"));
+                eprintln!(
+                    "[kiln] {}: {:.4} {} (median {:.4} ms, n={}, cpu_util {}, other_load {})",
+                    w.name,
+                    value,
+                    w.metric,
+                    t.median_s * 1e3,
+                    t.n,
+                    opt(t.cpu_util),
+                    opt(t.other_load)
+                );
+                rec.extend([
+                    ("median_ms", rnd(t.median_s * 1e3)),
+                    ("min_ms", rnd(t.min_s * 1e3)),
+                    ("repeats", t.n.into()),
+                    ("value", rnd(value)),
+                    ("cpu_util", t.cpu_util.into()),
+                    ("impl", w.desc.into()),
+                    ("first_call_ms", rnd(t.first_s * 1e3)),
+                    ("timed_window_s", Json::Num((t.window_s * 1e3).round() / 1e3)),
+                    ("other_load", t.other_load.into()),
+                    ("quiet_wait_load", quiet.into()),
+                ]);
+            }
+            Err(e) => {
+                eprintln!("[kiln] {}: failed: {e}", w.name);
+                let reason: String = format!("{e}").chars().take(400).collect();
+                rec.extend([
+                    ("status", Json::from("failed")),
+                    ("reason", reason.into()),
+                    ("median_ms", Json::Null),
+                    ("min_ms", Json::Null),
+                    ("repeats", 0usize.into()),
+                    ("value", Json::Null),
+                    ("cpu_util", Json::Null),
+                ]);
+            }
+        }
+        emit(&obj(rec));
+    }
+}

@@ -1,0 +1,46 @@
+//! The CPU backend: SIMD kernels with run-time ISA dispatch, multi-threaded
+//! over large arrays, single-threaded for small ones.
+
+pub mod math;
+pub mod simd;
+pub mod strided;
+mod binary;
+mod reduce;
+mod unary;
+
+use super::{Backend, BinaryOp, ReduceOp, UnaryOp};
+use crate::array::{Array, Data};
+use crate::dtype::{Dtype, Scalar};
+use crate::error::Result;
+use crate::primitive::OutSpec;
+
+/// The CPU backend.
+pub struct CpuBackend;
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+    fn fill(&self, value: Scalar, out: &OutSpec<'_>) -> Result<Data> {
+        strided::fill(value, out)
+    }
+    fn arange(&self, start: f64, step: f64, out: &OutSpec<'_>) -> Result<Data> {
+        strided::arange(start, step, out)
+    }
+    fn copy(&self, x: &Array, out: &OutSpec<'_>) -> Result<Data> {
+        strided::copy(x, out)
+    }
+    fn copy_into(&self, src: &Array, dst: &Data, dst_dtype: Dtype, dst_offset: isize, dst_strides: &[isize]) -> Result<()> {
+        strided::copy_into(src, &src.data(), dst, dst_dtype, dst_offset, dst_strides);
+        Ok(())
+    }
+    fn unary(&self, op: UnaryOp, x: &Array, out: &OutSpec<'_>) -> Result<Data> {
+        unary::unary(op, x, out)
+    }
+    fn binary(&self, op: BinaryOp, a: &Array, b: &Array, out: &OutSpec<'_>) -> Result<Data> {
+        binary::binary(op, a, b, out)
+    }
+    fn reduce(&self, op: ReduceOp, x: &Array, axes: &[usize], out: &OutSpec<'_>) -> Result<Data> {
+        reduce::reduce(op, x, axes, out)
+    }
+}

@@ -1,0 +1,119 @@
+//! The primitive interface: what every graph node's operation provides.
+//!
+//! A primitive's shape/dtype rule lives in the public op that builds it; the
+//! primitive itself carries its kernel dispatch (through the [`Backend`] of the
+//! stream's device) and its vjp, jvp and vmap rules, all in one file.
+
+use crate::array::{Array, Data};
+use crate::backend::Backend;
+use crate::dtype::Dtype;
+use crate::error::{Error, Result};
+use std::any::Any;
+
+/// Shape and dtype of one output a primitive must produce.
+#[derive(Clone, Copy, Debug)]
+pub struct OutSpec<'a> {
+    /// Output shape.
+    pub shape: &'a [usize],
+    /// Output dtype.
+    pub dtype: Dtype,
+}
+
+/// Whether a primitive implements a transform rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// The rule is implemented.
+    Yes,
+    /// The rule is deliberately absent; the string says why (e.g. argmax has no gradient).
+    No(&'static str),
+}
+
+/// Which transform rules a primitive implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// Reverse mode.
+    pub vjp: Rule,
+    /// Forward mode.
+    pub jvp: Rule,
+    /// Batching.
+    pub vmap: Rule,
+}
+
+impl Rules {
+    /// All three rules implemented.
+    pub const ALL: Rules = Rules { vjp: Rule::Yes, jvp: Rule::Yes, vmap: Rule::Yes };
+}
+
+/// An operation recorded in the graph.
+pub trait Primitive: Send + Sync + 'static {
+    /// The primitive's name, used in errors and graph dumps.
+    fn name(&self) -> &'static str;
+
+    /// Computes the outputs from evaluated inputs. Each returned [`Data`] must
+    /// match the corresponding [`OutSpec`]; views may share an input's buffer.
+    fn eval(&self, backend: &dyn Backend, inputs: &[Array], outputs: &[OutSpec<'_>]) -> Result<Vec<Data>>;
+
+    /// Which transform rules this primitive implements.
+    fn rules(&self) -> Rules {
+        Rules::ALL
+    }
+
+    /// Reverse mode: cotangents of the inputs listed in `argnums`, given the
+    /// cotangents of every output and the forward outputs themselves.
+    fn vjp(&self, primals: &[Array], cotangents: &[Array], argnums: &[usize], outputs: &[Array]) -> Result<Vec<Array>> {
+        let _ = (primals, cotangents, argnums, outputs);
+        Err(self.missing("vjp"))
+    }
+
+    /// Forward mode: tangents of every output, given tangents of the inputs in
+    /// `argnums` (`tangents[i]` belongs to `primals[argnums[i]]`).
+    fn jvp(&self, primals: &[Array], tangents: &[Array], argnums: &[usize]) -> Result<Vec<Array>> {
+        let _ = (primals, tangents, argnums);
+        Err(self.missing("jvp"))
+    }
+
+    /// Batching: applies the op to inputs that carry a batch axis (`axes[i]`,
+    /// `None` when input `i` is not batched). Returns the outputs and the
+    /// batch axis of each.
+    fn vmap(&self, inputs: &[Array], axes: &[Option<usize>]) -> Result<(Vec<Array>, Vec<Option<usize>>)> {
+        let _ = (inputs, axes);
+        Err(self.missing("vmap"))
+    }
+
+    /// Whether `other` is the same op with the same parameters (used to merge
+    /// common subexpressions).
+    fn is_equivalent(&self, other: &dyn Primitive) -> bool {
+        let _ = other;
+        false
+    }
+
+    /// Access to the concrete type, for `is_equivalent` and transforms.
+    fn as_any(&self) -> &dyn Any;
+
+    /// The error a missing rule raises.
+    fn missing(&self, rule: &str) -> Error {
+        let why = match rule {
+            "vjp" => self.rules().vjp,
+            "jvp" => self.rules().jvp,
+            _ => self.rules().vmap,
+        };
+        match why {
+            Rule::No(reason) => Error::unsupported(self.name(), format!("{rule} is not defined: {reason}")),
+            Rule::Yes => Error::unsupported(self.name(), format!("{rule} is not implemented.")),
+        }
+    }
+}
+
+/// Implements `as_any` and an `is_equivalent` that compares parameters with `PartialEq`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! prim_common {
+    () => {
+        fn as_any(&self) -> &dyn ::std::any::Any {
+            self
+        }
+        fn is_equivalent(&self, other: &dyn $crate::primitive::Primitive) -> bool {
+            other.as_any().downcast_ref::<Self>().is_some_and(|o| o == self)
+        }
+    };
+}

@@ -1,0 +1,1 @@
+//! Kiln model zoo (placeholder crate: filled by a later issue).

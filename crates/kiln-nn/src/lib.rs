@@ -1,0 +1,1 @@
+//! Neural-network layers for Kiln (placeholder crate: filled by a later issue).

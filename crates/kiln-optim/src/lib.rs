@@ -1,0 +1,1 @@
+//! Optimizers for Kiln (placeholder crate: filled by a later issue).
