@@ -280,10 +280,7 @@ impl Array {
         let st = self.0.lock();
         match &st.expr {
             Some((e, pos)) => match e.siblings.get() {
-                Some(s) => (
-                    s.iter().map(|w| w.upgrade().map(Array).unwrap_or_else(|| self.clone())).collect(),
-                    *pos,
-                ),
+                Some(s) => (s.iter().map(|w| w.upgrade().map(Array).unwrap_or_else(|| self.clone())).collect(), *pos),
                 None => (vec![self.clone()], 0),
             },
             None => (vec![self.clone()], 0),

@@ -64,7 +64,8 @@ fn bucket(size: usize) -> usize {
     if size <= 4096 {
         return size.next_power_of_two();
     }
-    let step = (size.next_power_of_two() / 8).max(4096);
+    let high_bit = 1usize << (usize::BITS - 1 - size.leading_zeros());
+    let step = (high_bit / 8).max(4096);
     size.div_ceil(step) * step
 }
 

@@ -62,10 +62,7 @@ pub fn normalize_axis(op: &str, axis: i32, ndim: usize) -> Result<usize> {
     let n = ndim as i64;
     let a = axis as i64;
     if a < -n || a >= n {
-        return Err(Error::out_of_range(
-            op,
-            format!("Axis {axis} is out of bounds for array with {ndim} dimensions."),
-        ));
+        return Err(Error::out_of_range(op, format!("Axis {axis} is out of bounds for array with {ndim} dimensions.")));
     }
     Ok(if a < 0 { (a + n) as usize } else { a as usize })
 }
@@ -95,7 +92,8 @@ pub fn collapse_dims(shape: &[usize], strides: &[&[isize]]) -> (Vec<usize>, Vec<
             continue;
         }
         if let Some(&last) = out_shape.last() {
-            let mergeable = strides.iter().zip(out_strides.iter()).all(|(s, o)| *o.last().unwrap() == s[d] * shape[d] as isize);
+            let mergeable =
+                strides.iter().zip(out_strides.iter()).all(|(s, o)| *o.last().unwrap() == s[d] * shape[d] as isize);
             let _ = last;
             if mergeable {
                 let k = out_shape.len() - 1;
@@ -118,9 +116,7 @@ pub fn collapse_dims(shape: &[usize], strides: &[&[isize]]) -> (Vec<usize>, Vec<
 /// (0 where a dimension is broadcast or added).
 pub fn broadcast_strides(in_shape: &[usize], in_strides: &[isize], out_shape: &[usize]) -> Vec<isize> {
     let off = out_shape.len() - in_shape.len();
-    (0..out_shape.len())
-        .map(|i| if i < off || in_shape[i - off] == 1 { 0 } else { in_strides[i - off] })
-        .collect()
+    (0..out_shape.len()).map(|i| if i < off || in_shape[i - off] == 1 { 0 } else { in_strides[i - off] }).collect()
 }
 
 #[cfg(test)]

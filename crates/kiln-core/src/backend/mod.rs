@@ -185,7 +185,15 @@ pub trait Backend: Send + Sync {
         Err(self.unavailable("arg_reduce"))
     }
     /// Cumulative scan along `axis`.
-    fn scan(&self, op: ScanOp, x: &Array, axis: usize, reverse: bool, inclusive: bool, out: &OutSpec<'_>) -> Result<Data> {
+    fn scan(
+        &self,
+        op: ScanOp,
+        x: &Array,
+        axis: usize,
+        reverse: bool,
+        inclusive: bool,
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
         let _ = (op, x, axis, reverse, inclusive, out);
         Err(self.unavailable("scan"))
     }

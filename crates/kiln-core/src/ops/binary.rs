@@ -24,7 +24,13 @@ impl Primitive for Binary {
     fn eval(&self, backend: &dyn Backend, inputs: &[Array], outputs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
         Ok(vec![backend.binary(self.op, &inputs[0], &inputs[1], &outputs[0])?])
     }
-    fn vjp(&self, primals: &[Array], cotangents: &[Array], argnums: &[usize], _outputs: &[Array]) -> Result<Vec<Array>> {
+    fn vjp(
+        &self,
+        primals: &[Array],
+        cotangents: &[Array],
+        argnums: &[usize],
+        _outputs: &[Array],
+    ) -> Result<Vec<Array>> {
         let g = &cotangents[0];
         let mut out = Vec::with_capacity(argnums.len());
         for &i in argnums {
@@ -109,9 +115,8 @@ pub fn out_dtype(op: BinaryOp, d: Dtype) -> Dtype {
 
 /// Records `op(a, b)` for arrays that already share a dtype.
 pub(crate) fn binary_same(op: BinaryOp, a: &Array, b: &Array, out: Dtype) -> Result<Array> {
-    let shape = broadcast_shapes(a.shape(), b.shape()).map_err(|e| {
-        crate::error::Error::invalid(binary_name(op).to_lowercase(), e.message().to_string())
-    })?;
+    let shape = broadcast_shapes(a.shape(), b.shape())
+        .map_err(|e| crate::error::Error::invalid(binary_name(op).to_lowercase(), e.message().to_string()))?;
     Ok(Array::from_op(shape, out, Binary { op }, vec![a.clone(), b.clone()]))
 }
 

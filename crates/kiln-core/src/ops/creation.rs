@@ -95,14 +95,20 @@ impl Primitive for Arange {
 /// `[start, stop)` in steps of `step`, as `dtype`.
 pub fn arange(start: f64, stop: f64, step: f64, dtype: Dtype) -> Result<Array> {
     if step == 0.0 || !step.is_finite() || !start.is_finite() || !stop.is_finite() {
-        return Err(Error::invalid("arange", format!("Cannot compute length with start={start}, stop={stop}, step={step}.")));
+        return Err(Error::invalid(
+            "arange",
+            format!("Cannot compute length with start={start}, stop={stop}, step={step}."),
+        ));
     }
     if dtype == Dtype::Bool {
         return Err(Error::invalid("arange", "Cannot create an arange of dtype bool."));
     }
     let n = ((stop - start) / step).ceil().max(0.0);
     if n > i32::MAX as f64 {
-        return Err(Error::invalid("arange", format!("Maximum size exceeded for start={start}, stop={stop}, step={step}.")));
+        return Err(Error::invalid(
+            "arange",
+            format!("Maximum size exceeded for start={start}, stop={stop}, step={step}."),
+        ));
     }
     Ok(Array::from_op(vec![n as usize], dtype, Arange { start, step }, vec![]))
 }

@@ -60,7 +60,8 @@ pub(crate) fn reduce_keep(op: ReduceOp, a: &Array, axes: &[usize]) -> Result<Arr
         ReduceOp::Sum | ReduceOp::Prod => sum_dtype(a.dtype()),
         _ => a.dtype(),
     };
-    let input = super::creation::astype(a, if matches!(op, ReduceOp::Sum | ReduceOp::Prod) { out_dtype } else { a.dtype() })?;
+    let input =
+        super::creation::astype(a, if matches!(op, ReduceOp::Sum | ReduceOp::Prod) { out_dtype } else { a.dtype() })?;
     let mut shape = a.shape().to_vec();
     for &ax in axes {
         shape[ax] = 1;

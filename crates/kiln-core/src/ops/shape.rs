@@ -20,7 +20,12 @@ impl Primitive for Reshape {
     fn eval(&self, backend: &dyn Backend, inputs: &[Array], outputs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
         let d = inputs[0].data();
         if d.is_row_contiguous() {
-            return Ok(vec![Data::view(d.buffer().clone(), outputs[0].shape, d.offset(), row_major_strides(outputs[0].shape))]);
+            return Ok(vec![Data::view(
+                d.buffer().clone(),
+                outputs[0].shape,
+                d.offset(),
+                row_major_strides(outputs[0].shape),
+            )]);
         }
         let c = backend.copy(&inputs[0], &OutSpec { shape: inputs[0].shape(), dtype: outputs[0].dtype })?;
         Ok(vec![Data::view(c.buffer().clone(), outputs[0].shape, 0, row_major_strides(outputs[0].shape))])
@@ -79,13 +84,20 @@ pub fn reshape(a: &Array, shape: &[i64]) -> Result<Array> {
         if known == 0 || a.size() % known != 0 {
             return Err(Error::invalid(
                 "reshape",
-                format!("Cannot infer the shape of an empty array or reshape array of size {} into shape {}.", a.size(), show()),
+                format!(
+                    "Cannot infer the shape of an empty array or reshape array of size {} into shape {}.",
+                    a.size(),
+                    show()
+                ),
             ));
         }
         out[i] = a.size() / known;
     }
     if numel(&out) != a.size() {
-        return Err(Error::invalid("reshape", format!("Cannot reshape array of size {} into shape {}.", a.size(), show())));
+        return Err(Error::invalid(
+            "reshape",
+            format!("Cannot reshape array of size {} into shape {}.", a.size(), show()),
+        ));
     }
     reshape_to(a, &out)
 }
@@ -135,8 +147,12 @@ pub fn broadcast_to(a: &Array, shape: &[usize]) -> Result<Array> {
     if a.shape() == shape {
         return Ok(a.clone());
     }
-    let b = broadcast_shapes(a.shape(), shape)
-        .map_err(|_| Error::invalid("broadcast_to", format!("Cannot broadcast array of shape {} to shape {}.", fmt_shape(a.shape()), fmt_shape(shape))))?;
+    let b = broadcast_shapes(a.shape(), shape).map_err(|_| {
+        Error::invalid(
+            "broadcast_to",
+            format!("Cannot broadcast array of shape {} to shape {}.", fmt_shape(a.shape()), fmt_shape(shape)),
+        )
+    })?;
     if b != shape {
         return Err(Error::invalid(
             "broadcast_to",
@@ -237,7 +253,12 @@ pub fn expand_dims(a: &Array, axis: i32) -> Result<Array> {
 /// Brings two operands' batch axes into line for a binary vmap rule: pads
 /// ranks so both have the batch axis at the same position. Returns the
 /// aligned arrays and the output batch axis.
-pub(crate) fn align_batch_axes(a: &Array, aa: Option<usize>, b: &Array, bb: Option<usize>) -> Result<(Array, Array, Option<usize>)> {
+pub(crate) fn align_batch_axes(
+    a: &Array,
+    aa: Option<usize>,
+    b: &Array,
+    bb: Option<usize>,
+) -> Result<(Array, Array, Option<usize>)> {
     match (aa, bb) {
         (None, None) => Ok((a.clone(), b.clone(), None)),
         _ => {

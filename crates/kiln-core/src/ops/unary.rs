@@ -20,7 +20,13 @@ impl Primitive for Unary {
     fn eval(&self, backend: &dyn Backend, inputs: &[Array], outputs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
         Ok(vec![backend.unary(self.op, &inputs[0], &outputs[0])?])
     }
-    fn vjp(&self, primals: &[Array], cotangents: &[Array], _argnums: &[usize], outputs: &[Array]) -> Result<Vec<Array>> {
+    fn vjp(
+        &self,
+        primals: &[Array],
+        cotangents: &[Array],
+        _argnums: &[usize],
+        outputs: &[Array],
+    ) -> Result<Vec<Array>> {
         let (_x, g, y) = (&primals[0], &cotangents[0], &outputs[0]);
         Ok(vec![match self.op {
             UnaryOp::Exp => multiply(g, y)?,
@@ -112,7 +118,10 @@ pub fn unary_dtype(op: UnaryOp, d: Dtype) -> Result<Dtype> {
             if d.is_integral() {
                 Ok(d)
             } else {
-                Err(Error::invalid("bitwise_invert", format!("Bitwise inversion only supports integer types, got {d}.")))
+                Err(Error::invalid(
+                    "bitwise_invert",
+                    format!("Bitwise inversion only supports integer types, got {d}."),
+                ))
             }
         }
         Erf | ErfInv => {
@@ -129,7 +138,10 @@ pub fn unary_dtype(op: UnaryOp, d: Dtype) -> Result<Dtype> {
 /// Applies a unary op (validating the dtype; integer inputs of float ops become f32).
 pub fn unary(op: UnaryOp, a: &Array) -> Result<Array> {
     let out = unary_dtype(op, a.dtype())?;
-    let input = if out.is_inexact() && !a.dtype().is_inexact() && !matches!(op, UnaryOp::Abs | UnaryOp::Negative | UnaryOp::Sign | UnaryOp::Square) {
+    let input = if out.is_inexact()
+        && !a.dtype().is_inexact()
+        && !matches!(op, UnaryOp::Abs | UnaryOp::Negative | UnaryOp::Sign | UnaryOp::Square)
+    {
         super::creation::astype(a, out)?
     } else {
         a.clone()

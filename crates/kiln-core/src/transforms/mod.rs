@@ -152,7 +152,10 @@ where
         let inputs: Vec<Array> = primals.iter().map(traced_copy).collect();
         let outputs = f(&inputs)?;
         if outputs.len() < cotangents.len() {
-            return Err(Error::invalid("vjp", format!("{} cotangents for {} outputs.", cotangents.len(), outputs.len())));
+            return Err(Error::invalid(
+                "vjp",
+                format!("{} cotangents for {} outputs.", cotangents.len(), outputs.len()),
+            ));
         }
         let mut cot: HashMap<usize, Array> = HashMap::new();
         for (o, c) in outputs.iter().zip(cotangents) {
@@ -185,15 +188,20 @@ where
                     None => zeros_like(o),
                 })
                 .collect::<Result<_>>()?;
-            let argnums: Vec<usize> =
-                (0..step.inputs.len()).filter(|&i| depends.get(&step.inputs[i].id()).copied().unwrap_or(false)).collect();
+            let argnums: Vec<usize> = (0..step.inputs.len())
+                .filter(|&i| depends.get(&step.inputs[i].id()).copied().unwrap_or(false))
+                .collect();
             let grads = step.prim.vjp(&step.inputs, &cts, &argnums, &step.outputs)?;
             for (&i, g) in argnums.iter().zip(grads) {
                 let inp = &step.inputs[i];
                 if g.shape() != inp.shape() {
                     return Err(Error::runtime(
                         step.prim.name(),
-                        format!("vjp produced shape {} for an input of shape {}.", fmt_shape(g.shape()), fmt_shape(inp.shape())),
+                        format!(
+                            "vjp produced shape {} for an input of shape {}.",
+                            fmt_shape(g.shape()),
+                            fmt_shape(inp.shape())
+                        ),
                     ));
                 }
                 add_into(&mut cot, inp.id(), g)?;
@@ -237,7 +245,8 @@ where
         let sources: HashSet<usize> = inputs.iter().map(|a| a.id()).collect();
         let (steps, _) = tape(&sources, &outputs, false);
         for step in &steps {
-            let argnums: Vec<usize> = (0..step.inputs.len()).filter(|&i| tan.contains_key(&step.inputs[i].id())).collect();
+            let argnums: Vec<usize> =
+                (0..step.inputs.len()).filter(|&i| tan.contains_key(&step.inputs[i].id())).collect();
             if argnums.is_empty() {
                 continue;
             }
@@ -247,8 +256,10 @@ where
                 tan.insert(o.id(), t);
             }
         }
-        let tangents_out =
-            outputs.iter().map(|o| tan.get(&o.id()).cloned().map(Ok).unwrap_or_else(|| zeros_like(o))).collect::<Result<Vec<_>>>()?;
+        let tangents_out = outputs
+            .iter()
+            .map(|o| tan.get(&o.id()).cloned().map(Ok).unwrap_or_else(|| zeros_like(o)))
+            .collect::<Result<Vec<_>>>()?;
         Ok((outputs, tangents_out))
     })
 }

@@ -1,11 +1,11 @@
 //! The CPU backend: SIMD kernels with run-time ISA dispatch, multi-threaded
 //! over large arrays, single-threaded for small ones.
 
+mod binary;
 pub mod math;
+mod reduce;
 pub mod simd;
 pub mod strided;
-mod binary;
-mod reduce;
 mod unary;
 
 use super::{Backend, BinaryOp, ReduceOp, UnaryOp};
@@ -30,7 +30,14 @@ impl Backend for CpuBackend {
     fn copy(&self, x: &Array, out: &OutSpec<'_>) -> Result<Data> {
         strided::copy(x, out)
     }
-    fn copy_into(&self, src: &Array, dst: &Data, dst_dtype: Dtype, dst_offset: isize, dst_strides: &[isize]) -> Result<()> {
+    fn copy_into(
+        &self,
+        src: &Array,
+        dst: &Data,
+        dst_dtype: Dtype,
+        dst_offset: isize,
+        dst_strides: &[isize],
+    ) -> Result<()> {
         strided::copy_into(src, &src.data(), dst, dst_dtype, dst_offset, dst_strides);
         Ok(())
     }

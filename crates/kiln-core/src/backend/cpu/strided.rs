@@ -121,7 +121,13 @@ pub fn gather_to_vec<T: Element>(d: &Data, shape: &[usize]) -> Vec<T> {
     v
 }
 
-fn cast_rows<S: Element, D: Element>(src: &Data, shape: &[usize], dst: SendPtr<D>, dst_off: isize, dst_strides: &[isize]) {
+fn cast_rows<S: Element, D: Element>(
+    src: &Data,
+    shape: &[usize],
+    dst: SendPtr<D>,
+    dst_off: isize,
+    dst_strides: &[isize],
+) {
     let rows = Rows::new(shape, [&src.strides, dst_strides]);
     let sp = SendPtr(src.ptr::<S>());
     let inner = rows.inner;
