@@ -141,6 +141,91 @@ pub fn multiply(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
     binary(BinaryOp::Multiply, a, b)
 }
 
+/// Elementwise with broadcasting: a / b (true division: integers give float32).
+pub fn divide(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::Divide, a, b)
+}
+/// Elementwise with broadcasting: floor(a / b); integers keep their type.
+pub fn floor_divide(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::FloorDivide, a, b)
+}
+/// Elementwise with broadcasting: a mod b with the sign of b (Python semantics).
+pub fn remainder(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::Remainder, a, b)
+}
+/// Elementwise with broadcasting: a raised to b.
+pub fn power(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::Power, a, b)
+}
+/// Elementwise with broadcasting: Larger of a and b (NaN propagates).
+pub fn maximum(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::Maximum, a, b)
+}
+/// Elementwise with broadcasting: Smaller of a and b (NaN propagates).
+pub fn minimum(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::Minimum, a, b)
+}
+/// Elementwise with broadcasting: log(e^a + e^b), computed stably.
+pub fn logaddexp(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::LogAddExp, a, b)
+}
+/// Elementwise with broadcasting: Angle of (b, a): atan2(a, b).
+pub fn arctan2(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::ArcTan2, a, b)
+}
+/// Elementwise with broadcasting: a == b.
+pub fn equal(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::Equal, a, b)
+}
+/// Elementwise with broadcasting: a != b.
+pub fn not_equal(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::NotEqual, a, b)
+}
+/// Elementwise with broadcasting: a > b.
+pub fn greater(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::Greater, a, b)
+}
+/// Elementwise with broadcasting: a >= b.
+pub fn greater_equal(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::GreaterEqual, a, b)
+}
+/// Elementwise with broadcasting: a < b.
+pub fn less(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::Less, a, b)
+}
+/// Elementwise with broadcasting: a <= b.
+pub fn less_equal(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::LessEqual, a, b)
+}
+/// Elementwise with broadcasting: Logical AND (non-zero is true).
+pub fn logical_and(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::LogicalAnd, a, b)
+}
+/// Elementwise with broadcasting: Logical OR (non-zero is true).
+pub fn logical_or(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::LogicalOr, a, b)
+}
+/// Elementwise with broadcasting: Bitwise AND.
+pub fn bitwise_and(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::BitwiseAnd, a, b)
+}
+/// Elementwise with broadcasting: Bitwise OR.
+pub fn bitwise_or(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::BitwiseOr, a, b)
+}
+/// Elementwise with broadcasting: Bitwise XOR.
+pub fn bitwise_xor(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::BitwiseXor, a, b)
+}
+/// Elementwise with broadcasting: a << b.
+pub fn left_shift(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::LeftShift, a, b)
+}
+/// Elementwise with broadcasting: a >> b.
+pub fn right_shift(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    binary(BinaryOp::RightShift, a, b)
+}
+
 macro_rules! operator {
     ($tr:ident, $m:ident, $f:ident) => {
         impl std::ops::$tr<&Array> for &Array {
@@ -200,6 +285,8 @@ macro_rules! operator {
 operator!(Add, add, add);
 operator!(Sub, sub, subtract);
 operator!(Mul, mul, multiply);
+operator!(Div, div, divide);
+operator!(Rem, rem, remainder);
 
 impl std::ops::Neg for &Array {
     type Output = Array;

@@ -161,3 +161,202 @@ pub fn negative(a: &Array) -> Result<Array> {
     }
     unary(UnaryOp::Negative, a)
 }
+
+/// Elementwise: Absolute value.
+pub fn abs(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Abs, a)
+}
+
+/// Elementwise: Sign (-1, 0 or 1).
+pub fn sign(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Sign, a)
+}
+
+/// Elementwise: Round down.
+pub fn floor(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Floor, a)
+}
+
+/// Elementwise: Round up.
+pub fn ceil(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Ceil, a)
+}
+
+/// Elementwise: Square root.
+pub fn sqrt(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Sqrt, a)
+}
+
+/// Elementwise: Reciprocal square root.
+pub fn rsqrt(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Rsqrt, a)
+}
+
+/// Elementwise: x*x.
+pub fn square(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Square, a)
+}
+
+/// Elementwise: 1/x.
+pub fn reciprocal(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Reciprocal, a)
+}
+
+/// Elementwise: e^x - 1, accurate near 0.
+pub fn expm1(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Expm1, a)
+}
+
+/// Elementwise: Natural logarithm.
+pub fn log(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Log, a)
+}
+
+/// Elementwise: Base-2 logarithm.
+pub fn log2(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Log2, a)
+}
+
+/// Elementwise: Base-10 logarithm.
+pub fn log10(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Log10, a)
+}
+
+/// Elementwise: log(1+x), accurate near 0.
+pub fn log1p(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Log1p, a)
+}
+
+/// Elementwise: Sine.
+pub fn sin(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Sin, a)
+}
+
+/// Elementwise: Cosine.
+pub fn cos(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Cos, a)
+}
+
+/// Elementwise: Tangent.
+pub fn tan(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Tan, a)
+}
+
+/// Elementwise: Inverse sine.
+pub fn arcsin(a: &Array) -> Result<Array> {
+    unary(UnaryOp::ArcSin, a)
+}
+
+/// Elementwise: Inverse cosine.
+pub fn arccos(a: &Array) -> Result<Array> {
+    unary(UnaryOp::ArcCos, a)
+}
+
+/// Elementwise: Inverse tangent.
+pub fn arctan(a: &Array) -> Result<Array> {
+    unary(UnaryOp::ArcTan, a)
+}
+
+/// Elementwise: Hyperbolic sine.
+pub fn sinh(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Sinh, a)
+}
+
+/// Elementwise: Hyperbolic cosine.
+pub fn cosh(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Cosh, a)
+}
+
+/// Elementwise: Hyperbolic tangent.
+pub fn tanh(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Tanh, a)
+}
+
+/// Elementwise: Inverse hyperbolic sine.
+pub fn arcsinh(a: &Array) -> Result<Array> {
+    unary(UnaryOp::ArcSinh, a)
+}
+
+/// Elementwise: Inverse hyperbolic cosine.
+pub fn arccosh(a: &Array) -> Result<Array> {
+    unary(UnaryOp::ArcCosh, a)
+}
+
+/// Elementwise: Inverse hyperbolic tangent.
+pub fn arctanh(a: &Array) -> Result<Array> {
+    unary(UnaryOp::ArcTanh, a)
+}
+
+/// Elementwise: Error function.
+pub fn erf(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Erf, a)
+}
+
+/// Elementwise: Inverse error function.
+pub fn erfinv(a: &Array) -> Result<Array> {
+    unary(UnaryOp::ErfInv, a)
+}
+
+/// Elementwise: Logistic sigmoid 1/(1+e^-x).
+pub fn sigmoid(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Sigmoid, a)
+}
+
+/// Elementwise: Complex conjugate.
+pub fn conjugate(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Conjugate, a)
+}
+
+/// Elementwise: Real part.
+pub fn real(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Real, a)
+}
+
+/// Elementwise: Imaginary part.
+pub fn imag(a: &Array) -> Result<Array> {
+    unary(UnaryOp::Imag, a)
+}
+
+/// Elementwise: Elementwise NaN test.
+pub fn isnan(a: &Array) -> Result<Array> {
+    unary(UnaryOp::IsNan, a)
+}
+
+/// Elementwise: Elementwise infinity test.
+pub fn isinf(a: &Array) -> Result<Array> {
+    unary(UnaryOp::IsInf, a)
+}
+
+/// Elementwise: Elementwise +inf test.
+pub fn isposinf(a: &Array) -> Result<Array> {
+    unary(UnaryOp::IsPosInf, a)
+}
+
+/// Elementwise: Elementwise -inf test.
+pub fn isneginf(a: &Array) -> Result<Array> {
+    unary(UnaryOp::IsNegInf, a)
+}
+
+/// Elementwise: Elementwise finiteness test.
+pub fn isfinite(a: &Array) -> Result<Array> {
+    unary(UnaryOp::IsFinite, a)
+}
+
+/// Elementwise: Logical negation (non-zero is true).
+pub fn logical_not(a: &Array) -> Result<Array> {
+    unary(UnaryOp::LogicalNot, a)
+}
+
+/// Elementwise: Bitwise NOT of integers and bools.
+pub fn bitwise_invert(a: &Array) -> Result<Array> {
+    unary(UnaryOp::BitwiseInvert, a)
+}
+
+/// Elementwise round half to even, to `decimals` places.
+pub fn round(a: &Array, decimals: i32) -> Result<Array> {
+    if decimals == 0 || !a.dtype().is_inexact() {
+        return unary(UnaryOp::Round, a);
+    }
+    let s = 10f64.powi(decimals);
+    super::binary::divide(&unary(UnaryOp::Round, &multiply(a, s)?)?, s)
+}
