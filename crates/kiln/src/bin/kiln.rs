@@ -1,5 +1,53 @@
-//! The `kiln` command line.
+//! The `kiln` command line. `kiln demo` builds a small lazy computation,
+//! differentiates and vectorises it, and prints the results.
 
-fn main() {
-    println!("kiln");
+use kiln::{ops, Array, Axes, Result};
+use std::process::ExitCode;
+
+fn demo() -> Result<()> {
+    let x = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+    let w = Array::from_slice(&[0.5f32, -1.0, 2.0], &[3])?;
+    println!("x = {x}");
+    println!("w = {w}");
+
+    // Ops only record a graph; printing evaluates it.
+    let y = ops::exp(&(&(&x * &w) * 0.1))?;
+    println!("y = exp(0.1 * x * w) = {y}");
+    let s = ops::sum(&y, 1, false)?;
+    println!("row sums = {s}");
+
+    // Gradient of a scalar loss with respect to w.
+    let loss = |args: &[Array]| -> Result<Vec<Array>> {
+        let p = &args[0] * &args[1];
+        Ok(vec![ops::sum(&(&p * &p), Axes::All, false)?])
+    };
+    let g = kiln::grad(loss, &[1])(&[x.clone(), w.clone()])?;
+    println!("d/dw sum((x*w)^2) = {}", g[0]);
+
+    // vmap: apply a per-row function to every row at once.
+    let row_dot = |args: &[Array]| -> Result<Vec<Array>> { Ok(vec![ops::sum(&(&args[0] * &args[1]), 0, false)?]) };
+    let v = kiln::vmap(row_dot, &[Some(0), None], &[0])(&[x, w])?;
+    println!("vmap(row . w) = {}", v[0]);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("demo") | None => match demo() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some("--help") | Some("-h") | Some("help") => {
+            println!("usage: kiln [demo]\n\n  demo   build, differentiate and vectorise a small computation (default)");
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("kiln: unknown command '{other}' (try 'kiln help')");
+            ExitCode::from(2)
+        }
+    }
 }
