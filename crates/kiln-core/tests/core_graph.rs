@@ -61,3 +61,113 @@ fn vmap_of_broadcasting_add() {
     assert_eq!(out[0].shape(), &[2, 3]);
     assert_eq!(out[0].to_vec::<f32>().unwrap(), vec![11.0, 12.0, 13.0, 24.0, 25.0, 26.0]);
 }
+
+/// f(x) = sum(c * x^2) + (sum x)^2 has Hessian diag(2c) + 2 * ones.
+fn quad(xs: &[Array]) -> kiln_core::Result<Vec<Array>> {
+    let c = arr(&[1.0, -2.0, 3.0, 0.5], &[4]);
+    let c = ops::astype(&c, xs[0].dtype())?;
+    let a = ops::sum(&(&(&xs[0] * &xs[0]) * &c), kiln_core::Axes::All, false)?;
+    let s = ops::sum(&xs[0], kiln_core::Axes::All, false)?;
+    Ok(vec![&a + &(&s * &s)])
+}
+
+fn expected_hessian() -> Vec<f64> {
+    let c = [1.0, -2.0, 3.0, 0.5];
+    let mut h = vec![2.0; 16];
+    for i in 0..4 {
+        h[i * 4 + i] += 2.0 * c[i];
+    }
+    h
+}
+
+#[test]
+fn hessian_vector_product_matches_closed_form() {
+    let x = Array::from_slice(&[0.3f64, -1.2, 2.0, 0.7], &[4]).unwrap();
+    let v = Array::from_slice(&[1.0f64, 0.5, -2.0, 3.0], &[4]).unwrap();
+    let g = kiln_core::grad(quad, &[0]);
+    // Forward-over-reverse: jvp of the gradient.
+    let (_, hv) = kiln_core::jvp(|a: &[Array]| g(a), &[x.clone()], &[v.clone()]).unwrap();
+    let h = expected_hessian();
+    let vv = [1.0, 0.5, -2.0, 3.0];
+    let want: Vec<f64> = (0..4).map(|i| (0..4).map(|j| h[i * 4 + j] * vv[j]).sum()).collect();
+    let got = hv[0].to_vec::<f64>().unwrap();
+    for i in 0..4 {
+        assert!((got[i] - want[i]).abs() < 1e-12, "hvp[{i}] {} vs {}", got[i], want[i]);
+    }
+    // Reverse-over-reverse gives the same product: grad of <grad f, v>.
+    let gv = |a: &[Array]| Ok(vec![ops::sum(&(&g(&a[..1])?[0] * &a[1]), kiln_core::Axes::All, false)?]);
+    let hv2 = kiln_core::grad(gv, &[0])(&[x, v]).unwrap();
+    let got2 = hv2[0].to_vec::<f64>().unwrap();
+    for i in 0..4 {
+        assert!((got2[i] - want[i]).abs() < 1e-12, "rev-rev hvp[{i}] {} vs {}", got2[i], want[i]);
+    }
+}
+
+#[test]
+fn full_hessian_via_vmap_of_jvp_of_grad() {
+    let x = Array::from_slice(&[0.3f64, -1.2, 2.0, 0.7], &[4]).unwrap();
+    let mut eye = vec![0.0f64; 16];
+    for i in 0..4 {
+        eye[i * 4 + i] = 1.0;
+    }
+    let basis = Array::from_slice(&eye, &[4, 4]).unwrap();
+    let hvp = |a: &[Array]| -> kiln_core::Result<Vec<Array>> {
+        let g = kiln_core::grad(quad, &[0]);
+        let (_, t) = kiln_core::jvp(|p: &[Array]| g(p), &a[..1], &a[1..2])?;
+        Ok(t)
+    };
+    let hess = kiln_core::vmap(hvp, &[None, Some(0)], &[0])(&[x, basis]).unwrap();
+    assert_eq!(hess[0].shape(), &[4, 4]);
+    let got = hess[0].to_vec::<f64>().unwrap();
+    for (k, (a, b)) in got.iter().zip(expected_hessian()).enumerate() {
+        assert!((a - b).abs() < 1e-12, "H[{k}] {a} vs {b}");
+    }
+}
+
+#[test]
+fn value_and_grad_with_aux_and_argnums() {
+    let f = |a: &[Array]| -> kiln_core::Result<Vec<Array>> {
+        let p = &a[0] * &a[1];
+        Ok(vec![ops::sum(&p, kiln_core::Axes::All, false)?, p])
+    };
+    let x = arr(&[1.0, 2.0], &[2]);
+    let y = arr(&[3.0, 4.0], &[2]);
+    let (vals, grads) = kiln_core::value_and_grad(f, &[1, 0])(&[x, y]).unwrap();
+    assert_eq!(vals[0].item::<f32>().unwrap(), 11.0);
+    assert_eq!(vals[1].to_vec::<f32>().unwrap(), vec![3.0, 8.0]); // aux output, not differentiated
+    assert_eq!(grads[0].to_vec::<f32>().unwrap(), vec![1.0, 2.0]); // d/dy = x
+    assert_eq!(grads[1].to_vec::<f32>().unwrap(), vec![3.0, 4.0]); // d/dx = y
+    let bad = kiln_core::value_and_grad(f, &[0, 0]);
+    assert!(bad(&[arr(&[1.0], &[1]), arr(&[1.0], &[1])]).is_err());
+    let vector_out = kiln_core::grad(|a: &[Array]| Ok(vec![a[0].clone()]), &[0]);
+    let e = vector_out(&[arr(&[1.0, 2.0], &[2])]).unwrap_err();
+    assert!(e.to_string().contains("scalar"), "{e}");
+}
+
+#[test]
+fn stop_gradient_blocks_and_tree_grads_keep_structure() {
+    use kiln_core::{tree_flatten, Tree};
+    use std::collections::BTreeMap;
+    let f = |a: &[Array]| Ok(vec![ops::sum(&(&a[0] * &kiln_core::stop_gradient(&a[0])), kiln_core::Axes::All, false)?]);
+    let g = kiln_core::grad(f, &[0])(&[arr(&[2.0, 3.0], &[2])]).unwrap();
+    assert_eq!(g[0].to_vec::<f32>().unwrap(), vec![2.0, 3.0]);
+
+    let mut layer = BTreeMap::new();
+    layer.insert("weight".to_string(), Tree::Leaf(arr(&[1.0, 2.0], &[2])));
+    layer.insert("bias".to_string(), Tree::Leaf(arr(&[0.5], &[1])));
+    let mut root = BTreeMap::new();
+    root.insert("layers".to_string(), Tree::List(vec![Tree::Map(layer)]));
+    let params = Tree::Map(root);
+    let loss = |p: &Tree| {
+        let w = p.array("layers.0.weight").unwrap();
+        let b = p.array("layers.0.bias").unwrap();
+        ops::sum(&(&(w * w) + b), kiln_core::Axes::All, false)
+    };
+    let (v, grads) = kiln_core::value_and_grad_tree(loss)(&params).unwrap();
+    assert_eq!(v.item::<f32>().unwrap(), 6.0);
+    let flat = tree_flatten(&grads);
+    let keys: Vec<&str> = flat.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, vec!["layers.0.bias", "layers.0.weight"]);
+    assert_eq!(flat[0].1.to_vec::<f32>().unwrap(), vec![2.0]);
+    assert_eq!(flat[1].1.to_vec::<f32>().unwrap(), vec![2.0, 4.0]);
+}
