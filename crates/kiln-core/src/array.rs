@@ -90,6 +90,16 @@ pub(crate) struct Expr {
     pub(crate) siblings: OnceLock<Vec<Weak<Node>>>,
 }
 
+impl Expr {
+    /// The marker schedule uses for a node with neither data nor primitive.
+    pub(crate) fn placeholder() -> Expr {
+        Expr { prim: Arc::new(crate::transforms::Copy), inputs: Vec::new(), stream: default_stream(), siblings: OnceLock::new() }
+    }
+    pub(crate) fn is_placeholder(&self) -> bool {
+        self.inputs.is_empty() && self.prim.as_any().is::<crate::transforms::Copy>()
+    }
+}
+
 pub(crate) struct NodeState {
     pub(crate) data: Option<Data>,
     /// The expression and this node's output position in it; `None` once detached.

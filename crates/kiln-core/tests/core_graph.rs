@@ -171,3 +171,25 @@ fn stop_gradient_blocks_and_tree_grads_keep_structure() {
     assert_eq!(flat[0].1.to_vec::<f32>().unwrap(), vec![2.0]);
     assert_eq!(flat[1].1.to_vec::<f32>().unwrap(), vec![2.0, 4.0]);
 }
+
+#[test]
+fn ops_record_their_stream_and_gpu_reports_unavailable() {
+    use kiln_core::{device, Device};
+    let a = arr(&[1.0, 2.0], &[2]);
+    let s = kiln_core::new_stream(Device::cpu());
+    let b = device::with_stream(s, || &a + 1.0);
+    assert_eq!(b.stream(), s);
+    assert_eq!((&a + 1.0).stream(), kiln_core::default_stream());
+    assert_eq!(b.to_vec::<f32>().unwrap(), vec![2.0, 3.0]);
+    let g = device::with_stream(kiln_core::device::default_stream_for(Device::gpu(0)), || &a * 2.0);
+    let e = g.eval().unwrap_err();
+    assert!(e.to_string().contains("GPU"), "{e}");
+}
+
+#[test]
+fn to_vec_checks_dtype_and_item_checks_size() {
+    let a = arr(&[1.0, 2.0], &[2]);
+    assert!(a.to_vec::<i32>().is_err());
+    assert!(a.item::<f32>().is_err());
+    assert!(Array::from_slice(&[1.0f32; 3], &[2, 2]).is_err());
+}
