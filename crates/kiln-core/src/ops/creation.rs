@@ -113,6 +113,10 @@ pub fn arange(start: f64, stop: f64, step: f64, dtype: Dtype) -> Result<Array> {
             format!("Maximum size exceeded for start={start}, stop={stop}, step={step}."),
         ));
     }
+    // As MLX: integer outputs step by `trunc(start + step) - trunc(start)` from
+    // `trunc(start)` (the length still comes from the float arguments).
+    let (start, step) =
+        if dtype.is_integer() { (start.trunc(), (start + step).trunc() - start.trunc()) } else { (start, step) };
     Ok(Array::from_op(vec![n as usize], dtype, Arange { start, step }, vec![]))
 }
 
