@@ -1,4 +1,6 @@
 //! Shape and layout ops: golden values, errors, views, properties and transform rules.
+// `common` (shared) trips these lints on the current toolchain; test code clones small arrays freely.
+#![allow(clippy::cloned_ref_to_slice_refs, clippy::needless_range_loop)]
 
 mod common;
 
@@ -29,7 +31,7 @@ fn pad_widths(v: Option<&Value>) -> Vec<(i64, i64)> {
         Some(Value::Number(n)) => vec![(n.as_i64().unwrap(), n.as_i64().unwrap())],
         Some(Value::Array(a)) => {
             if a.iter().all(|x| x.is_array()) {
-                a.iter().map(|p| ints(p)).map(|p| (p[0], *p.get(1).unwrap_or(&p[0]))).collect()
+                a.iter().map(ints).map(|p| (p[0], *p.get(1).unwrap_or(&p[0]))).collect()
             } else {
                 let p = ints(&Value::Array(a.clone()));
                 vec![(p[0], *p.get(1).unwrap_or(&p[0]))]
@@ -104,22 +106,18 @@ fn run_shape(c: &Case) -> Option<Result<Vec<Array>>> {
         "atleast_3d" => one(ops::atleast_3d(x?)),
         "diag" => one(ops::diag(x?, c.kw_i64("k").unwrap_or(0))),
         "diagonal" => one(ops::diagonal(x?, c.kw_i64("offset").unwrap_or(0), ax("axis1", 0), ax("axis2", 1))),
-        "trace" => one(ops::trace(
-            x?,
-            c.kw_i64("offset").unwrap_or(0),
-            ax("axis1", 0),
-            ax("axis2", 1),
-            c.kw_dtype("dtype"),
-        )),
+        "trace" => {
+            one(ops::trace(x?, c.kw_i64("offset").unwrap_or(0), ax("axis1", 0), ax("axis2", 1), c.kw_dtype("dtype")))
+        }
         "as_strided" => {
             let a = x?;
             let shape: Vec<usize> = c
                 .kw_ints("shape")
                 .map(|v| v.iter().map(|&d| d as usize).collect())
                 .unwrap_or_else(|| a.shape().to_vec());
-            let strides = c.kw_ints("strides").unwrap_or_else(|| {
-                kiln_core::shape::row_major_strides(&shape).iter().map(|&s| s as i64).collect()
-            });
+            let strides = c
+                .kw_ints("strides")
+                .unwrap_or_else(|| kiln_core::shape::row_major_strides(&shape).iter().map(|&s| s as i64).collect());
             one(ops::as_strided(a, &shape, &strides, c.kw_i64("offset").unwrap_or(0)))
         }
         "contiguous" => one(Ok(ops::contiguous(x?, c.kw_bool("allow_col_major", false)))),
@@ -208,8 +206,10 @@ fn views_share_buffers_and_read_correctly() {
     let tr = ops::reshape(&t, &[-1]).unwrap();
     assert!(!same_buffer(&a, &tr));
     let hv = host(&a);
-    let expect: Vec<f64> =
-        (0..4).flat_map(|k| (0..3).flat_map(move |j| (0..2).map(move |i| (i, j, k)))).map(|(i, j, k)| hv[i * 12 + j * 4 + k]).collect();
+    let expect: Vec<f64> = (0..4)
+        .flat_map(|k| (0..3).flat_map(move |j| (0..2).map(move |i| (i, j, k))))
+        .map(|(i, j, k)| hv[i * 12 + j * 4 + k])
+        .collect();
     assert_eq!(host(&tr), expect);
     // Copies of negative-stride views read the right elements.
     assert_eq!(host(&ops::contiguous(&f, false)), host(&f));
@@ -218,7 +218,9 @@ fn views_share_buffers_and_read_correctly() {
 #[test]
 fn as_strided_rejects_out_of_bounds_views() {
     let a = iota(&[12]);
-    for (shape, strides, off) in [(vec![5usize, 4], vec![2i64, 1], 5i64), (vec![3], vec![-1], 1), (vec![2], vec![1], -1)] {
+    for (shape, strides, off) in
+        [(vec![5usize, 4], vec![2i64, 1], 5i64), (vec![3], vec![-1], 1), (vec![2], vec![1], -1)]
+    {
         let e = ops::as_strided(&a, &shape, &strides, off).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::OutOfRange, "{e}");
     }
@@ -294,7 +296,12 @@ fn property_transpose_reshape_split_broadcast() {
         assert_eq!(host(&y), hx);
         // reshape round trip through a permuted view (forces copies)
         let t = ops::transpose_axes(&x, &axes).unwrap();
-        let back = ops::transpose_axes(&ops::reshape(&ops::reshape(&t, &[-1]).unwrap(), &t.shape().iter().map(|&d| d as i64).collect::<Vec<_>>()).unwrap(), &inv).unwrap();
+        let back = ops::transpose_axes(
+            &ops::reshape(&ops::reshape(&t, &[-1]).unwrap(), &t.shape().iter().map(|&d| d as i64).collect::<Vec<_>>())
+                .unwrap(),
+            &inv,
+        )
+        .unwrap();
         assert_eq!(host(&back), hx);
         // concatenate ∘ split = id along a random axis, at random indices
         let ax = (rng.next_u64() % shape.len() as u64) as usize;
@@ -309,7 +316,8 @@ fn property_transpose_reshape_split_broadcast() {
         // stack ∘ unstack = id
         assert_eq!(host(&ops::stack(&ops::unstack(&t, ax as i32).unwrap(), ax as i32).unwrap()), host(&t));
         // broadcast_to: size-1 dims and new leading dims broadcast, others must match
-        let mut target: Vec<usize> = shape.iter().map(|&d| if d == 1 { 1 + (rng.next_u64() % 3) as usize } else { d }).collect();
+        let mut target: Vec<usize> =
+            shape.iter().map(|&d| if d == 1 { 1 + (rng.next_u64() % 3) as usize } else { d }).collect();
         target.insert(0, 2);
         let b = ops::broadcast_to(&x, &target).unwrap();
         assert_eq!(b.shape(), &target[..]);
@@ -377,14 +385,26 @@ fn grad_rules() {
     check_grad("slice", |xs| ops::slice(&xs[0], &[2, 0], &[-4, 4], &[-1, 2]), &[x.clone()]);
     check_grad("flip", |xs| ops::flip(&xs[0], None), &[x.clone()]);
     check_grad("concatenate", |xs| ops::concatenate(&[xs[0].clone(), xs[1].clone()], Some(1)), &[x.clone(), y.clone()]);
-    check_grad("concatenate_none", |xs| ops::concatenate(&[xs[0].clone(), xs[1].clone()], None), &[x.clone(), y.clone()]);
+    check_grad(
+        "concatenate_none",
+        |xs| ops::concatenate(&[xs[0].clone(), xs[1].clone()], None),
+        &[x.clone(), y.clone()],
+    );
     check_grad("stack", |xs| ops::stack(&[xs[0].clone(), xs[0].clone()], 1), &[x.clone()]);
-    check_grad("split", |xs| {
-        let p = ops::split(&xs[0], SplitSpec::Indices(vec![1, 3]), 1)?;
-        ops::concatenate(&[ops::multiply(&p[2], 3.0)?, p[0].clone()], Some(1))
-    }, &[x.clone()]);
+    check_grad(
+        "split",
+        |xs| {
+            let p = ops::split(&xs[0], SplitSpec::Indices(vec![1, 3]), 1)?;
+            ops::concatenate(&[ops::multiply(&p[2], 3.0)?, p[0].clone()], Some(1))
+        },
+        &[x.clone()],
+    );
     check_grad("unstack", |xs| ops::multiply(&ops::unstack(&xs[0], 1)?[2], &ops::unstack(&xs[0], 1)?[0]), &[x.clone()]);
-    check_grad("slice_update", |xs| ops::slice_update(&xs[0], &xs[1], &[0, 1], &[3, 4], &[1, 2]), &[x.clone(), y.clone()]);
+    check_grad(
+        "slice_update",
+        |xs| ops::slice_update(&xs[0], &xs[1], &[0, 1], &[3, 4], &[1, 2]),
+        &[x.clone(), y.clone()],
+    );
     for mode in [PadMode::Constant, PadMode::Edge, PadMode::Reflect, PadMode::Symmetric] {
         check_grad("pad", |xs| ops::pad(&xs[0], &[(2, 1), (3, 5)], mode, 1.5), &[x.clone()]);
     }
@@ -401,15 +421,23 @@ fn grad_rules() {
     check_grad("flatten", |xs| ops::flatten(&ops::transpose(&xs[0])?, 0, 1), &[x3.clone()]);
     check_grad("unflatten", |xs| ops::unflatten(&xs[0], 1, &[2, -1]), &[x.clone()]);
     check_grad("contiguous", |xs| Ok(ops::contiguous(&ops::transpose(&xs[0])?, false)), &[x.clone()]);
-    check_grad("broadcast_arrays", |xs| {
-        let b = ops::broadcast_arrays(&[xs[0].clone(), xs[1].clone()])?;
-        ops::multiply(&b[0], &b[1])
-    }, &[f64s(&mut rng, &[3, 1]), f64s(&mut rng, &[4])]);
+    check_grad(
+        "broadcast_arrays",
+        |xs| {
+            let b = ops::broadcast_arrays(&[xs[0].clone(), xs[1].clone()])?;
+            ops::multiply(&b[0], &b[1])
+        },
+        &[f64s(&mut rng, &[3, 1]), f64s(&mut rng, &[4])],
+    );
     // as_strided: forward mode only (MLX defines no vjp).
     let strided = |xs: &[Array]| ops::as_strided(&xs[0], &[4, 4], &[2, 1], 1);
-    let (_, t) = kiln_core::jvp(|xs: &[Array]| Ok(vec![strided(xs)?]), &[x.clone()], &[ops::ones(&[3, 4], Dtype::F64).unwrap()]).unwrap();
+    let (_, t) =
+        kiln_core::jvp(|xs: &[Array]| Ok(vec![strided(xs)?]), &[x.clone()], &[ops::ones(&[3, 4], Dtype::F64).unwrap()])
+            .unwrap();
     assert!(host(&t[0]).iter().all(|&v| v == 1.0));
-    let e = kiln_core::vjp(|xs: &[Array]| Ok(vec![strided(xs)?]), &[x.clone()], &[ops::ones(&[4, 4], Dtype::F64).unwrap()]).unwrap_err();
+    let e =
+        kiln_core::vjp(|xs: &[Array]| Ok(vec![strided(xs)?]), &[x.clone()], &[ops::ones(&[4, 4], Dtype::F64).unwrap()])
+            .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported);
 }
 
@@ -434,12 +462,37 @@ fn vmap_rules() {
     let y = f64s(&mut rng, &[4, 2]);
     check_vmap("slice", |xs| ops::slice(&xs[0], &[3, 0], &[0, 5], &[-1, 2]), &[x.clone()], &[Some(1)]);
     check_vmap("flip", |xs| ops::flip(&xs[0], Some(&[0])), &[x.clone()], &[Some(2)]);
-    check_vmap("concatenate", |xs| ops::concatenate(&[xs[0].clone(), xs[1].clone()], Some(-1)), &[x.clone(), y.clone()], &[Some(0), None]);
-    check_vmap("concatenate_both", |xs| ops::concatenate(&[xs[0].clone(), xs[1].clone()], Some(0)), &[x.clone(), f64s(&mut rng, &[5, 2, 4])], &[Some(2), Some(0)]);
-    check_vmap("slice_update", |xs| ops::slice_update(&xs[0], &xs[1], &[0, 1], &[4, 5], &[1, 2]), &[x.clone(), y.clone()], &[Some(0), None]);
-    check_vmap("slice_update_upd", |xs| ops::slice_update(&xs[0], &xs[1], &[3, 0], &[-5, 2], &[-2, 1]), &[y.clone(), f64s(&mut rng, &[2, 2, 3])], &[None, Some(2)]);
+    check_vmap(
+        "concatenate",
+        |xs| ops::concatenate(&[xs[0].clone(), xs[1].clone()], Some(-1)),
+        &[x.clone(), y.clone()],
+        &[Some(0), None],
+    );
+    check_vmap(
+        "concatenate_both",
+        |xs| ops::concatenate(&[xs[0].clone(), xs[1].clone()], Some(0)),
+        &[x.clone(), f64s(&mut rng, &[5, 2, 4])],
+        &[Some(2), Some(0)],
+    );
+    check_vmap(
+        "slice_update",
+        |xs| ops::slice_update(&xs[0], &xs[1], &[0, 1], &[4, 5], &[1, 2]),
+        &[x.clone(), y.clone()],
+        &[Some(0), None],
+    );
+    check_vmap(
+        "slice_update_upd",
+        |xs| ops::slice_update(&xs[0], &xs[1], &[3, 0], &[-5, 2], &[-2, 1]),
+        &[y.clone(), f64s(&mut rng, &[2, 2, 3])],
+        &[None, Some(2)],
+    );
     check_vmap("pad", |xs| ops::pad(&xs[0], &[(1, 2)], PadMode::Reflect, 0), &[x.clone()], &[Some(1)]);
-    check_vmap("pad_const", |xs| ops::pad(&xs[0], &[(1, 0), (0, 2)], PadMode::Constant, -1.0), &[x.clone()], &[Some(0)]);
+    check_vmap(
+        "pad_const",
+        |xs| ops::pad(&xs[0], &[(1, 0), (0, 2)], PadMode::Constant, -1.0),
+        &[x.clone()],
+        &[Some(0)],
+    );
     check_vmap("diagonal", |xs| ops::diagonal(&xs[0], -1, 1, 0), &[x.clone()], &[Some(1)]);
     check_vmap("trace", |xs| ops::trace(&xs[0], 1, 0, 1, None), &[x.clone()], &[Some(2)]);
     check_vmap("as_strided", |xs| ops::as_strided(&xs[0], &[3, 2], &[2, 3], 1), &[x.clone()], &[Some(1)]);
@@ -449,7 +502,12 @@ fn vmap_rules() {
     check_vmap("roll", |xs| ops::roll(&xs[0], &[2], None), &[x.clone()], &[Some(2)]);
     check_vmap("split", |xs| Ok(ops::split(&xs[0], SplitSpec::Sections(2), 1)?[1].clone()), &[x.clone()], &[Some(2)]);
     check_vmap("unstack", |xs| Ok(ops::unstack(&xs[0], 1)?[1].clone()), &[x.clone()], &[Some(0)]);
-    check_vmap("stack", |xs| ops::stack(&[xs[0].clone(), xs[1].clone()], 2), &[x.clone(), f64s(&mut rng, &[4, 3, 5])], &[Some(0), Some(1)]);
+    check_vmap(
+        "stack",
+        |xs| ops::stack(&[xs[0].clone(), xs[1].clone()], 2),
+        &[x.clone(), f64s(&mut rng, &[4, 3, 5])],
+        &[Some(0), Some(1)],
+    );
     check_vmap("squeeze", |xs| ops::squeeze(&xs[0]), &[f64s(&mut rng, &[3, 1, 2, 1])], &[Some(0)]);
     check_vmap("expand_dims", |xs| ops::expand_dims_axes(&xs[0], &[0, 2]), &[x.clone()], &[Some(1)]);
     check_vmap("diag", |xs| ops::diag(&xs[0], 1), &[y.clone()], &[Some(1)]);

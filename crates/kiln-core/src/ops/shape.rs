@@ -138,7 +138,7 @@ impl Primitive for Broadcast {
         let b = x.shape()[0];
         let rest = &x.shape()[1..];
         let mut padded = vec![b];
-        padded.extend(std::iter::repeat_n(1, self.shape.len() - rest.len()));
+        padded.resize(1 + self.shape.len() - rest.len(), 1);
         padded.extend_from_slice(rest);
         let x = reshape_to(&x, &padded)?;
         let mut target = vec![b];
@@ -276,7 +276,7 @@ pub(crate) fn align_batch_axes(
                 };
                 // Pad the non-batch dims on the left to `rank`.
                 let mut shape = vec![x.shape()[0]];
-                shape.extend(std::iter::repeat_n(1, rank - (x.ndim() - 1)));
+                shape.resize(1 + rank - (x.ndim() - 1), 1);
                 shape.extend_from_slice(&x.shape()[1..]);
                 reshape_to(&x, &shape)
             };
@@ -391,8 +391,7 @@ pub fn squeeze_axes(a: &Array, axes: &[i32]) -> Result<Array> {
         }
         drop.push(d);
     }
-    let shape: Vec<usize> =
-        a.shape().iter().enumerate().filter(|(i, _)| !drop.contains(i)).map(|(_, &d)| d).collect();
+    let shape: Vec<usize> = a.shape().iter().enumerate().filter(|(i, _)| !drop.contains(i)).map(|(_, &d)| d).collect();
     reshape_to(a, &shape)
 }
 
@@ -445,10 +444,8 @@ pub fn stack(arrays: &[Array], axis: i32) -> Result<Array> {
     }
     let ax = normalize_axis("stack", axis, arrays[0].ndim() + 1)?;
     let dtype = super::slicing::common_dtype(arrays);
-    let xs: Vec<Array> = arrays
-        .iter()
-        .map(|a| expand_dims(&super::creation::astype(a, dtype)?, ax as i32))
-        .collect::<Result<_>>()?;
+    let xs: Vec<Array> =
+        arrays.iter().map(|a| expand_dims(&super::creation::astype(a, dtype)?, ax as i32)).collect::<Result<_>>()?;
     super::slicing::concat_raw(&xs, ax)
 }
 
@@ -533,13 +530,17 @@ pub fn pad(a: &Array, widths: &[(i64, i64)], mode: PadMode, value: impl Into<cra
         if lo < 0 {
             return Err(Error::invalid(
                 "pad",
-                format!("Invalid low padding size ({lo}) passed to pad for axis {ax}. Padding sizes must be non-negative"),
+                format!(
+                    "Invalid low padding size ({lo}) passed to pad for axis {ax}. Padding sizes must be non-negative"
+                ),
             ));
         }
         if hi < 0 {
             return Err(Error::invalid(
                 "pad",
-                format!("Invalid high padding size ({hi}) passed to pad for axis {ax}. Padding sizes must be non-negative"),
+                format!(
+                    "Invalid high padding size ({hi}) passed to pad for axis {ax}. Padding sizes must be non-negative"
+                ),
             ));
         }
     }
@@ -711,8 +712,7 @@ impl Primitive for Diagonal {
 }
 
 fn diagonal_raw(a: &Array, offset: i64, axis1: usize, axis2: usize) -> Array {
-    let mut shape: Vec<usize> =
-        (0..a.ndim()).filter(|&i| i != axis1 && i != axis2).map(|i| a.shape()[i]).collect();
+    let mut shape: Vec<usize> = (0..a.ndim()).filter(|&i| i != axis1 && i != axis2).map(|i| a.shape()[i]).collect();
     shape.push(diag_len(a.shape()[axis1], a.shape()[axis2], offset));
     Array::from_op(shape, a.dtype(), Diagonal { offset, axis1, axis2 }, vec![a.clone()])
 }
