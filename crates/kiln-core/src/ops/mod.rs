@@ -5,12 +5,14 @@ pub mod binary;
 pub mod creation;
 pub mod reduce;
 pub mod shape;
+pub mod slicing;
 pub mod unary;
 
 pub use binary::*;
 pub use creation::*;
 pub use reduce::*;
 pub use shape::*;
+pub use slicing::*;
 pub use unary::*;
 
 use crate::array::Array;
