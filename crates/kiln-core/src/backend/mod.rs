@@ -59,6 +59,8 @@ pub enum UnaryOp {
     IsFinite,
     LogicalNot,
     BitwiseInvert,
+    /// Round toward zero.
+    Trunc,
 }
 
 /// Elementwise binary kernels (inputs already share a dtype, except shifts).
@@ -163,6 +165,11 @@ pub trait Backend: Send + Sync {
     fn unary(&self, op: UnaryOp, x: &Array, out: &OutSpec<'_>) -> Result<Data> {
         let _ = (op, x, out);
         Err(self.unavailable("unary"))
+    }
+    /// Replaces NaN, +inf and -inf of a float `x` with the given values.
+    fn nan_to_num(&self, x: &Array, nan: f64, posinf: f64, neginf: f64, out: &OutSpec<'_>) -> Result<Data> {
+        let _ = (x, nan, posinf, neginf, out);
+        Err(self.unavailable("nan_to_num"))
     }
     /// Elementwise binary op; `a` and `b` broadcast to `out.shape`.
     fn binary(&self, op: BinaryOp, a: &Array, b: &Array, out: &OutSpec<'_>) -> Result<Data> {

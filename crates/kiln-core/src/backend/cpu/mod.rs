@@ -44,6 +44,9 @@ impl Backend for CpuBackend {
     fn unary(&self, op: UnaryOp, x: &Array, out: &OutSpec<'_>) -> Result<Data> {
         unary::unary(op, x, out)
     }
+    fn nan_to_num(&self, x: &Array, nan: f64, posinf: f64, neginf: f64, out: &OutSpec<'_>) -> Result<Data> {
+        unary::nan_to_num(x, nan, posinf, neginf, out)
+    }
     fn binary(&self, op: BinaryOp, a: &Array, b: &Array, out: &OutSpec<'_>) -> Result<Data> {
         binary::binary(op, a, b, out)
     }
