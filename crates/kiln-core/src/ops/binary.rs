@@ -1,10 +1,13 @@
 //! Elementwise binary ops with broadcasting, weak scalars and the arithmetic operators.
 
+use super::creation::{astype, zeros_like};
+use super::reduce::sum_to_shape;
+use super::unary::{exp, log, negative};
 use super::{promote_operands, Operand};
 use crate::array::{Array, Data};
 use crate::backend::{Backend, BinaryOp};
-use crate::dtype::Dtype;
-use crate::error::Result;
+use crate::dtype::{to_inexact, Dtype};
+use crate::error::{Error, Result};
 use crate::primitive::{OutSpec, Primitive};
 use crate::shape::broadcast_shapes;
 
@@ -29,40 +32,46 @@ impl Primitive for Binary {
         primals: &[Array],
         cotangents: &[Array],
         argnums: &[usize],
-        _outputs: &[Array],
+        outputs: &[Array],
     ) -> Result<Vec<Array>> {
         let g = &cotangents[0];
+        let (a, b) = (&primals[0], &primals[1]);
+        if is_nondiff(self.op) {
+            return argnums.iter().map(|&i| zeros_like(&primals[i])).collect();
+        }
         let mut out = Vec::with_capacity(argnums.len());
         for &i in argnums {
             let gi = match (self.op, i) {
-                (BinaryOp::Add, _) => g.clone(),
-                (BinaryOp::Subtract, 0) => g.clone(),
-                (BinaryOp::Subtract, _) => super::unary::negative(g)?,
-                (BinaryOp::Multiply, 0) => multiply(g, &primals[1])?,
-                (BinaryOp::Multiply, _) => multiply(g, &primals[0])?,
-                _ => return Err(self.missing("vjp")),
+                (BinaryOp::Add, _) | (BinaryOp::Subtract, 0) => g.clone(),
+                (BinaryOp::Subtract, _) => negative(g)?,
+                (BinaryOp::Multiply, 0) => multiply(g, b)?,
+                (BinaryOp::Multiply, _) => multiply(g, a)?,
+                _ => multiply(g, &partial(self.op, a, b, Some(&outputs[0]), i)?)?,
             };
-            out.push(super::reduce::sum_to_shape(&gi, primals[i].shape())?);
+            out.push(sum_to_shape(&gi, primals[i].shape())?);
         }
         Ok(out)
     }
     fn jvp(&self, primals: &[Array], tangents: &[Array], argnums: &[usize]) -> Result<Vec<Array>> {
+        let (a, b) = (&primals[0], &primals[1]);
+        let shape = broadcast_shapes(a.shape(), b.shape())?;
+        if is_nondiff(self.op) {
+            return Ok(vec![super::creation::zeros(&shape, out_dtype(self.op, a.dtype()))?]);
+        }
         let mut acc: Option<Array> = None;
         for (t, &i) in tangents.iter().zip(argnums) {
             let ti = match (self.op, i) {
-                (BinaryOp::Add, _) => t.clone(),
-                (BinaryOp::Subtract, 0) => t.clone(),
-                (BinaryOp::Subtract, _) => super::unary::negative(t)?,
-                (BinaryOp::Multiply, 0) => multiply(t, &primals[1])?,
-                (BinaryOp::Multiply, _) => multiply(t, &primals[0])?,
-                _ => return Err(self.missing("jvp")),
+                (BinaryOp::Add, _) | (BinaryOp::Subtract, 0) => t.clone(),
+                (BinaryOp::Subtract, _) => negative(t)?,
+                (BinaryOp::Multiply, 0) => multiply(t, b)?,
+                (BinaryOp::Multiply, _) => multiply(t, a)?,
+                _ => multiply(t, &partial(self.op, a, b, None, i)?)?,
             };
             acc = Some(match acc {
                 None => ti,
-                Some(a) => add(&a, &ti)?,
+                Some(p) => add(&p, &ti)?,
             });
         }
-        let shape = broadcast_shapes(primals[0].shape(), primals[1].shape())?;
         super::shape::broadcast_to(&acc.expect("jvp needs at least one tangent"), &shape).map(|a| vec![a])
     }
     fn vmap(&self, inputs: &[Array], axes: &[Option<usize>]) -> Result<(Vec<Array>, Vec<Option<usize>>)> {
@@ -70,6 +79,92 @@ impl Primitive for Binary {
         Ok((vec![binary_same(self.op, &a, &b, out_dtype(self.op, a.dtype()))?], vec![ax]))
     }
     crate::prim_common!();
+}
+
+/// Comparisons, logical and bitwise ops: piecewise constant, zero derivative.
+fn is_nondiff(op: BinaryOp) -> bool {
+    use BinaryOp::*;
+    matches!(
+        op,
+        Equal
+            | EqualNan
+            | NotEqual
+            | Greater
+            | GreaterEqual
+            | Less
+            | LessEqual
+            | LogicalAnd
+            | LogicalOr
+            | BitwiseAnd
+            | BitwiseOr
+            | BitwiseXor
+            | LeftShift
+            | RightShift
+    )
+}
+
+/// The partial derivative of `op(a, b)` with respect to input `i`, as an
+/// array broadcastable to the output (built from ops, so it differentiates
+/// again). `out` is the forward output when the caller has it.
+fn partial(op: BinaryOp, a: &Array, b: &Array, out: Option<&Array>, i: usize) -> Result<Array> {
+    use BinaryOp::*;
+    let out = || -> Result<Array> {
+        match out {
+            Some(o) => Ok(o.clone()),
+            None => binary_same(op, a, b, out_dtype(op, a.dtype())),
+        }
+    };
+    let mask = |m: Array| astype(&m, a.dtype());
+    match (op, i) {
+        (Divide, 0) => divide(1.0, b),
+        (Divide, _) => negative(&divide(&out()?, b)?),
+        // floor(a / b) is piecewise constant.
+        (FloorDivide, _) => zeros_like(&out()?),
+        (Remainder, 0) => super::creation::ones_like(&out()?),
+        (Remainder, _) => negative(&floor_divide(a, b)?),
+        (Power, 0) => multiply(b, &power(a, &subtract(b, 1)?)?),
+        (Power, _) => multiply(&out()?, &log(a)?),
+        (Maximum, 0) => mask(greater_equal(a, b)?),
+        (Maximum, _) => mask(less(a, b)?),
+        (Minimum, 0) => mask(less_equal(a, b)?),
+        (Minimum, _) => mask(greater(a, b)?),
+        (LogAddExp, 0) => exp(&subtract(a, &out()?)?),
+        (LogAddExp, _) => exp(&subtract(b, &out()?)?),
+        (ArcTan2, 0) => divide(b, &add(&multiply(a, a)?, &multiply(b, b)?)?),
+        (ArcTan2, _) => divide(&negative(a)?, &add(&multiply(a, a)?, &multiply(b, b)?)?),
+        _ => Err(Error::unsupported(binary_name(op), "no derivative rule")),
+    }
+}
+
+/// MLX's Python name for a binary op (used in error messages).
+pub fn op_name(op: BinaryOp) -> &'static str {
+    use BinaryOp::*;
+    match op {
+        Add => "add",
+        Subtract => "subtract",
+        Multiply => "multiply",
+        Divide => "divide",
+        FloorDivide => "floor_divide",
+        Remainder => "remainder",
+        Power => "power",
+        Maximum => "maximum",
+        Minimum => "minimum",
+        LogAddExp => "logaddexp",
+        ArcTan2 => "arctan2",
+        Equal | EqualNan => "equal",
+        NotEqual => "not_equal",
+        Greater => "greater",
+        GreaterEqual => "greater_equal",
+        Less => "less",
+        LessEqual => "less_equal",
+        LogicalAnd => "logical_and",
+        LogicalOr => "logical_or",
+        BitwiseAnd => "bitwise_and",
+        BitwiseOr => "bitwise_or",
+        BitwiseXor => "bitwise_xor",
+        LeftShift => "left_shift",
+        RightShift => "right_shift",
+    }
 }
 
 /// MLX's primitive name for a binary op.
@@ -115,17 +210,58 @@ pub fn out_dtype(op: BinaryOp, d: Dtype) -> Dtype {
 
 /// Records `op(a, b)` for arrays that already share a dtype.
 pub(crate) fn binary_same(op: BinaryOp, a: &Array, b: &Array, out: Dtype) -> Result<Array> {
-    let shape = broadcast_shapes(a.shape(), b.shape())
-        .map_err(|e| crate::error::Error::invalid(binary_name(op).to_lowercase(), e.message().to_string()))?;
+    let shape = if a.shape() == b.shape() {
+        a.shape().to_vec()
+    } else {
+        broadcast_shapes(a.shape(), b.shape()).map_err(|e| Error::invalid(op_name(op), e.message().to_string()))?
+    };
     Ok(Array::from_op(shape, out, Binary { op }, vec![a.clone(), b.clone()]))
 }
 
-/// Promotes the operands and records `op`.
+/// The dtype an operand has before promotion (a weak scalar: its default).
+fn operand_dtype(o: &Operand) -> Dtype {
+    match o {
+        Operand::Array(a) => a.dtype(),
+        Operand::Scalar(s) => s.default_dtype(),
+    }
+}
+
+/// Promotes the operands, applies `op`'s dtype rule and records it.
+///
+/// Dtype rules (MLX): `divide`, `logaddexp` and `arctan2` give a float
+/// (integers and bools become float32); comparisons and logical ops give bool
+/// (logical ops test inputs for non-zero); bitwise ops and shifts need
+/// integers or bools (shifts of bools give uint8); `remainder` and `arctan2`
+/// reject complex64. Everything else keeps the promoted dtype.
 pub fn binary(op: BinaryOp, a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
-    let name = binary_name(op).to_lowercase();
-    let (a, b) = promote_operands(&name, a.into(), b.into())?;
+    use BinaryOp::*;
+    let name = op_name(op);
+    let (a, b) = (a.into(), b.into());
+    if matches!(op, BitwiseAnd | BitwiseOr | BitwiseXor | LeftShift | RightShift) {
+        let (da, db) = (operand_dtype(&a), operand_dtype(&b));
+        if !da.is_integral() || !db.is_integral() {
+            return Err(Error::invalid(
+                name,
+                format!("Only allowed on integer or boolean types but got types {da} and {db}."),
+            ));
+        }
+    }
+    let (a, b) = promote_operands(name, a, b)?;
     let d = a.dtype();
-    binary_same(op, &a, &b, out_dtype(op, d))
+    let target = match op {
+        Divide | LogAddExp | ArcTan2 => {
+            if op == ArcTan2 && d.is_complex() {
+                return Err(Error::invalid(name, format!("Not supported for {d}.")));
+            }
+            to_inexact(d)
+        }
+        Remainder if d.is_complex() => return Err(Error::invalid(name, "Complex type not supported.")),
+        LeftShift | RightShift if d == Dtype::Bool => Dtype::U8,
+        LogicalAnd | LogicalOr => Dtype::Bool,
+        _ => d,
+    };
+    let (a, b) = if target != d { (astype(&a, target)?, astype(&b, target)?) } else { (a, b) };
+    binary_same(op, &a, &b, out_dtype(op, target))
 }
 
 /// Elementwise `a + b` with broadcasting.
@@ -226,6 +362,24 @@ pub fn right_shift(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array
     binary(BinaryOp::RightShift, a, b)
 }
 
+/// Elementwise with broadcasting: logical XOR (non-zero is true).
+pub fn logical_xor(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array> {
+    let (a, b) = promote_operands("logical_xor", a.into(), b.into())?;
+    let (a, b) = (astype(&a, Dtype::Bool)?, astype(&b, Dtype::Bool)?);
+    binary_same(BinaryOp::NotEqual, &a, &b, Dtype::Bool)
+}
+
+/// `(floor_divide(a, b), remainder(a, b))` with broadcasting (Python
+/// semantics; complex inputs are rejected).
+pub fn divmod(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<(Array, Array)> {
+    let (a, b) = promote_operands("divmod", a.into(), b.into())?;
+    if a.dtype().is_complex() {
+        return Err(Error::invalid("divmod", "Complex type not supported."));
+    }
+    let d = a.dtype();
+    Ok((binary_same(BinaryOp::FloorDivide, &a, &b, d)?, binary_same(BinaryOp::Remainder, &a, &b, d)?))
+}
+
 macro_rules! operator {
     ($tr:ident, $m:ident, $f:ident) => {
         impl std::ops::$tr<&Array> for &Array {
@@ -287,6 +441,25 @@ operator!(Sub, sub, subtract);
 operator!(Mul, mul, multiply);
 operator!(Div, div, divide);
 operator!(Rem, rem, remainder);
+operator!(BitAnd, bitand, bitwise_and);
+operator!(BitOr, bitor, bitwise_or);
+operator!(BitXor, bitxor, bitwise_xor);
+operator!(Shl, shl, left_shift);
+operator!(Shr, shr, right_shift);
+
+/// `!a`: bitwise NOT for integers, logical NOT for bools (MLX's `~`).
+impl std::ops::Not for &Array {
+    type Output = Array;
+    fn not(self) -> Array {
+        super::unary::bitwise_invert(self).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+impl std::ops::Not for Array {
+    type Output = Array;
+    fn not(self) -> Array {
+        super::unary::bitwise_invert(&self).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
 
 impl std::ops::Neg for &Array {
     type Output = Array;

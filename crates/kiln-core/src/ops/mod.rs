@@ -2,6 +2,7 @@
 //! public functions, shape/dtype rules, kernel dispatch and transform rules.
 
 pub mod binary;
+pub mod compare;
 pub mod creation;
 pub mod reduce;
 pub mod shape;
@@ -9,6 +10,7 @@ pub mod slicing;
 pub mod unary;
 
 pub use binary::*;
+pub use compare::*;
 pub use creation::*;
 pub use reduce::*;
 pub use shape::*;
@@ -121,7 +123,17 @@ pub(crate) fn weak_scalar_dtype(op: &str, s: Scalar, d: Dtype) -> Result<Dtype> 
         (Scalar::Float(_), Kind::Float) => d,
         (Scalar::Float(_), _) => Dtype::F32,
         (Scalar::Bool(_), _) => d,
-        (Scalar::Int(_) | Scalar::UInt(_), Kind::Bool) => Dtype::I32,
+        // MLX silently truncates an int scalar beyond int32 next to a bool
+        // array; Kiln reports the overflow instead.
+        (Scalar::Int(i), Kind::Bool) => {
+            if i32::try_from(i).is_err() {
+                return Err(Error::invalid(op, format!("Converting {i} to int32 would result in overflow.")));
+            }
+            Dtype::I32
+        }
+        (Scalar::UInt(u), Kind::Bool) => {
+            return Err(Error::invalid(op, format!("Converting {u} to int32 would result in overflow.")))
+        }
         (Scalar::Int(_) | Scalar::UInt(_), Kind::Float) => d,
         (Scalar::Int(i), Kind::Signed | Kind::Unsigned) => {
             let (lo, hi): (i128, i128) = match d {

@@ -4,6 +4,7 @@
 mod binary;
 pub mod math;
 mod reduce;
+mod select;
 pub mod simd;
 pub mod strided;
 mod unary;
@@ -49,6 +50,9 @@ impl Backend for CpuBackend {
     }
     fn binary(&self, op: BinaryOp, a: &Array, b: &Array, out: &OutSpec<'_>) -> Result<Data> {
         binary::binary(op, a, b, out)
+    }
+    fn select(&self, cond: &Array, a: &Array, b: &Array, out: &OutSpec<'_>) -> Result<Data> {
+        select::select(cond, a, b, out)
     }
     fn reduce(&self, op: ReduceOp, x: &Array, axes: &[usize], out: &OutSpec<'_>) -> Result<Data> {
         reduce::reduce(op, x, axes, out)
