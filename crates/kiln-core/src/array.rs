@@ -178,12 +178,14 @@ impl Array {
 
     /// Like [`Array::from_op`] with a shared primitive.
     pub fn from_op_arc(shape: Vec<usize>, dtype: Dtype, prim: Arc<dyn Primitive>, inputs: Vec<Array>) -> Array {
+        debug_assert_registered(prim.as_ref());
         let expr = Arc::new(Expr { prim, inputs, stream: default_stream(), siblings: OnceLock::new() });
         Array::make(shape, dtype, None, Some((expr, 0)))
     }
 
     /// Records a primitive with several outputs; the returned arrays are siblings.
     pub fn from_op_multi(outs: Vec<(Vec<usize>, Dtype)>, prim: Arc<dyn Primitive>, inputs: Vec<Array>) -> Vec<Array> {
+        debug_assert_registered(prim.as_ref());
         let expr = Arc::new(Expr { prim, inputs, stream: default_stream(), siblings: OnceLock::new() });
         let arrays: Vec<Array> =
             outs.into_iter().enumerate().map(|(i, (s, d))| Array::make(s, d, None, Some((expr.clone(), i)))).collect();
@@ -273,9 +275,6 @@ impl Array {
         self.0.lock().data.clone().expect("array must be evaluated before its data is read")
     }
 
-    pub(crate) fn try_data(&self) -> Option<Data> {
-        self.0.lock().data.clone()
-    }
 
     /// The primitive that computes this array, if it is not yet evaluated or is a tracer.
     pub fn primitive(&self) -> Option<Arc<dyn Primitive>> {
@@ -345,6 +344,17 @@ impl Array {
     pub fn item_scalar(&self) -> Result<Scalar> {
         crate::dispatch_dtype!(self.dtype(), T => self.item::<T>().map(|x| x.to_scalar()))
     }
+}
+
+/// Every primitive must be listed in [`crate::primitive::ALL_PRIMITIVES`] so the
+/// rule-coverage test sees it.
+#[inline]
+fn debug_assert_registered(p: &dyn Primitive) {
+    debug_assert!(
+        crate::primitive::ALL_PRIMITIVES.contains(&p.name()),
+        "primitive {} is not listed in ALL_PRIMITIVES",
+        p.name()
+    );
 }
 
 /// Converts a scalar to an element type with cast semantics.

@@ -117,3 +117,27 @@ macro_rules! prim_common {
         }
     };
 }
+
+/// The name of every primitive Kiln defines.
+///
+/// Debug builds check each recorded primitive against this list, and the
+/// rule-coverage test (`tests/rules.rs`) enumerates it: a new primitive must
+/// be listed here and given a sample there, so its rules are checked.
+#[rustfmt::skip]
+pub const ALL_PRIMITIVES: &[&str] = &[
+    // elementwise unary
+    "Abs", "Negative", "Sign", "Floor", "Ceil", "Round", "Sqrt", "Rsqrt", "Square", "Reciprocal", "Exp", "Expm1", "Log",
+    "Log2", "Log10", "Log1p", "Sin", "Cos", "Tan", "ArcSin", "ArcCos", "ArcTan", "Sinh", "Cosh", "Tanh", "ArcSinh",
+    "ArcCosh", "ArcTanh", "Erf", "ErfInv", "Sigmoid", "Conjugate", "Real", "Imag", "IsNaN", "IsInf", "IsPosInf",
+    "IsNegInf", "IsFinite", "LogicalNot", "BitwiseInvert", "NanToNum",
+    // elementwise binary and ternary
+    "Add", "Subtract", "Multiply", "Divide", "FloorDivide", "Remainder", "Power", "Maximum", "Minimum", "LogAddExp",
+    "ArcTan2", "Equal", "EqualNaN", "NotEqual", "Greater", "GreaterEqual", "Less", "LessEqual", "LogicalAnd",
+    "LogicalOr", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "LeftShift", "RightShift", "Select",
+    // creation and conversion
+    "Full", "Arange", "AsType", "TriMask", "View",
+    // shape and layout
+    "Reshape", "Broadcast", "Transpose", "Diagonal", "AsStrided", "Contiguous", "Slice", "SliceUpdate", "Concatenate",
+    // transforms
+    "Copy", "StopGradient",
+];

@@ -1,0 +1,221 @@
+//! Rule coverage: every primitive Kiln defines is enumerated here, must
+//! declare a vjp, jvp and vmap rule or a documented reason for lacking one,
+//! and every declared rule is checked — vjp/jvp against central finite
+//! differences in f64, vmap against a loop over the batch.
+
+mod common;
+
+use common::{check_grad, check_vmap, Rng};
+use kiln_core::ops::{self, PadMode, SplitSpec};
+use kiln_core::primitive::{Rule, ALL_PRIMITIVES};
+use kiln_core::{Array, Axes, Dtype, Result};
+use std::collections::{BTreeMap, BTreeSet};
+
+type F = fn(&[Array]) -> Result<Array>;
+
+/// A function that records the primitive, and the inputs to check it at.
+struct Sample {
+    f: F,
+    /// (shape, low, high) of each f64 input.
+    inputs: Vec<(Vec<usize>, f64, f64)>,
+}
+
+fn s(f: F, inputs: &[(&[usize], f64, f64)]) -> Sample {
+    Sample { f, inputs: inputs.iter().map(|(sh, lo, hi)| (sh.to_vec(), *lo, *hi)).collect() }
+}
+
+const X: &[usize] = &[2, 3];
+
+fn samples() -> BTreeMap<&'static str, Sample> {
+    let mut m: BTreeMap<&'static str, Sample> = BTreeMap::new();
+    let any = (X, -2.0, 2.0);
+    let pos = (X, 0.5, 2.0);
+    let unit = (X, -0.9, 0.9);
+    // Unary
+    m.insert("Abs", s(|a| ops::abs(&a[0]), &[any]));
+    m.insert("Negative", s(|a| ops::negative(&a[0]), &[any]));
+    m.insert("Sign", s(|a| ops::sign(&a[0]), &[any]));
+    m.insert("Floor", s(|a| ops::floor(&a[0]), &[any]));
+    m.insert("Ceil", s(|a| ops::ceil(&a[0]), &[any]));
+    m.insert("Round", s(|a| ops::round(&a[0], 0), &[any]));
+    m.insert("Sqrt", s(|a| ops::sqrt(&a[0]), &[pos]));
+    m.insert("Rsqrt", s(|a| ops::rsqrt(&a[0]), &[pos]));
+    m.insert("Square", s(|a| ops::square(&a[0]), &[any]));
+    m.insert("Reciprocal", s(|a| ops::reciprocal(&a[0]), &[pos]));
+    m.insert("Exp", s(|a| ops::exp(&a[0]), &[any]));
+    m.insert("Expm1", s(|a| ops::expm1(&a[0]), &[any]));
+    m.insert("Log", s(|a| ops::log(&a[0]), &[pos]));
+    m.insert("Log2", s(|a| ops::log2(&a[0]), &[pos]));
+    m.insert("Log10", s(|a| ops::log10(&a[0]), &[pos]));
+    m.insert("Log1p", s(|a| ops::log1p(&a[0]), &[pos]));
+    m.insert("Sin", s(|a| ops::sin(&a[0]), &[any]));
+    m.insert("Cos", s(|a| ops::cos(&a[0]), &[any]));
+    m.insert("Tan", s(|a| ops::tan(&a[0]), &[unit]));
+    m.insert("ArcSin", s(|a| ops::arcsin(&a[0]), &[unit]));
+    m.insert("ArcCos", s(|a| ops::arccos(&a[0]), &[unit]));
+    m.insert("ArcTan", s(|a| ops::arctan(&a[0]), &[any]));
+    m.insert("Sinh", s(|a| ops::sinh(&a[0]), &[any]));
+    m.insert("Cosh", s(|a| ops::cosh(&a[0]), &[any]));
+    m.insert("Tanh", s(|a| ops::tanh(&a[0]), &[any]));
+    m.insert("ArcSinh", s(|a| ops::arcsinh(&a[0]), &[any]));
+    m.insert("ArcCosh", s(|a| ops::arccosh(&a[0]), &[(X, 1.5, 3.0)]));
+    m.insert("ArcTanh", s(|a| ops::arctanh(&a[0]), &[unit]));
+    m.insert("Erf", s(|a| ops::erf(&a[0]), &[any]));
+    m.insert("ErfInv", s(|a| ops::erfinv(&a[0]), &[unit]));
+    m.insert("Sigmoid", s(|a| ops::sigmoid(&a[0]), &[any]));
+    m.insert("Conjugate", s(|a| ops::conjugate(&a[0]), &[any]));
+    m.insert("Real", s(|a| ops::real(&a[0]), &[any]));
+    m.insert("Imag", s(|a| ops::imag(&a[0]), &[any]));
+    m.insert("IsNaN", s(|a| ops::isnan(&a[0]), &[any]));
+    m.insert("IsInf", s(|a| ops::isinf(&a[0]), &[any]));
+    m.insert("IsPosInf", s(|a| ops::isposinf(&a[0]), &[any]));
+    m.insert("IsNegInf", s(|a| ops::isneginf(&a[0]), &[any]));
+    m.insert("IsFinite", s(|a| ops::isfinite(&a[0]), &[any]));
+    m.insert("LogicalNot", s(|a| ops::logical_not(&a[0]), &[any]));
+    m.insert("BitwiseInvert", s(|a| ops::bitwise_invert(&ops::astype(&a[0], Dtype::I32)?), &[any]));
+    m.insert("NanToNum", s(|a| ops::nan_to_num(&a[0], 0.0, None, None), &[any]));
+    // Binary (second operand broadcasts)
+    let b = (&[3usize][..], -2.0, 2.0);
+    let bpos = (&[3usize][..], 0.5, 2.0);
+    m.insert("Add", s(|a| ops::add(&a[0], &a[1]), &[any, b]));
+    m.insert("Subtract", s(|a| ops::subtract(&a[0], &a[1]), &[any, b]));
+    m.insert("Multiply", s(|a| ops::multiply(&a[0], &a[1]), &[any, b]));
+    m.insert("Divide", s(|a| ops::divide(&a[0], &a[1]), &[any, bpos]));
+    m.insert("FloorDivide", s(|a| ops::floor_divide(&a[0], &a[1]), &[any, bpos]));
+    m.insert("Remainder", s(|a| ops::remainder(&a[0], &a[1]), &[any, bpos]));
+    m.insert("Power", s(|a| ops::power(&a[0], &a[1]), &[pos, b]));
+    m.insert("Maximum", s(|a| ops::maximum(&a[0], &a[1]), &[any, b]));
+    m.insert("Minimum", s(|a| ops::minimum(&a[0], &a[1]), &[any, b]));
+    m.insert("LogAddExp", s(|a| ops::logaddexp(&a[0], &a[1]), &[any, b]));
+    m.insert("ArcTan2", s(|a| ops::arctan2(&a[0], &a[1]), &[any, bpos]));
+    m.insert("Equal", s(|a| ops::equal(&a[0], &a[1]), &[any, b]));
+    m.insert("NotEqual", s(|a| ops::not_equal(&a[0], &a[1]), &[any, b]));
+    m.insert("Greater", s(|a| ops::greater(&a[0], &a[1]), &[any, b]));
+    m.insert("GreaterEqual", s(|a| ops::greater_equal(&a[0], &a[1]), &[any, b]));
+    m.insert("Less", s(|a| ops::less(&a[0], &a[1]), &[any, b]));
+    m.insert("LessEqual", s(|a| ops::less_equal(&a[0], &a[1]), &[any, b]));
+    m.insert("EqualNaN", s(|a| ops::array_equal(&a[0], &a[1], true), &[any, any]));
+    m.insert("LogicalAnd", s(|a| ops::logical_and(&a[0], &a[1]), &[any, b]));
+    m.insert("LogicalOr", s(|a| ops::logical_or(&a[0], &a[1]), &[any, b]));
+    let int2 = |a: &[Array]| -> Result<(Array, Array)> {
+        Ok((ops::astype(&ops::multiply(&a[0], 10.0)?, Dtype::I32)?, ops::astype(&ops::abs(&a[1])?, Dtype::I32)?))
+    };
+    let _ = int2;
+    m.insert("BitwiseAnd", s(|a| ops::bitwise_and(&ops::astype(&a[0], Dtype::I32)?, &ops::astype(&a[1], Dtype::I32)?), &[any, b]));
+    m.insert("BitwiseOr", s(|a| ops::bitwise_or(&ops::astype(&a[0], Dtype::I32)?, &ops::astype(&a[1], Dtype::I32)?), &[any, b]));
+    m.insert("BitwiseXor", s(|a| ops::bitwise_xor(&ops::astype(&a[0], Dtype::I32)?, &ops::astype(&a[1], Dtype::I32)?), &[any, b]));
+    m.insert("LeftShift", s(|a| ops::left_shift(&ops::astype(&a[0], Dtype::I32)?, &ops::astype(&ops::abs(&a[1])?, Dtype::I32)?), &[any, b]));
+    m.insert("RightShift", s(|a| ops::right_shift(&ops::astype(&a[0], Dtype::I32)?, &ops::astype(&ops::abs(&a[1])?, Dtype::I32)?), &[any, b]));
+    m.insert("Select", s(|a| ops::where_(&ops::greater(&a[0], 0.0)?, &a[0], &a[1]), &[any, b]));
+    // Creation and conversion
+    m.insert("Full", s(|a| ops::add(&a[0], &ops::full(&[2, 3], 1.5, Dtype::F64)?), &[any]));
+    m.insert("Arange", s(|a| ops::multiply(&a[0], &ops::arange(0.0, 3.0, 1.0, Dtype::F64)?), &[any]));
+    m.insert("AsType", s(|a| ops::astype(&ops::astype(&a[0], Dtype::F32)?, Dtype::F64), &[any]));
+    m.insert("TriMask", s(|a| ops::tril(&a[0], 0), &[any]));
+    m.insert("View", s(|a| ops::view(&a[0], Dtype::I64), &[any]));
+    // Shape and layout
+    m.insert("Reshape", s(|a| ops::reshape(&a[0], &[3, 2]), &[any]));
+    m.insert("Broadcast", s(|a| ops::broadcast_to(&a[0], &[4, 2, 3]), &[any]));
+    m.insert("Transpose", s(|a| ops::transpose(&a[0]), &[any]));
+    m.insert("Diagonal", s(|a| ops::diagonal(&a[0], 0, 0, 1), &[(&[3, 3], -2.0, 2.0)]));
+    m.insert("AsStrided", s(|a| ops::as_strided(&a[0], &[2, 2], &[1, 1], 1), &[any]));
+    m.insert("Contiguous", s(|a| ops::contiguous(&ops::transpose(&a[0])?, false), &[any]));
+    m.insert("Slice", s(|a| ops::slice(&a[0], &[1, 2], &[2, 0], &[1, -1]), &[any]));
+    m.insert("SliceUpdate", s(|a| ops::slice_update(&a[0], &a[1], &[0, 0], &[1, 3], &[1, 1]), &[any, (&[1, 3], -2.0, 2.0)]));
+    m.insert("Concatenate", s(|a| ops::concatenate(&[a[0].clone(), a[1].clone()], Some(0)), &[any, (&[1, 3], -2.0, 2.0)]));
+    // Transform helpers
+    m.insert("Copy", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
+    m.insert("StopGradient", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
+    let _ = (PadMode::Edge, SplitSpec::Sections(1), Axes::All);
+    m
+}
+
+/// Names of the primitives in the graph behind `a`.
+fn primitives_in(a: &Array) -> BTreeMap<&'static str, Option<Rule>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![a.clone()];
+    let mut seen = BTreeSet::new();
+    while let Some(x) = stack.pop() {
+        if !seen.insert(x.id()) {
+            continue;
+        }
+        if let Some(p) = x.primitive() {
+            out.insert(p.name(), None);
+        }
+        stack.extend(x.inputs());
+    }
+    out
+}
+
+#[test]
+fn every_primitive_has_its_rules_or_a_reason() {
+    let samples = samples();
+    let mut missing = vec![];
+    for name in ALL_PRIMITIVES {
+        if !samples.contains_key(name) {
+            missing.push(*name);
+        }
+    }
+    assert!(missing.is_empty(), "primitives without a sample in tests/rules.rs: {missing:?}");
+    for name in samples.keys() {
+        assert!(ALL_PRIMITIVES.contains(name), "{name} is sampled but not listed in ALL_PRIMITIVES");
+    }
+
+    let mut rng = Rng::new(42);
+    let mut report = vec![];
+    for (name, sample) in &samples {
+        let inputs: Vec<Array> = sample.inputs.iter().map(|(sh, lo, hi)| rng.array(sh, *lo, *hi)).collect();
+        let out = (sample.f)(&inputs).unwrap_or_else(|e| panic!("{name}: sample failed: {e}"));
+        // Find the primitive instance in the recorded graph.
+        let mut stack = vec![out.clone()];
+        let mut prim = None;
+        while let Some(x) = stack.pop() {
+            if let Some(p) = x.primitive() {
+                if p.name() == *name {
+                    prim = Some(p);
+                    break;
+                }
+            }
+            stack.extend(x.inputs());
+        }
+        if *name == "Copy" {
+            // Copy marks transform inputs; it only appears inside traces.
+            let (_, g) = kiln_core::vjp(|a: &[Array]| Ok(vec![a[0].clone()]), &inputs[..1], &[inputs[0].clone()]).unwrap();
+            assert_eq!(g[0].shape(), inputs[0].shape());
+            continue;
+        }
+        let prim = prim.unwrap_or_else(|| panic!("{name}: sample does not record it (found {:?})", primitives_in(&out).keys()));
+        let rules = prim.rules();
+        for (kind, rule) in [("vjp", rules.vjp), ("jvp", rules.jvp), ("vmap", rules.vmap)] {
+            if let Rule::No(reason) = rule {
+                assert!(reason.len() > 10, "{name}: {kind} lacks a documented reason");
+                report.push(format!("{name}: no {kind}: {reason}"));
+            }
+        }
+        let differentiable = out.dtype().is_floating() && rules.vjp == Rule::Yes && rules.jvp == Rule::Yes;
+        if differentiable {
+            check_grad(name, sample.f, &inputs);
+        }
+        if rules.vmap == Rule::Yes {
+            let batched: Vec<Array> = sample
+                .inputs
+                .iter()
+                .map(|(sh, lo, hi)| {
+                    let mut s = vec![3];
+                    s.extend(sh);
+                    rng.array(&s, *lo, *hi)
+                })
+                .collect();
+            let axes = vec![Some(0); batched.len()];
+            check_vmap(name, sample.f, &batched, &axes);
+            // Batch axis not in front, one input unbatched.
+            if inputs.len() == 2 {
+                let mut s = sample.inputs[0].0.clone();
+                s.push(3);
+                let b0 = rng.array(&s, sample.inputs[0].1, sample.inputs[0].2);
+                check_vmap(name, sample.f, &[b0, inputs[1].clone()], &[Some(-1), None]);
+            }
+        }
+    }
+    println!("documented missing rules:\n{}", report.join("\n"));
+}
