@@ -560,6 +560,7 @@ fn bench_copies() {
         let s = t.elapsed().as_secs_f64() / reps as f64;
         println!("{name}: {:.2} ms, {:.1} GB/s", s * 1e3, gb / s);
     };
+    time("baseline: contiguous astype f32->i32", &|| ops::astype(&a, Dtype::I32).unwrap());
     time("contiguous copy (flip rows)", &|| ops::contiguous(&ops::flip(&a, Some(&[0])).unwrap(), false));
     time("transpose copy", &|| ops::contiguous(&ops::transpose(&a).unwrap(), false));
     time("flip last axis copy", &|| ops::contiguous(&ops::flip(&a, Some(&[1])).unwrap(), false));
