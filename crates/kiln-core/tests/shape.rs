@@ -522,6 +522,15 @@ fn large_copies_and_pads_are_correct() {
     let v = host(&t);
     assert_eq!(v[1], n as f64);
     assert_eq!(v[n * n - 2], (n * n - 1 - n) as f64);
+    // Transposing copy with a cast (tiled path), batched and with ragged tiles.
+    let b = iota(&[3, 70, 45]);
+    let bt = ops::astype(&ops::swapaxes(&b, 1, 2).unwrap(), Dtype::F32).unwrap();
+    let bv = bt.to_vec::<f32>().unwrap();
+    let hb = host(&b);
+    for (idx, &x) in bv.iter().enumerate() {
+        let (k, j, i) = (idx / (45 * 70), (idx / 70) % 45, idx % 70);
+        assert_eq!(x as f64, hb[k * 70 * 45 + i * 45 + j], "at {idx}");
+    }
     let p = ops::pad(&a, &[(1, 1)], PadMode::Constant, 0).unwrap();
     let pv = host(&p);
     assert_eq!(pv[(n + 2) + 1], 0.0);
@@ -529,4 +538,35 @@ fn large_copies_and_pads_are_correct() {
     let c = ops::concatenate(&[a.clone(), ops::flip(&a, None).unwrap()], Some(1)).unwrap();
     let cv = host(&c);
     assert_eq!(cv[n], (n * n - 1) as f64);
+}
+
+/// Timing probe (run with `--ignored --nocapture`): copy/pad/concat throughput.
+#[test]
+#[ignore]
+fn bench_copies() {
+    let n = 4096;
+    let a = ops::astype(&iota(&[n, n]), Dtype::F32).unwrap();
+    a.eval().unwrap();
+    let gb = (n * n * 4 * 2) as f64 / 1e9; // read + write
+    let time = |name: &str, f: &dyn Fn() -> Array| {
+        let r = f();
+        r.eval().unwrap();
+        let t = std::time::Instant::now();
+        let reps = 5;
+        for _ in 0..reps {
+            let r = f();
+            r.eval().unwrap();
+        }
+        let s = t.elapsed().as_secs_f64() / reps as f64;
+        println!("{name}: {:.2} ms, {:.1} GB/s", s * 1e3, gb / s);
+    };
+    time("baseline: contiguous astype f32->i32", &|| ops::astype(&a, Dtype::I32).unwrap());
+    time("contiguous copy (flip rows)", &|| ops::contiguous(&ops::flip(&a, Some(&[0])).unwrap(), false));
+    time("transpose copy", &|| ops::contiguous(&ops::transpose(&a).unwrap(), false));
+    time("flip last axis copy", &|| ops::contiguous(&ops::flip(&a, Some(&[1])).unwrap(), false));
+    time("pad constant 1", &|| ops::pad(&a, &[(1, 1)], PadMode::Constant, 0).unwrap());
+    time("concat axis 1", &|| {
+        let h = ops::split(&a, SplitSpec::Sections(2), 1).unwrap();
+        ops::concatenate(&[h[1].clone(), h[0].clone()], Some(1)).unwrap()
+    });
 }

@@ -36,6 +36,10 @@ impl Primitive for Full {
 }
 
 /// An array of `shape` filled with `value` as `dtype`.
+///
+/// Deviation from MLX (deliberate): MLX returns float32 for a float `value`
+/// with an integer, bool or complex `dtype`, and int32 for an int `value` with
+/// dtype bool; Kiln always returns `dtype` (the value is cast, floats truncate).
 pub fn full(shape: &[usize], value: impl Into<Scalar>, dtype: Dtype) -> Result<Array> {
     checked_numel("full", shape)?;
     Ok(Array::from_op(shape.to_vec(), dtype, Full { value: value.into() }, vec![]))

@@ -1,5 +1,9 @@
-//! Shape and layout ops. Reshape (of contiguous data), transpose and broadcast
-//! are views: they share the input buffer with new strides.
+//! Shape and layout ops. Reshape (whenever the merged dimensions are
+//! contiguous with each other), transpose/swapaxes/moveaxis, broadcast,
+//! squeeze/expand_dims, diagonal and as_strided are views: they share the
+//! input buffer with new strides. Pad, tile, repeat and stack assemble copies
+//! from slices ([`super::slicing`]) and concatenation; their transform rules
+//! follow from those primitives.
 
 use crate::array::{Array, Data};
 use crate::backend::Backend;

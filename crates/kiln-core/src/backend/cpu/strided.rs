@@ -128,6 +128,9 @@ fn cast_rows<S: Element, D: Element>(
     dst_off: isize,
     dst_strides: &[isize],
 ) {
+    if transpose_tiles::<S, D>(src, shape, SendPtr(dst.get()), dst_off, dst_strides) {
+        return;
+    }
     let rows = Rows::new(shape, [&src.strides, dst_strides]);
     let sp = SendPtr(src.ptr::<S>());
     let inner = rows.inner;
@@ -146,6 +149,11 @@ fn cast_rows<S: Element, D: Element>(
                     } else {
                         cast_slice(std::slice::from_raw_parts(s, inner), std::slice::from_raw_parts_mut(d, inner));
                     }
+                } else if ss == -1 && ds == 1 {
+                    // A reversed source row (flip of the last axis): the row's
+                    // elements occupy [s - (inner-1), s].
+                    let src = std::slice::from_raw_parts(s.offset(1 - inner as isize), inner);
+                    cast_rev(src, std::slice::from_raw_parts_mut(d, inner));
                 } else {
                     for i in 0..inner as isize {
                         *d.offset(i * ds) = D::cast_from(*s.offset(i * ss));
@@ -154,6 +162,74 @@ fn cast_rows<S: Element, D: Element>(
             }
         }
     });
+}
+
+crate::multiversion! {
+    fn cast_rev<S: Element, D: Element>(s: &[S], d: &mut [D]) {
+        for (o, &x) in d.iter_mut().zip(s.iter().rev()) {
+            *o = D::cast_from(x);
+        }
+    }
+}
+
+/// Side of the square tiles a transposing copy moves at a time (fits L1 for
+/// 8-byte elements: 2 × 32 × 32 × 8 = 16 KiB).
+const TILE: usize = 32;
+
+/// Copies where the destination's innermost dimension is contiguous but the
+/// source's is strided while the source is contiguous along the next-outer
+/// dimension (a transpose). Moves square tiles so both sides stay in cache.
+/// Returns false when the layout is not of that form.
+fn transpose_tiles<S: Element, D: Element>(
+    src: &Data,
+    shape: &[usize],
+    dst: SendPtr<D>,
+    dst_off: isize,
+    dst_strides: &[isize],
+) -> bool {
+    let (cs, cst) = collapse_dims(shape, &[&src.strides, dst_strides]);
+    let k = cs.len();
+    if k < 2 || cst[1][k - 1] != 1 || cst[0][k - 2] != 1 || cst[0][k - 1] == 1 || cs[k - 1] < TILE || cs[k - 2] < TILE {
+        return false;
+    }
+    let (nr, nc) = (cs[k - 2], cs[k - 1]);
+    let (src_c, dst_r) = (cst[0][k - 1], cst[1][k - 2]);
+    let n_outer: usize = cs[..k - 2].iter().product();
+    let bands = nr.div_ceil(TILE);
+    let sp = SendPtr(src.ptr::<S>());
+    let outer_shape = cs[..k - 2].to_vec();
+    let (os, od) = (cst[0][..k - 2].to_vec(), cst[1][..k - 2].to_vec());
+    parallel_for(n_outer * bands, TILE * nc, |range| {
+        for job in range {
+            let (mut o, band) = (job / bands, job % bands);
+            let (mut so, mut doff) = (0isize, 0isize);
+            for d in (0..outer_shape.len()).rev() {
+                let i = o % outer_shape[d];
+                o /= outer_shape[d];
+                so += i as isize * os[d];
+                doff += i as isize * od[d];
+            }
+            let r0 = band * TILE;
+            let r1 = (r0 + TILE).min(nr);
+            let mut c0 = 0;
+            while c0 < nc {
+                let c1 = (c0 + TILE).min(nc);
+                for r in r0..r1 {
+                    // SAFETY: (r, c) lies inside the collapsed shape, so both
+                    // offsets stay within their views; bands write disjoint rows.
+                    unsafe {
+                        let s = sp.get().offset(so + r as isize);
+                        let d = dst.get().offset(dst_off + doff + r as isize * dst_r);
+                        for c in c0..c1 {
+                            *d.add(c) = D::cast_from(*s.offset(c as isize * src_c));
+                        }
+                    }
+                }
+                c0 = c1;
+            }
+        }
+    });
+    true
 }
 
 crate::multiversion! {
