@@ -27,13 +27,7 @@ impl Primitive for Binary {
     fn eval(&self, backend: &dyn Backend, inputs: &[Array], outputs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
         Ok(vec![backend.binary(self.op, &inputs[0], &inputs[1], &outputs[0])?])
     }
-    fn vjp(
-        &self,
-        primals: &[Array],
-        cotangents: &[Array],
-        argnums: &[usize],
-        outputs: &[Array],
-    ) -> Result<Vec<Array>> {
+    fn vjp(&self, primals: &[Array], cotangents: &[Array], argnums: &[usize], outputs: &[Array]) -> Result<Vec<Array>> {
         let g = &cotangents[0];
         let (a, b) = (&primals[0], &primals[1]);
         if is_nondiff(self.op) {

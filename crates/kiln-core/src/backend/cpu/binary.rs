@@ -125,7 +125,7 @@ impl<T: Copy, F: Fn(T, T) -> T + Copy + Sync> Run for Same<T, F> {
     type O = T;
     unsafe fn run(&self, pa: *const T, sa: isize, pb: *const T, sb: isize, po: *mut T, len: usize) {
         let f = self.0;
-        let (alias_a, alias_b) = (po as *const T == pa, po as *const T == pb);
+        let (alias_a, alias_b) = (std::ptr::eq(po, pa), std::ptr::eq(po, pb));
         let rd = |p: *const T| std::slice::from_raw_parts(p, len);
         let wr = || std::slice::from_raw_parts_mut(po, len);
         // SAFETY (all arms): the caller guarantees the ranges; an aliased
@@ -467,11 +467,7 @@ fn run_half<H: HalfT + StoreFrom<f32>>(
 
 /// Integer helpers with wrapping and Python floor semantics.
 trait IntT:
-    Element
-    + Ord
-    + std::ops::BitAnd<Output = Self>
-    + std::ops::BitOr<Output = Self>
-    + std::ops::BitXor<Output = Self>
+    Element + Ord + std::ops::BitAnd<Output = Self> + std::ops::BitOr<Output = Self> + std::ops::BitXor<Output = Self>
 {
     const ZERO: Self;
     fn w_add(self, y: Self) -> Self;
