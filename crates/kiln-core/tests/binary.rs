@@ -558,6 +558,15 @@ fn bench_fma_16m() {
         std::hint::black_box(ops::add(&s, &s).unwrap());
     }
     println!("16-element add, graph build only: {:.0} ns", t.elapsed().as_secs_f64() / reps as f64 * 1e9);
+    use kiln_core::backend::Backend;
+    let spec = kiln_core::primitive::OutSpec { shape: &[16], dtype: Dtype::F32 };
+    let t = std::time::Instant::now();
+    for _ in 0..reps {
+        std::hint::black_box(
+            kiln_core::backend::cpu::CpuBackend.binary(kiln_core::backend::BinaryOp::Add, &s, &s, &spec).unwrap(),
+        );
+    }
+    println!("16-element add, kernel call only: {:.0} ns", t.elapsed().as_secs_f64() / reps as f64 * 1e9);
     let t = std::time::Instant::now();
     for _ in 0..reps {
         std::hint::black_box(Array::from_slice(&v[..16], &[16]).unwrap());
