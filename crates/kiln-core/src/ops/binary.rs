@@ -1,4 +1,17 @@
-//! Elementwise binary ops with broadcasting, weak scalars and the arithmetic operators.
+//! Elementwise binary ops with broadcasting, weak scalars and the operators
+//! (`+ - * / % & | ^ << >>`, unary `!` is bitwise NOT / logical NOT for bool).
+//!
+//! Semantics follow MLX 0.32.4 (see the golden README). Deliberate choices
+//! where MLX is undefined or silently truncates:
+//! * integer (and bool) division by zero: `x // 0 = 0`, `x % 0 = x`, so
+//!   `divmod` keeps `x == q*y + r`; `MIN // -1` wraps to `MIN`;
+//! * shifts by a negative amount or by at least the bit width give 0 (`<<`,
+//!   unsigned `>>`) or the sign fill (signed `>>`);
+//! * integer `power` with a negative exponent is 0 (as MLX, even for ±1);
+//! * a weak int scalar that overflows the array's dtype is an error, also for
+//!   uint64 arrays (MLX wraps) and bool arrays beyond int32 (MLX truncates);
+//! * bitwise ops and shifts on floats are `InvalidArgument` errors (MLX raises
+//!   `RuntimeError`).
 
 use super::creation::{astype, zeros_like};
 use super::reduce::sum_to_shape;
@@ -27,13 +40,7 @@ impl Primitive for Binary {
     fn eval(&self, backend: &dyn Backend, inputs: &[Array], outputs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
         Ok(vec![backend.binary(self.op, &inputs[0], &inputs[1], &outputs[0])?])
     }
-    fn vjp(
-        &self,
-        primals: &[Array],
-        cotangents: &[Array],
-        argnums: &[usize],
-        outputs: &[Array],
-    ) -> Result<Vec<Array>> {
+    fn vjp(&self, primals: &[Array], cotangents: &[Array], argnums: &[usize], outputs: &[Array]) -> Result<Vec<Array>> {
         let g = &cotangents[0];
         let (a, b) = (&primals[0], &primals[1]);
         if is_nondiff(self.op) {

@@ -125,7 +125,7 @@ impl<T: Copy, F: Fn(T, T) -> T + Copy + Sync> Run for Same<T, F> {
     type O = T;
     unsafe fn run(&self, pa: *const T, sa: isize, pb: *const T, sb: isize, po: *mut T, len: usize) {
         let f = self.0;
-        let (alias_a, alias_b) = (po as *const T == pa, po as *const T == pb);
+        let (alias_a, alias_b) = (std::ptr::eq(po, pa), std::ptr::eq(po, pb));
         let rd = |p: *const T| std::slice::from_raw_parts(p, len);
         let wr = || std::slice::from_raw_parts_mut(po, len);
         // SAFETY (all arms): the caller guarantees the ranges; an aliased
@@ -274,6 +274,16 @@ impl<H: HalfT, V: Copy + Default, O: StoreFrom<V>, F: Fn(f32, f32) -> V + Copy +
 
 // ---------------------------------------------------------------- driver
 
+/// Pointer to element 0 of an evaluated input and whether it is dense,
+/// without cloning its `Data` (the small-op path stays allocation-free). The
+/// buffer outlives the kernel: `a` keeps its node alive, and a node's data is
+/// never replaced once set.
+fn peek<T>(a: &Array) -> (*mut T, bool) {
+    let st = a.0.lock();
+    let d = st.data.as_ref().expect("kernel inputs are evaluated");
+    (d.ptr::<T>(), d.is_row_contiguous())
+}
+
 /// Runs kernel `k` over the broadcast of `a` and `b` into the dense output
 /// `od` of `shape`. `cost` is a rough per-element weight for threading.
 fn drive<K: Run>(k: &K, a: &Array, b: &Array, shape: &[usize], od: &Data, cost: usize) {
@@ -281,12 +291,12 @@ fn drive<K: Run>(k: &K, a: &Array, b: &Array, shape: &[usize], od: &Data, cost: 
     if n == 0 {
         return;
     }
-    let (ad, bd) = (a.data(), b.data());
-    let pa = SendPtr(ad.ptr::<K::A>());
-    let pb = SendPtr(bd.ptr::<K::A>());
+    let (pa, a_dense) = peek::<K::A>(a);
+    let (pb, b_dense) = peek::<K::A>(b);
+    let (pa, pb) = (SendPtr(pa), SendPtr(pb));
     let po = SendPtr(od.ptr::<K::O>());
-    let a_full = a.size() == n && ad.is_row_contiguous();
-    let b_full = b.size() == n && bd.is_row_contiguous();
+    let a_full = a.size() == n && a_dense;
+    let b_full = b.size() == n && b_dense;
     let (a_one, b_one) = (a.size() == 1, b.size() == 1);
     let flat = match (a_full, b_full) {
         (true, true) => Some((1, 1)),
@@ -304,6 +314,7 @@ fn drive<K: Run>(k: &K, a: &Array, b: &Array, shape: &[usize], od: &Data, cost: 
         });
         return;
     }
+    let (ad, bd) = (a.data(), b.data());
     let sa_v = strides_for(a, &ad, shape);
     let sb_v = strides_for(b, &bd, shape);
     let rows = Rows::new(shape, [&sa_v, &sb_v]);
@@ -467,11 +478,7 @@ fn run_half<H: HalfT + StoreFrom<f32>>(
 
 /// Integer helpers with wrapping and Python floor semantics.
 trait IntT:
-    Element
-    + Ord
-    + std::ops::BitAnd<Output = Self>
-    + std::ops::BitOr<Output = Self>
-    + std::ops::BitXor<Output = Self>
+    Element + Ord + std::ops::BitAnd<Output = Self> + std::ops::BitOr<Output = Self> + std::ops::BitXor<Output = Self>
 {
     const ZERO: Self;
     fn w_add(self, y: Self) -> Self;

@@ -19,6 +19,7 @@ crate::multiversion! {
 /// # Safety
 /// Each pointer readable for `len` elements at its stride; `po` writable for
 /// `len` elements (it may alias `px` or `py` element for element).
+#[allow(clippy::too_many_arguments)]
 unsafe fn sel_strided<T: Copy>(
     pc: *const bool,
     sc: isize,
