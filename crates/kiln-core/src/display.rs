@@ -27,7 +27,7 @@ pub fn format_g(v: f64) -> String {
     let sci = format!("{:.*e}", (P - 1) as usize, v);
     let (mant, exp) = sci.split_once('e').expect("exponent format");
     let x: i32 = exp.parse().expect("exponent");
-    if x < -4 || x >= P {
+    if !(-4..P).contains(&x) {
         let mant = strip_zeros(mant);
         let sign = if x < 0 { '-' } else { '+' };
         format!("{mant}e{sign}{:02}", x.abs())

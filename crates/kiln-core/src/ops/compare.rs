@@ -72,7 +72,7 @@ impl Primitive for Select {
                 None => expand_dims(x, 0)?,
             };
             let mut shape = vec![x.shape()[0]];
-            shape.extend(std::iter::repeat(1).take(rank - (x.ndim() - 1)));
+            shape.extend(std::iter::repeat_n(1, rank - (x.ndim() - 1)));
             shape.extend_from_slice(&x.shape()[1..]);
             v.push(reshape_to(&x, &shape)?);
         }
