@@ -1,6 +1,8 @@
 //! Reductions, scans, softmax/logsumexp, argmax/argmin, sort/median: golden
 //! values from MLX, error cases, transform rules and the parallel/strided paths.
 
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use common::{check_grad, check_vmap, Case, Rng};
@@ -265,7 +267,7 @@ fn prod_grad_with_zeros() {
     let x = Array::from_slice(&[0.0f64, 2.0, 3.0, 0.0, 0.0, 5.0, 1.0, 4.0, 2.0], &[3, 3]).unwrap();
     let (_, g) = kiln_core::vjp(
         |a: &[Array]| Ok(vec![ops::prod(&a[0], 1, false)?]),
-        &[x.clone()],
+        std::slice::from_ref(&x),
         &[Array::from_slice(&[1.0f64, 1.0, 1.0], &[3]).unwrap()],
     )
     .unwrap();
@@ -282,9 +284,12 @@ fn prod_grad_with_zeros() {
 #[test]
 fn max_grad_splits_ties_like_mlx() {
     let x = Array::from_slice(&[1.0f64, 3.0, 3.0, 2.0], &[4]).unwrap();
-    let (_, g) =
-        kiln_core::vjp(|a: &[Array]| Ok(vec![ops::max(&a[0], 0, false)?]), &[x.clone()], &[Array::scalar(1.0f64)])
-            .unwrap();
+    let (_, g) = kiln_core::vjp(
+        |a: &[Array]| Ok(vec![ops::max(&a[0], 0, false)?]),
+        std::slice::from_ref(&x),
+        &[Array::scalar(1.0f64)],
+    )
+    .unwrap();
     assert_eq!(g[0].to_vec::<f64>().unwrap(), vec![0.0, 0.5, 0.5, 0.0]);
     let (_, g) = kiln_core::vjp(
         |a: &[Array]| Ok(vec![ops::cummax(&a[0], Some(0), false, true)?.sum(0, false)?]),
@@ -324,7 +329,7 @@ fn grads_of_scans() {
         for rev in [false, true] {
             let ex = kiln_core::vjp(
                 |a: &[Array]| Ok(vec![f(&a[0], Some(0), rev, false)?]),
-                &[xv.clone()],
+                std::slice::from_ref(&xv),
                 &[Array::from_slice(&g, &[n]).unwrap()],
             )
             .unwrap()
@@ -341,7 +346,7 @@ fn grads_of_scans() {
             }
             let inc = kiln_core::vjp(
                 |a: &[Array]| Ok(vec![f(&a[0], Some(0), rev, true)?]),
-                &[xv.clone()],
+                std::slice::from_ref(&xv),
                 &[Array::from_slice(&shifted, &[n]).unwrap()],
             )
             .unwrap()
@@ -350,17 +355,21 @@ fn grads_of_scans() {
                 .unwrap();
             close(&ex, &inc, 1e-12, &format!("{name} exclusive rev={rev}"));
             let tv = Rng::new(11).array(&[n], -1.0, 1.0);
-            let jex =
-                kiln_core::jvp(|a: &[Array]| Ok(vec![f(&a[0], Some(0), rev, false)?]), &[xv.clone()], &[tv.clone()])
+            let jex = kiln_core::jvp(
+                |a: &[Array]| Ok(vec![f(&a[0], Some(0), rev, false)?]),
+                std::slice::from_ref(&xv),
+                &[tv.clone()],
+            )
+            .unwrap()
+            .1[0]
+                .to_vec::<f64>()
+                .unwrap();
+            let jin =
+                kiln_core::jvp(|a: &[Array]| Ok(vec![f(&a[0], Some(0), rev, true)?]), std::slice::from_ref(&xv), &[tv])
                     .unwrap()
                     .1[0]
                     .to_vec::<f64>()
                     .unwrap();
-            let jin = kiln_core::jvp(|a: &[Array]| Ok(vec![f(&a[0], Some(0), rev, true)?]), &[xv.clone()], &[tv])
-                .unwrap()
-                .1[0]
-                .to_vec::<f64>()
-                .unwrap();
             for i in 0..n {
                 let src = if rev { (i + 1 < n).then_some(i + 1) } else { i.checked_sub(1) };
                 let want = src.map_or(0.0, |s| jin[s]);
@@ -426,6 +435,7 @@ fn median_time(reps: usize, mut f: impl FnMut()) -> f64 {
         })
         .collect();
     t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("  (min {:.3} ms, median {:.3} ms)", t[0] * 1e3, t[reps / 2] * 1e3);
     t[reps / 2]
 }
 
@@ -436,6 +446,13 @@ fn bench_sum_and_softmax_4096() {
     let x = ops::astype(&Rng::new(1).array(&[n, n], -1.0, 1.0), Dtype::F32).unwrap();
     x.eval().unwrap();
     let bytes = (n * n * 4) as f64;
+    let t = median_time(21, || ops::sum(&x, Axes::All, false).unwrap().eval().unwrap());
+    println!("sum all: {:.3} ms, {:.1} GB/s", t * 1e3, bytes / t / 1e9);
+    for shape in [[16usize, 1 << 20], [256, 1 << 16], [1 << 16, 256]] {
+        let y = ops::reshape(&x, &[shape[0] as i64, shape[1] as i64]).unwrap();
+        let t = median_time(21, || ops::sum(&y, -1, false).unwrap().eval().unwrap());
+        println!("sum last axis {shape:?}: {:.3} ms, {:.1} GB/s", t * 1e3, bytes / t / 1e9);
+    }
     let t = median_time(21, || ops::sum(&x, -1, false).unwrap().eval().unwrap());
     println!("sum last axis: {:.3} ms, {:.1} GB/s", t * 1e3, bytes / t / 1e9);
     let t = median_time(21, || ops::sum(&x, 0, false).unwrap().eval().unwrap());

@@ -358,10 +358,10 @@ where
     col_pass::<T, A, C>(src, outer, rows, width, id)
 }
 
-fn reduce_contig<T, A: Num, C: Combine<A>>(src: &[T], shape: &[usize], axes: &[usize], id: A) -> Vec<A>
+fn reduce_contig<T, A, C: Combine<A>>(src: &[T], shape: &[usize], axes: &[usize], id: A) -> Vec<A>
 where
     T: Lift<A>,
-    A: Lift<A>,
+    A: Num + Lift<A>,
 {
     let out_n: usize = shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).product();
     if src.is_empty() {
@@ -419,10 +419,10 @@ pub(crate) fn write_out<A: Element>(vals: &[A], out: &OutSpec<'_>) -> Result<Dat
     Ok(Data::contiguous(buf, out.shape))
 }
 
-fn run<T, A: Num>(op: ReduceOp, src: &[T], shape: &[usize], axes: &[usize]) -> Vec<A>
+fn run<T, A>(op: ReduceOp, src: &[T], shape: &[usize], axes: &[usize]) -> Vec<A>
 where
     T: Lift<A> + Bounded,
-    A: Lift<A>,
+    A: Num + Lift<A>,
 {
     match op {
         ReduceOp::Sum | ReduceOp::Or => reduce_contig::<T, A, SumC>(src, shape, axes, A::ZERO),
@@ -432,10 +432,10 @@ where
     }
 }
 
-fn finish<T, A: Num>(op: ReduceOp, d: &Data, x: &Array, axes: &[usize], out: &OutSpec<'_>) -> Result<Data>
+fn finish<T, A>(op: ReduceOp, d: &Data, x: &Array, axes: &[usize], out: &OutSpec<'_>) -> Result<Data>
 where
     T: Lift<A> + Bounded,
-    A: Lift<A>,
+    A: Num + Lift<A>,
 {
     let v = run::<T, A>(op, slice_of::<T>(d, x.size()), x.shape(), axes);
     write_out(&v, out)

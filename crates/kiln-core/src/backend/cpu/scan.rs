@@ -39,7 +39,9 @@ lae!(f32);
 lae!(f64);
 
 crate::multiversion! {
-    fn scan_cols<T, A: Num, C: Combine<A>, O: Element>(src: &[T], dst: &mut [O], n: usize, stride: usize, width: usize, rev: bool, incl: bool, id: A, _c: PhantomData<C>) where T: Lift<A> {
+    fn scan_cols<T, A: Num, C: Combine<A>, O: Element>(src: &[T], dst: &mut [O], dims: (usize, usize, usize), flags: (bool, bool), id: A, _c: PhantomData<C>) where T: Lift<A> {
+        let (n, stride, width) = dims;
+        let (rev, incl) = flags;
         let mut acc = vec![id; width];
         for s in 0..n {
             let k = if rev { n - 1 - s } else { s };
@@ -81,7 +83,7 @@ fn scan_typed<T, A: Num, C: Combine<A>>(
             let len = (n - 1) * inner + (c1 - c0);
             // SAFETY: task (o, c) reads and writes only columns c0..c1 of block o.
             let d = unsafe { std::slice::from_raw_parts_mut(dst.get().add(base), len) };
-            scan_cols::<T, A, C, T>(&src[base..base + len], d, n, inner, c1 - c0, rev, incl, id, PhantomData);
+            scan_cols::<T, A, C, T>(&src[base..base + len], d, (n, inner, c1 - c0), (rev, incl), id, PhantomData);
         }
     });
 }
