@@ -358,7 +358,7 @@ fn grads_of_scans() {
             let jex = kiln_core::jvp(
                 |a: &[Array]| Ok(vec![f(&a[0], Some(0), rev, false)?]),
                 std::slice::from_ref(&xv),
-                &[tv.clone()],
+                std::slice::from_ref(&tv),
             )
             .unwrap()
             .1[0]

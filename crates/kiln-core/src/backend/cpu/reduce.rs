@@ -251,10 +251,15 @@ crate::multiversion! {
                 acc[k] = C::comb(acc[k], c[k].lift());
             }
         }
-        let mut r = id;
-        for a in acc {
-            r = C::comb(r, a);
+        // Tree-combine the lanes (log depth, vectorised) instead of a serial chain.
+        let mut w = LANES / 2;
+        while w > 0 {
+            for k in 0..w {
+                acc[k] = C::comb(acc[k], acc[k + w]);
+            }
+            w /= 2;
         }
+        let mut r = acc[0];
         for &x in chunks.remainder() {
             r = C::comb(r, x.lift());
         }

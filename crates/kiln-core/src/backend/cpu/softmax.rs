@@ -52,11 +52,15 @@ crate::multiversion! {
                 nan[k] |= c[k].is_nan();
             }
         }
-        let mut m = f32::NEG_INFINITY;
         let mut any_nan = nan.iter().any(|&b| b);
-        for a in acc {
-            m = if a > m { a } else { m };
+        let mut w = LANES / 2;
+        while w > 0 {
+            for k in 0..w {
+                acc[k] = if acc[k + w] > acc[k] { acc[k + w] } else { acc[k] };
+            }
+            w /= 2;
         }
+        let mut m = acc[0];
         for &v in ch.remainder() {
             m = if v > m { v } else { m };
             any_nan |= v.is_nan();
@@ -77,7 +81,7 @@ crate::multiversion! {
                 acc[k] += e;
             }
         }
-        let mut s: f32 = acc.iter().sum();
+        let mut s = tree_sum(&mut acc);
         for (&v, o) in xc.remainder().iter().zip(oc.into_remainder()) {
             let e = exp_f32(v - m);
             *o = e;
@@ -96,7 +100,7 @@ crate::multiversion! {
                 acc[k] += exp_f32(c[k] - m);
             }
         }
-        let mut s: f32 = acc.iter().sum();
+        let mut s = tree_sum(&mut acc);
         for &v in xc.remainder() {
             s += exp_f32(v - m);
         }
@@ -145,6 +149,19 @@ fn lse_row_f64(x: &[f64]) -> f64 {
         return m;
     }
     m + x.iter().map(|&v| (v - m).exp()).sum::<f64>().ln()
+}
+
+/// Sums the lanes pairwise (log depth).
+#[inline(always)]
+fn tree_sum(acc: &mut [f32; LANES]) -> f32 {
+    let mut w = LANES / 2;
+    while w > 0 {
+        for k in 0..w {
+            acc[k] += acc[k + w];
+        }
+        w /= 2;
+    }
+    acc[0]
 }
 
 /// A half type converted a row at a time.
