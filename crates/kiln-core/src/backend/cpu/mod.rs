@@ -4,12 +4,15 @@
 mod binary;
 pub mod math;
 mod reduce;
+mod scan;
 mod select;
 pub mod simd;
+mod softmax;
+mod sort;
 pub mod strided;
 mod unary;
 
-use super::{Backend, BinaryOp, ReduceOp, UnaryOp};
+use super::{ArgReduceOp, Backend, BinaryOp, ReduceOp, ScanOp, UnaryOp};
 use crate::array::{Array, Data};
 use crate::dtype::{Dtype, Scalar};
 use crate::error::Result;
@@ -56,5 +59,28 @@ impl Backend for CpuBackend {
     }
     fn reduce(&self, op: ReduceOp, x: &Array, axes: &[usize], out: &OutSpec<'_>) -> Result<Data> {
         reduce::reduce(op, x, axes, out)
+    }
+    fn arg_reduce(&self, op: ArgReduceOp, x: &Array, axis: usize, out: &OutSpec<'_>) -> Result<Data> {
+        reduce::arg_reduce(op, x, axis, out)
+    }
+    fn scan(
+        &self,
+        op: ScanOp,
+        x: &Array,
+        axis: usize,
+        reverse: bool,
+        inclusive: bool,
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        scan::scan(op, x, axis, reverse, inclusive, out)
+    }
+    fn softmax(&self, x: &Array, _precise: bool, out: &OutSpec<'_>) -> Result<Data> {
+        softmax::softmax(x, out)
+    }
+    fn logsumexp(&self, x: &Array, out: &OutSpec<'_>) -> Result<Data> {
+        softmax::logsumexp(x, out)
+    }
+    fn sort(&self, x: &Array, axis: usize, out: &OutSpec<'_>) -> Result<Data> {
+        sort::sort(x, axis, out)
     }
 }
