@@ -138,6 +138,9 @@ pub const ALL_PRIMITIVES: &[&str] = &[
     "Full", "Arange", "AsType", "TriMask", "View",
     // shape and layout
     "Reshape", "Broadcast", "Transpose", "Diagonal", "AsStrided", "Contiguous", "Slice", "SliceUpdate", "Concatenate",
+    // reductions, scans and sorting
+    "Sum", "Prod", "Max", "Min", "All", "Any", "ArgMax", "ArgMin", "Softmax", "LogSumExp", "Sort", "TakeLast",
+    "CumSum", "CumProd", "CumMax", "CumMin", "CumLogaddexp",
     // transforms
     "Copy", "StopGradient",
 ];

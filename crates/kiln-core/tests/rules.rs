@@ -123,6 +123,24 @@ fn samples() -> BTreeMap<&'static str, Sample> {
     m.insert("Slice", s(|a| ops::slice(&a[0], &[1, 2], &[2, 0], &[1, -1]), &[any]));
     m.insert("SliceUpdate", s(|a| ops::slice_update(&a[0], &a[1], &[0, 0], &[1, 3], &[1, 1]), &[any, (&[1, 3], -2.0, 2.0)]));
     m.insert("Concatenate", s(|a| ops::concatenate(&[a[0].clone(), a[1].clone()], Some(0)), &[any, (&[1, 3], -2.0, 2.0)]));
+    // Reductions, scans, sorting
+    m.insert("Sum", s(|a| ops::sum(&a[0], 1, false), &[any]));
+    m.insert("Prod", s(|a| ops::prod(&a[0], 0, true), &[any]));
+    m.insert("Max", s(|a| ops::max(&a[0], 1, false), &[any]));
+    m.insert("Min", s(|a| ops::min(&a[0], Axes::All, false), &[any]));
+    m.insert("All", s(|a| ops::all(&a[0], 1, false), &[any]));
+    m.insert("Any", s(|a| ops::any(&a[0], 0, false), &[any]));
+    m.insert("ArgMax", s(|a| ops::argmax(&a[0], Some(1), false), &[any]));
+    m.insert("ArgMin", s(|a| ops::argmin(&a[0], Some(0), true), &[any]));
+    m.insert("Softmax", s(|a| ops::softmax(&a[0], -1, false), &[any]));
+    m.insert("LogSumExp", s(|a| ops::logsumexp(&a[0], 1, false), &[any]));
+    m.insert("Sort", s(|a| ops::median(&a[0], 1, false), &[(&[2, 4], -2.0, 2.0)]));
+    m.insert("TakeLast", s(|a| ops::median(&a[0], 1, true), &[any]));
+    m.insert("CumSum", s(|a| ops::cumsum(&a[0], Some(1), false, true), &[any]));
+    m.insert("CumProd", s(|a| ops::cumprod(&a[0], Some(1), true, true), &[any]));
+    m.insert("CumMax", s(|a| ops::cummax(&a[0], Some(1), false, true), &[any]));
+    m.insert("CumMin", s(|a| ops::cummin(&a[0], Some(0), false, true), &[any]));
+    m.insert("CumLogaddexp", s(|a| ops::logcumsumexp(&a[0], Some(1), false, true), &[any]));
     // Transform helpers
     m.insert("Copy", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
     m.insert("StopGradient", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
