@@ -93,7 +93,12 @@ pub(crate) struct Expr {
 impl Expr {
     /// The marker schedule uses for a node with neither data nor primitive.
     pub(crate) fn placeholder() -> Expr {
-        Expr { prim: Arc::new(crate::transforms::Copy), inputs: Vec::new(), stream: default_stream(), siblings: OnceLock::new() }
+        Expr {
+            prim: Arc::new(crate::transforms::Copy),
+            inputs: Vec::new(),
+            stream: default_stream(),
+            siblings: OnceLock::new(),
+        }
     }
     pub(crate) fn is_placeholder(&self) -> bool {
         self.inputs.is_empty() && self.prim.as_any().is::<crate::transforms::Copy>()
@@ -274,7 +279,6 @@ impl Array {
     pub fn data(&self) -> Data {
         self.0.lock().data.clone().expect("array must be evaluated before its data is read")
     }
-
 
     /// The primitive that computes this array, if it is not yet evaluated or is a tracer.
     pub fn primitive(&self) -> Option<Arc<dyn Primitive>> {

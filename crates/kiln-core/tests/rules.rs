@@ -101,11 +101,32 @@ fn samples() -> BTreeMap<&'static str, Sample> {
         Ok((ops::astype(&ops::multiply(&a[0], 10.0)?, Dtype::I32)?, ops::astype(&ops::abs(&a[1])?, Dtype::I32)?))
     };
     let _ = int2;
-    m.insert("BitwiseAnd", s(|a| ops::bitwise_and(&ops::astype(&a[0], Dtype::I32)?, &ops::astype(&a[1], Dtype::I32)?), &[any, b]));
-    m.insert("BitwiseOr", s(|a| ops::bitwise_or(&ops::astype(&a[0], Dtype::I32)?, &ops::astype(&a[1], Dtype::I32)?), &[any, b]));
-    m.insert("BitwiseXor", s(|a| ops::bitwise_xor(&ops::astype(&a[0], Dtype::I32)?, &ops::astype(&a[1], Dtype::I32)?), &[any, b]));
-    m.insert("LeftShift", s(|a| ops::left_shift(&ops::astype(&a[0], Dtype::I32)?, &ops::astype(&ops::abs(&a[1])?, Dtype::I32)?), &[any, b]));
-    m.insert("RightShift", s(|a| ops::right_shift(&ops::astype(&a[0], Dtype::I32)?, &ops::astype(&ops::abs(&a[1])?, Dtype::I32)?), &[any, b]));
+    m.insert(
+        "BitwiseAnd",
+        s(|a| ops::bitwise_and(&ops::astype(&a[0], Dtype::I32)?, &ops::astype(&a[1], Dtype::I32)?), &[any, b]),
+    );
+    m.insert(
+        "BitwiseOr",
+        s(|a| ops::bitwise_or(&ops::astype(&a[0], Dtype::I32)?, &ops::astype(&a[1], Dtype::I32)?), &[any, b]),
+    );
+    m.insert(
+        "BitwiseXor",
+        s(|a| ops::bitwise_xor(&ops::astype(&a[0], Dtype::I32)?, &ops::astype(&a[1], Dtype::I32)?), &[any, b]),
+    );
+    m.insert(
+        "LeftShift",
+        s(
+            |a| ops::left_shift(&ops::astype(&a[0], Dtype::I32)?, &ops::astype(&ops::abs(&a[1])?, Dtype::I32)?),
+            &[any, b],
+        ),
+    );
+    m.insert(
+        "RightShift",
+        s(
+            |a| ops::right_shift(&ops::astype(&a[0], Dtype::I32)?, &ops::astype(&ops::abs(&a[1])?, Dtype::I32)?),
+            &[any, b],
+        ),
+    );
     m.insert("Select", s(|a| ops::where_(&ops::greater(&a[0], 0.0)?, &a[0], &a[1]), &[any, b]));
     // Creation and conversion
     m.insert("Full", s(|a| ops::add(&a[0], &ops::full(&[2, 3], 1.5, Dtype::F64)?), &[any]));
@@ -121,8 +142,14 @@ fn samples() -> BTreeMap<&'static str, Sample> {
     m.insert("AsStrided", s(|a| ops::as_strided(&a[0], &[2, 2], &[1, 1], 1), &[any]));
     m.insert("Contiguous", s(|a| ops::contiguous(&ops::transpose(&a[0])?, false), &[any]));
     m.insert("Slice", s(|a| ops::slice(&a[0], &[1, 2], &[2, 0], &[1, -1]), &[any]));
-    m.insert("SliceUpdate", s(|a| ops::slice_update(&a[0], &a[1], &[0, 0], &[1, 3], &[1, 1]), &[any, (&[1, 3], -2.0, 2.0)]));
-    m.insert("Concatenate", s(|a| ops::concatenate(&[a[0].clone(), a[1].clone()], Some(0)), &[any, (&[1, 3], -2.0, 2.0)]));
+    m.insert(
+        "SliceUpdate",
+        s(|a| ops::slice_update(&a[0], &a[1], &[0, 0], &[1, 3], &[1, 1]), &[any, (&[1, 3], -2.0, 2.0)]),
+    );
+    m.insert(
+        "Concatenate",
+        s(|a| ops::concatenate(&[a[0].clone(), a[1].clone()], Some(0)), &[any, (&[1, 3], -2.0, 2.0)]),
+    );
     // Reductions, scans, sorting
     m.insert("Sum", s(|a| ops::sum(&a[0], 1, false), &[any]));
     m.insert("Prod", s(|a| ops::prod(&a[0], 0, true), &[any]));
@@ -198,11 +225,13 @@ fn every_primitive_has_its_rules_or_a_reason() {
         }
         if *name == "Copy" {
             // Copy marks transform inputs; it only appears inside traces.
-            let (_, g) = kiln_core::vjp(|a: &[Array]| Ok(vec![a[0].clone()]), &inputs[..1], &[inputs[0].clone()]).unwrap();
+            let (_, g) =
+                kiln_core::vjp(|a: &[Array]| Ok(vec![a[0].clone()]), &inputs[..1], &[inputs[0].clone()]).unwrap();
             assert_eq!(g[0].shape(), inputs[0].shape());
             continue;
         }
-        let prim = prim.unwrap_or_else(|| panic!("{name}: sample does not record it (found {:?})", primitives_in(&out).keys()));
+        let prim = prim
+            .unwrap_or_else(|| panic!("{name}: sample does not record it (found {:?})", primitives_in(&out).keys()));
         let rules = prim.rules();
         for (kind, rule) in [("vjp", rules.vjp), ("jvp", rules.jvp), ("vmap", rules.vmap)] {
             if let Rule::No(reason) = rule {

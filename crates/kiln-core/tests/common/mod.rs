@@ -89,7 +89,9 @@ pub fn known_deviations() -> HashSet<String> {
     match list {
         Value::Array(a) => a
             .iter()
-            .filter_map(|e| e.get("id").and_then(|i| i.as_str()).map(String::from).or_else(|| e.as_str().map(String::from)))
+            .filter_map(|e| {
+                e.get("id").and_then(|i| i.as_str()).map(String::from).or_else(|| e.as_str().map(String::from))
+            })
             .collect(),
         _ => HashSet::new(),
     }
@@ -269,7 +271,8 @@ pub fn check_grad(name: &str, f: impl Fn(&[Array]) -> kiln_core::Result<Array>, 
     let cot = rng.array(y.shape(), -1.0, 1.0);
     let cot = ops::astype(&cot, y.dtype()).unwrap();
     let wrapped = |xs: &[Array]| Ok(vec![f(xs)?]);
-    let (_, grads) = kiln_core::vjp(wrapped, inputs, &[cot.clone()]).unwrap_or_else(|e| panic!("{name}: vjp failed: {e}"));
+    let (_, grads) =
+        kiln_core::vjp(wrapped, inputs, &[cot.clone()]).unwrap_or_else(|e| panic!("{name}: vjp failed: {e}"));
     let cv = host(&cot);
     for (k, x) in inputs.iter().enumerate() {
         let g = host(&grads[k]);
@@ -288,7 +291,8 @@ pub fn check_grad(name: &str, f: impl Fn(&[Array]) -> kiln_core::Result<Array>, 
         }
     }
     // jvp along a random direction for all inputs at once.
-    let tangents: Vec<Array> = inputs.iter().map(|x| ops::astype(&rng.array(x.shape(), -1.0, 1.0), x.dtype()).unwrap()).collect();
+    let tangents: Vec<Array> =
+        inputs.iter().map(|x| ops::astype(&rng.array(x.shape(), -1.0, 1.0), x.dtype()).unwrap()).collect();
     let (_, touts) = kiln_core::jvp(wrapped, inputs, &tangents).unwrap_or_else(|e| panic!("{name}: jvp failed: {e}"));
     let step = |s: f64| -> Vec<f64> {
         let xs: Vec<Array> = inputs
@@ -305,7 +309,11 @@ pub fn check_grad(name: &str, f: impl Fn(&[Array]) -> kiln_core::Result<Array>, 
     let t = host(&touts[0]);
     for i in 0..t.len() {
         let num = (yp[i] - ym[i]) / (2.0 * eps);
-        assert!((num - t[i]).abs() <= 1e-5 + 1e-4 * num.abs(), "{name}: jvp[{i}] = {} but finite difference gives {num}", t[i]);
+        assert!(
+            (num - t[i]).abs() <= 1e-5 + 1e-4 * num.abs(),
+            "{name}: jvp[{i}] = {} but finite difference gives {num}",
+            t[i]
+        );
     }
 }
 
@@ -327,7 +335,12 @@ pub fn take_host(x: &Array, axis: usize, b: usize) -> Array {
 
 /// Checks `vmap(f)` over `in_axes` against calling `f` on each batch element
 /// and stacking the results along axis 0.
-pub fn check_vmap(name: &str, f: impl Fn(&[Array]) -> kiln_core::Result<Array> + Copy, inputs: &[Array], in_axes: &[Option<i32>]) {
+pub fn check_vmap(
+    name: &str,
+    f: impl Fn(&[Array]) -> kiln_core::Result<Array> + Copy,
+    inputs: &[Array],
+    in_axes: &[Option<i32>],
+) {
     let wrapped = move |xs: &[Array]| Ok(vec![f(xs)?]);
     let v = kiln_core::vmap(wrapped, in_axes, &[0]);
     let got = v(inputs).unwrap_or_else(|e| panic!("{name}: vmap failed: {e}"))[0].clone();
@@ -361,6 +374,9 @@ pub fn check_vmap(name: &str, f: impl Fn(&[Array]) -> kiln_core::Result<Array> +
     assert_eq!(got.shape(), &shape[..], "{name}: vmap shape");
     let g = host(&got);
     for (i, (a, e)) in g.iter().zip(&expected).enumerate() {
-        assert!((a.is_nan() && e.is_nan()) || (a - e).abs() <= 1e-9 + 1e-9 * e.abs(), "{name}: vmap[{i}] = {a}, loop gives {e}");
+        assert!(
+            (a.is_nan() && e.is_nan()) || (a - e).abs() <= 1e-9 + 1e-9 * e.abs(),
+            "{name}: vmap[{i}] = {a}, loop gives {e}"
+        );
     }
 }
