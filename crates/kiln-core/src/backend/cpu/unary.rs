@@ -476,9 +476,9 @@ fn complex_op(op: UnaryOp, x: &Array, xd: &Data, od: &Data) -> Result<()> {
         },
         Round => |v| c64::new(v.re.round_ties_even(), v.im.round_ties_even()),
         Sqrt => |v| v.sqrt(),
-        Rsqrt => |v| c64::new(1.0, 0.0) / v.sqrt(),
+        Rsqrt => |v| complex_recip(v.sqrt()),
         Square => |v| v * v,
-        Reciprocal => |v| c64::new(1.0, 0.0) / v,
+        Reciprocal => complex_recip,
         Exp => |v| v.exp(),
         Log => |v| v.ln(),
         Log2 => |v| v.ln() / std::f32::consts::LN_2,
@@ -487,20 +487,40 @@ fn complex_op(op: UnaryOp, x: &Array, xd: &Data, od: &Data) -> Result<()> {
         Sin => |v| v.sin(),
         Cos => |v| v.cos(),
         Tan => |v| v.tan(),
-        ArcSin => |v| v.asin(),
-        ArcCos => |v| v.acos(),
+        // On the branch cuts (real |x| > 1) the sign of a zero imaginary part
+        // picks the side, as in C99.
+        ArcSin => |v| on_cut(v, v.asin(), 1.0),
+        ArcCos => |v| on_cut(v, v.acos(), -1.0),
         ArcTan => |v| v.atan(),
         Sinh => |v| v.sinh(),
         Cosh => |v| v.cosh(),
         Tanh => |v| v.tanh(),
         ArcSinh => |v| v.asinh(),
         ArcCosh => |v| v.acosh(),
-        ArcTanh => |v| v.atanh(),
+        ArcTanh => |v| on_cut(v, v.atanh(), 1.0),
         Conjugate => |v| v.conj(),
         _ => return Err(bad(op_name(op), Dtype::C64)),
     };
     apply::<c64, c64, _>(xd, sh, od, 8, f, None);
     Ok(())
+}
+
+/// 1 / z, with 1 / 0 = inf + nan i (as MLX).
+fn complex_recip(v: c64) -> c64 {
+    if v.re == 0.0 && v.im == 0.0 {
+        c64::new(f32::INFINITY, f32::NAN)
+    } else {
+        c64::new(1.0, 0.0) / v
+    }
+}
+
+/// Fixes the imaginary sign of `r = f(z)` for `z` on a real branch cut.
+fn on_cut(z: c64, r: c64, sign: f32) -> c64 {
+    if z.im == 0.0 && z.re.abs() > 1.0 {
+        c64::new(r.re, r.im.copysign(sign * z.im.signum()))
+    } else {
+        r
+    }
 }
 
 fn is_predicate(op: UnaryOp) -> bool {
@@ -510,8 +530,9 @@ fn is_predicate(op: UnaryOp) -> bool {
 
 /// Computes `op(x)` into a fresh or donated output.
 pub fn unary(op: UnaryOp, x: &Array, out: &OutSpec<'_>) -> Result<Data> {
-    let xd = x.data();
+    // Donation first: holding `x.data()` would count as a second owner of the buffer.
     let od = alloc_or_donate(out, &[x])?;
+    let xd = x.data();
     let sh = x.shape();
     if is_predicate(op) {
         predicate(op, x, &xd, &od)?;
@@ -541,8 +562,9 @@ pub fn unary(op: UnaryOp, x: &Array, out: &OutSpec<'_>) -> Result<Data> {
 
 /// Replaces NaN, +inf and -inf in a float array (other dtypes are copied).
 pub fn nan_to_num(x: &Array, nan: f64, posinf: f64, neginf: f64, out: &OutSpec<'_>) -> Result<Data> {
-    let xd = x.data();
+    // Donation first: holding `x.data()` would count as a second owner of the buffer.
     let od = alloc_or_donate(out, &[x])?;
+    let xd = x.data();
     let sh = x.shape();
     match x.dtype() {
         Dtype::F32 => {
