@@ -40,16 +40,32 @@ crate::multiversion! {
     }
 }
 
-/// A per-element correction applied after the vectorised map (for the rare
-/// inputs where the branch-free formula is not accurate enough).
-type Fix<S, D> = Option<fn(S) -> Option<D>>;
+/// A per-chunk correction applied after the vectorised map (for the rare
+/// inputs where the branch-free formula is not accurate enough): called with
+/// the source and result of each chunk.
+type Fix<S, D> = Option<fn(&[S], &mut [D])>;
 
+#[inline(always)]
 fn apply_fix<S: Copy, D: Copy>(fix: Fix<S, D>, src: &[S], dst: &mut [D]) {
     if let Some(fx) = fix {
-        for (o, &x) in dst.iter_mut().zip(src) {
-            if let Some(v) = fx(x) {
-                *o = v;
-            }
+        fx(src, dst)
+    }
+}
+
+crate::multiversion! {
+    fn count_big(src: &[f32]) -> u32 {
+        src.iter().map(|x| (x.abs() > m::TRIG_BIG) as u32).sum()
+    }
+}
+
+/// Recomputes sin/cos/tan of huge arguments (|x| > 1e6) with `std` in f64.
+fn trig_fixup(src: &[f32], dst: &mut [f32], f: fn(f64) -> f64) {
+    if count_big(src) == 0 {
+        return;
+    }
+    for (o, &x) in dst.iter_mut().zip(src) {
+        if m::trig_needs_fixup(x) {
+            *o = f(x as f64) as f32;
         }
     }
 }
@@ -184,10 +200,6 @@ where
     }
 }
 
-fn trig_fix(f: fn(f64) -> f64) -> impl Fn(f32) -> Option<f32> {
-    move |x| m::trig_needs_fixup(x).then(|| f(x as f64) as f32)
-}
-
 /// The f32 version of a float op (also used for f16/bf16), with its cost
 /// and optional fix-up. Calls `$body` with `$f` bound to the function.
 macro_rules! with_f32_fn {
@@ -212,9 +224,9 @@ macro_rules! with_f32_fn {
             Log2 => { let $cost = 4; let $f = m::log2_f32; $body }
             Log10 => { let $cost = 4; let $f = m::log10_f32; $body }
             Log1p => { let $cost = 6; let $f = m::log1p_f32; $body }
-            Sin => { let $cost = 6; let $fix: Fix<f32, f32> = Some(|x| trig_fix(f64::sin)(x)); let $f = m::sin_f32; $body }
-            Cos => { let $cost = 6; let $fix: Fix<f32, f32> = Some(|x| trig_fix(f64::cos)(x)); let $f = m::cos_f32; $body }
-            Tan => { let $cost = 6; let $fix: Fix<f32, f32> = Some(|x| trig_fix(f64::tan)(x)); let $f = m::tan_f32; $body }
+            Sin => { let $cost = 6; let $fix: Fix<f32, f32> = Some(|s, d| trig_fixup(s, d, f64::sin)); let $f = m::sin_f32; $body }
+            Cos => { let $cost = 6; let $fix: Fix<f32, f32> = Some(|s, d| trig_fixup(s, d, f64::cos)); let $f = m::cos_f32; $body }
+            Tan => { let $cost = 6; let $fix: Fix<f32, f32> = Some(|s, d| trig_fixup(s, d, f64::tan)); let $f = m::tan_f32; $body }
             ArcSin => { let $cost = 6; let $f = m::asin_f32; $body }
             ArcCos => { let $cost = 6; let $f = m::acos_f32; $body }
             ArcTan => { let $cost = 6; let $f = m::atan_f32; $body }
