@@ -290,7 +290,13 @@ impl Primitive for NanToNum {
     fn eval(&self, backend: &dyn Backend, inputs: &[Array], outputs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
         Ok(vec![backend.nan_to_num(&inputs[0], self.nan, self.posinf, self.neginf, &outputs[0])?])
     }
-    fn vjp(&self, primals: &[Array], cotangents: &[Array], _argnums: &[usize], _outputs: &[Array]) -> Result<Vec<Array>> {
+    fn vjp(
+        &self,
+        primals: &[Array],
+        cotangents: &[Array],
+        _argnums: &[usize],
+        _outputs: &[Array],
+    ) -> Result<Vec<Array>> {
         // The gradient passes where x is finite and is zero where x was replaced.
         let mask = super::creation::astype(&isfinite(&primals[0])?, cotangents[0].dtype())?;
         Ok(vec![multiply(&cotangents[0], &mask)?])

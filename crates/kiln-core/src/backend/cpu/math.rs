@@ -36,7 +36,6 @@ pub fn exp_f32(x: f32) -> f32 {
     }
 }
 
-
 #[inline(always)]
 fn sel(c: bool, a: f32, b: f32) -> f32 {
     if c {
@@ -114,8 +113,8 @@ pub fn log2_f32(x: f32) -> f32 {
 /// Base-10 logarithm.
 #[inline(always)]
 pub fn log10_f32(x: f32) -> f32 {
-    const L10_2_HI: f32 = 0.301_025_39;
-    const L10_2_LO: f32 = 4.605_039_3e-6;
+    const L10_2_HI: f32 = 0.301_025_4;
+    const L10_2_LO: f32 = 4.605_039e-6;
     let (f, e) = log_reduce(x);
     let y = e * L10_2_HI + (e * L10_2_LO + log1p_small(f) * std::f32::consts::LOG10_E);
     log_special(x, y)
@@ -139,17 +138,7 @@ pub fn expm1_f32(x: f32) -> f32 {
     // Small |x|: Taylor series; otherwise exp(x) - 1 loses at most a few ulp.
     let small = horner(
         x,
-        &[
-            1.0,
-            0.5,
-            1.0 / 6.0,
-            1.0 / 24.0,
-            1.0 / 120.0,
-            1.0 / 720.0,
-            1.0 / 5040.0,
-            1.0 / 40320.0,
-            1.0 / 362_880.0,
-        ],
+        &[1.0, 0.5, 1.0 / 6.0, 1.0 / 24.0, 1.0 / 120.0, 1.0 / 720.0, 1.0 / 5040.0, 1.0 / 40320.0, 1.0 / 362_880.0],
     ) * x;
     let u = exp_f32(x);
     // (u - 1) * x / log(u) corrects the rounding of u (Kahan).
@@ -229,15 +218,8 @@ pub fn tan_f32(x: f32) -> f32 {
 /// Hyperbolic tangent.
 #[inline(always)]
 pub fn tanh_f32(x: f32) -> f32 {
-    const Q: [f32; 7] = [
-        -0.333_333_34,
-        0.133_334_89,
-        -0.054_021_765,
-        0.022_481_807,
-        -0.011_935_295,
-        0.010_554_387,
-        -0.007_095_055_6,
-    ];
+    const Q: [f32; 7] =
+        [-0.333_333_34, 0.133_334_89, -0.054_021_765, 0.022_481_807, -0.011_935_295, 0.010_554_387, -0.007_095_055_6];
     let a = x.abs();
     let z = x * x;
     let small = x + x * z * horner(z, &Q);
@@ -281,7 +263,7 @@ pub fn cosh_f32(x: f32) -> f32 {
 #[inline(always)]
 pub fn erf_f32(x: f32) -> f32 {
     const P: [f32; 7] = [
-        1.128_379_1,
+        std::f32::consts::FRAC_2_SQRT_PI,
         -0.376_126_26,
         0.112_835_854,
         -0.026_853_82,
@@ -465,7 +447,18 @@ mod tests {
             v.push(-x);
             bits += 40_009;
         }
-        v.extend([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE, f32::MAX, -f32::MAX, 1.0, -1.0]);
+        v.extend([
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MIN_POSITIVE,
+            f32::MAX,
+            -f32::MAX,
+            1.0,
+            -1.0,
+        ]);
         v
     }
 
@@ -477,7 +470,13 @@ mod tests {
                 worst = (e, x);
             }
         }
-        let msg = format!("{name}: {} ulp at x = {:e} (got {:e}, want {:e})", worst.0, worst.1, f(worst.1), r(worst.1 as f64));
+        let msg = format!(
+            "{name}: {} ulp at x = {:e} (got {:e}, want {:e})",
+            worst.0,
+            worst.1,
+            f(worst.1),
+            r(worst.1 as f64)
+        );
         eprintln!("{msg}");
         (worst.0 > max_ulps).then_some(msg)
     }
@@ -491,9 +490,30 @@ mod tests {
             check("log2", log2_f32, f64::log2, 0.0, 10.0, 2.0),
             check("log10", log10_f32, f64::log10, 0.0, 10.0, 2.0),
             check("log1p", log1p_f32, f64::ln_1p, -1.0, 10.0, 3.0),
-            check("sin", |x| if trig_needs_fixup(x) { (x as f64).sin() as f32 } else { sin_f32(x) }, f64::sin, -100.0, 100.0, 2.0),
-            check("cos", |x| if trig_needs_fixup(x) { (x as f64).cos() as f32 } else { cos_f32(x) }, f64::cos, -100.0, 100.0, 2.0),
-            check("tan", |x| if trig_needs_fixup(x) { (x as f64).tan() as f32 } else { tan_f32(x) }, f64::tan, -10.0, 10.0, 3.0),
+            check(
+                "sin",
+                |x| if trig_needs_fixup(x) { (x as f64).sin() as f32 } else { sin_f32(x) },
+                f64::sin,
+                -100.0,
+                100.0,
+                2.0,
+            ),
+            check(
+                "cos",
+                |x| if trig_needs_fixup(x) { (x as f64).cos() as f32 } else { cos_f32(x) },
+                f64::cos,
+                -100.0,
+                100.0,
+                2.0,
+            ),
+            check(
+                "tan",
+                |x| if trig_needs_fixup(x) { (x as f64).tan() as f32 } else { tan_f32(x) },
+                f64::tan,
+                -10.0,
+                10.0,
+                3.0,
+            ),
             check("tanh", tanh_f32, f64::tanh, -10.0, 10.0, 3.0),
             check("sigmoid", sigmoid_f32, |x| 1.0 / (1.0 + (-x).exp()), -110.0, 30.0, 3.0),
             check("sinh", sinh_f32, f64::sinh, -90.0, 90.0, 4.0),

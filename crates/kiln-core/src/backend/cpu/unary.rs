@@ -83,7 +83,7 @@ where
     let src = SendPtr(xd.ptr::<S>());
     let dst = SendPtr(od.ptr::<D>());
     if xd.is_row_contiguous() {
-        let alias = src.get() as usize == dst.get() as usize;
+        let alias = std::ptr::eq(src.get() as *const u8, dst.get() as *const u8);
         parallel_for(n, cost, |r| {
             let mut buf = [S::default(); CH];
             let mut i = r.start;
@@ -152,7 +152,8 @@ where
     let dst = SendPtr(od.ptr::<H>());
     let run = |s: &[H], buf: &mut [f32]| {
         s.convert_to_f32_slice(buf);
-        let orig: [f32; CH] = if fix.is_some() { std::array::from_fn(|k| buf.get(k).copied().unwrap_or(0.0)) } else { [0.0; CH] };
+        let orig: [f32; CH] =
+            if fix.is_some() { std::array::from_fn(|k| buf.get(k).copied().unwrap_or(0.0)) } else { [0.0; CH] };
         map_f32_inplace(buf, f);
         apply_fix(fix, &orig[..buf.len()], buf);
     };
@@ -207,40 +208,179 @@ macro_rules! with_f32_fn {
         use UnaryOp::*;
         let $fix: Fix<f32, f32> = None;
         match $op {
-            Abs => { let $cost = 1; let $f = |v: f32| v.abs(); $body }
-            Negative => { let $cost = 1; let $f = |v: f32| -v; $body }
-            Sign => { let $cost = 1; let $f = |v: f32| (v > 0.0) as u8 as f32 - (v < 0.0) as u8 as f32; $body }
-            Floor => { let $cost = 1; let $f = |v: f32| v.floor(); $body }
-            Ceil => { let $cost = 1; let $f = |v: f32| v.ceil(); $body }
-            Round => { let $cost = 1; let $f = |v: f32| v.round_ties_even(); $body }
-            Trunc => { let $cost = 1; let $f = |v: f32| v.trunc(); $body }
-            Sqrt => { let $cost = 2; let $f = |v: f32| v.sqrt(); $body }
-            Rsqrt => { let $cost = 2; let $f = |v: f32| 1.0 / v.sqrt(); $body }
-            Square => { let $cost = 1; let $f = |v: f32| v * v; $body }
-            Reciprocal => { let $cost = 2; let $f = |v: f32| 1.0 / v; $body }
-            Exp => { let $cost = 4; let $f = m::exp_f32; $body }
-            Expm1 => { let $cost = 4; let $f = m::expm1_f32; $body }
-            Log => { let $cost = 4; let $f = m::log_f32; $body }
-            Log2 => { let $cost = 4; let $f = m::log2_f32; $body }
-            Log10 => { let $cost = 4; let $f = m::log10_f32; $body }
-            Log1p => { let $cost = 6; let $f = m::log1p_f32; $body }
-            Sin => { let $cost = 6; let $fix: Fix<f32, f32> = Some(|s, d| trig_fixup(s, d, f64::sin)); let $f = m::sin_f32; $body }
-            Cos => { let $cost = 6; let $fix: Fix<f32, f32> = Some(|s, d| trig_fixup(s, d, f64::cos)); let $f = m::cos_f32; $body }
-            Tan => { let $cost = 6; let $fix: Fix<f32, f32> = Some(|s, d| trig_fixup(s, d, f64::tan)); let $f = m::tan_f32; $body }
-            ArcSin => { let $cost = 6; let $f = m::asin_f32; $body }
-            ArcCos => { let $cost = 6; let $f = m::acos_f32; $body }
-            ArcTan => { let $cost = 6; let $f = m::atan_f32; $body }
-            Sinh => { let $cost = 6; let $f = m::sinh_f32; $body }
-            Cosh => { let $cost = 6; let $f = m::cosh_f32; $body }
-            Tanh => { let $cost = 6; let $f = m::tanh_f32; $body }
-            ArcSinh => { let $cost = 8; let $f = m::asinh_f32; $body }
-            ArcCosh => { let $cost = 8; let $f = m::acosh_f32; $body }
-            ArcTanh => { let $cost = 8; let $f = m::atanh_f32; $body }
-            Erf => { let $cost = 6; let $f = m::erf_f32; $body }
-            ErfInv => { let $cost = 8; let $f = m::erfinv_f32; $body }
-            Sigmoid => { let $cost = 4; let $f = m::sigmoid_f32; $body }
-            Conjugate | Real => { let $cost = 1; let $f = |v: f32| v; $body }
-            Imag => { let $cost = 1; let $f = |_v: f32| 0.0f32; $body }
+            Abs => {
+                let $cost = 1;
+                let $f = |v: f32| v.abs();
+                $body
+            }
+            Negative => {
+                let $cost = 1;
+                let $f = |v: f32| -v;
+                $body
+            }
+            Sign => {
+                let $cost = 1;
+                let $f = |v: f32| (v > 0.0) as u8 as f32 - (v < 0.0) as u8 as f32;
+                $body
+            }
+            Floor => {
+                let $cost = 1;
+                let $f = |v: f32| v.floor();
+                $body
+            }
+            Ceil => {
+                let $cost = 1;
+                let $f = |v: f32| v.ceil();
+                $body
+            }
+            Round => {
+                let $cost = 1;
+                let $f = |v: f32| v.round_ties_even();
+                $body
+            }
+            Trunc => {
+                let $cost = 1;
+                let $f = |v: f32| v.trunc();
+                $body
+            }
+            Sqrt => {
+                let $cost = 2;
+                let $f = |v: f32| v.sqrt();
+                $body
+            }
+            Rsqrt => {
+                let $cost = 2;
+                let $f = |v: f32| 1.0 / v.sqrt();
+                $body
+            }
+            Square => {
+                let $cost = 1;
+                let $f = |v: f32| v * v;
+                $body
+            }
+            Reciprocal => {
+                let $cost = 2;
+                let $f = |v: f32| 1.0 / v;
+                $body
+            }
+            Exp => {
+                let $cost = 4;
+                let $f = m::exp_f32;
+                $body
+            }
+            Expm1 => {
+                let $cost = 4;
+                let $f = m::expm1_f32;
+                $body
+            }
+            Log => {
+                let $cost = 4;
+                let $f = m::log_f32;
+                $body
+            }
+            Log2 => {
+                let $cost = 4;
+                let $f = m::log2_f32;
+                $body
+            }
+            Log10 => {
+                let $cost = 4;
+                let $f = m::log10_f32;
+                $body
+            }
+            Log1p => {
+                let $cost = 6;
+                let $f = m::log1p_f32;
+                $body
+            }
+            Sin => {
+                let $cost = 6;
+                let $fix: Fix<f32, f32> = Some(|s, d| trig_fixup(s, d, f64::sin));
+                let $f = m::sin_f32;
+                $body
+            }
+            Cos => {
+                let $cost = 6;
+                let $fix: Fix<f32, f32> = Some(|s, d| trig_fixup(s, d, f64::cos));
+                let $f = m::cos_f32;
+                $body
+            }
+            Tan => {
+                let $cost = 6;
+                let $fix: Fix<f32, f32> = Some(|s, d| trig_fixup(s, d, f64::tan));
+                let $f = m::tan_f32;
+                $body
+            }
+            ArcSin => {
+                let $cost = 6;
+                let $f = m::asin_f32;
+                $body
+            }
+            ArcCos => {
+                let $cost = 6;
+                let $f = m::acos_f32;
+                $body
+            }
+            ArcTan => {
+                let $cost = 6;
+                let $f = m::atan_f32;
+                $body
+            }
+            Sinh => {
+                let $cost = 6;
+                let $f = m::sinh_f32;
+                $body
+            }
+            Cosh => {
+                let $cost = 6;
+                let $f = m::cosh_f32;
+                $body
+            }
+            Tanh => {
+                let $cost = 6;
+                let $f = m::tanh_f32;
+                $body
+            }
+            ArcSinh => {
+                let $cost = 8;
+                let $f = m::asinh_f32;
+                $body
+            }
+            ArcCosh => {
+                let $cost = 8;
+                let $f = m::acosh_f32;
+                $body
+            }
+            ArcTanh => {
+                let $cost = 8;
+                let $f = m::atanh_f32;
+                $body
+            }
+            Erf => {
+                let $cost = 6;
+                let $f = m::erf_f32;
+                $body
+            }
+            ErfInv => {
+                let $cost = 8;
+                let $f = m::erfinv_f32;
+                $body
+            }
+            Sigmoid => {
+                let $cost = 4;
+                let $f = m::sigmoid_f32;
+                $body
+            }
+            Conjugate | Real => {
+                let $cost = 1;
+                let $f = |v: f32| v;
+                $body
+            }
+            Imag => {
+                let $cost = 1;
+                let $f = |_v: f32| 0.0f32;
+                $body
+            }
             _ => return Err(bad(op_name($op), Dtype::F32)),
         }
     }};
@@ -336,7 +476,14 @@ pub fn erfinv_f64(x: f64) -> f64 {
     y
 }
 
-fn pred<T: Copy>(op: UnaryOp, nan: fn(T) -> bool, inf: fn(T) -> bool, pos: fn(T) -> bool, neg: fn(T) -> bool, zero: fn(T) -> bool) -> Option<fn(T) -> bool> {
+fn pred<T: Copy>(
+    op: UnaryOp,
+    nan: fn(T) -> bool,
+    inf: fn(T) -> bool,
+    pos: fn(T) -> bool,
+    neg: fn(T) -> bool,
+    zero: fn(T) -> bool,
+) -> Option<fn(T) -> bool> {
     let _ = (nan, inf, pos, neg, zero);
     None.or(match op {
         UnaryOp::IsNan => Some(nan),
@@ -581,27 +728,41 @@ pub fn nan_to_num(x: &Array, nan: f64, posinf: f64, neginf: f64, out: &OutSpec<'
     match x.dtype() {
         Dtype::F32 => {
             let (a, b, c) = (nan as f32, posinf as f32, neginf as f32);
-            apply::<f32, f32, _>(&xd, sh, &od, 1, move |v: f32| {
-                let v = if v.is_nan() { a } else { v };
-                let v = if v == f32::INFINITY { b } else { v };
-                if v == f32::NEG_INFINITY {
-                    c
+            apply::<f32, f32, _>(
+                &xd,
+                sh,
+                &od,
+                1,
+                move |v: f32| {
+                    let v = if v.is_nan() { a } else { v };
+                    let v = if v == f32::INFINITY { b } else { v };
+                    if v == f32::NEG_INFINITY {
+                        c
+                    } else {
+                        v
+                    }
+                },
+                None,
+            )
+        }
+        Dtype::F64 => apply::<f64, f64, _>(
+            &xd,
+            sh,
+            &od,
+            1,
+            move |v: f64| {
+                if v.is_nan() {
+                    nan
+                } else if v == f64::INFINITY {
+                    posinf
+                } else if v == f64::NEG_INFINITY {
+                    neginf
                 } else {
                     v
                 }
-            }, None)
-        }
-        Dtype::F64 => apply::<f64, f64, _>(&xd, sh, &od, 1, move |v: f64| {
-            if v.is_nan() {
-                nan
-            } else if v == f64::INFINITY {
-                posinf
-            } else if v == f64::NEG_INFINITY {
-                neginf
-            } else {
-                v
-            }
-        }, None),
+            },
+            None,
+        ),
         d @ (Dtype::F16 | Dtype::BF16) => {
             // Replacement values are rounded to the half type, as MLX does.
             let (a, b, c) = if d == Dtype::F16 {
