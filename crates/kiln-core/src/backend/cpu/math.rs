@@ -11,7 +11,7 @@ pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    let xc = x.clamp(-104.0, 89.0);
+    let xc = sel(x < -104.0, -104.0, sel(x > 89.0, 89.0, x));
     // Round to nearest with the 1.5 * 2^23 trick (vectorises everywhere;
     // `round_ties_even` may become a libm call per element).
     const MAGIC: f32 = 12_582_912.0;
@@ -28,12 +28,8 @@ pub fn exp_f32(x: f32) -> f32 {
     let s1 = f32::from_bits((k1.wrapping_add(127) as u32) << 23);
     let s2 = f32::from_bits((k2.wrapping_add(127) as u32) << 23);
     let y = p * s1 * s2;
-    let y = if x > 88.72284 { f32::INFINITY } else { y };
-    if x.is_nan() {
-        x
-    } else {
-        y
-    }
+    let y = sel(x > 88.72284, f32::INFINITY, y);
+    sel(x.is_nan(), x, y)
 }
 
 #[inline(always)]
@@ -46,9 +42,10 @@ fn sel(c: bool, a: f32, b: f32) -> f32 {
 }
 
 #[inline(always)]
-fn horner(x: f32, c: &[f32]) -> f32 {
-    let mut acc = c[c.len() - 1];
-    let mut i = c.len() - 1;
+fn horner<const N: usize>(x: f32, c: &[f32; N]) -> f32 {
+    // Fixed-length fold: fully unrolled, no inner loop to block vectorisation.
+    let mut acc = c[N - 1];
+    let mut i = N - 1;
     while i > 0 {
         i -= 1;
         acc = acc.mul_add(x, c[i]);
