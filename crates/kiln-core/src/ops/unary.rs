@@ -517,8 +517,13 @@ pub fn bitwise_invert(a: &Array) -> Result<Array> {
 
 /// Elementwise round half to even, to `decimals` places.
 pub fn round(a: &Array, decimals: i32) -> Result<Array> {
-    if decimals == 0 || !a.dtype().is_inexact() {
+    let d = a.dtype();
+    if decimals == 0 || (!d.is_inexact() && (decimals > 0 || d == Dtype::Bool)) {
         return unary(UnaryOp::Round, a);
+    }
+    if !d.is_inexact() {
+        // Integers with negative decimals round through float32, as MLX does.
+        return super::creation::astype(&round(&super::creation::astype(a, Dtype::F32)?, decimals)?, d);
     }
     let s = 10f64.powi(decimals);
     super::binary::divide(&unary(UnaryOp::Round, &multiply(a, s)?)?, s)

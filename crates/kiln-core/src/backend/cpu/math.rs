@@ -11,23 +11,25 @@ pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    let xc = x.clamp(-104.0, 89.0);
-    let k = (xc * LOG2E).round_ties_even();
+    let xc = sel(x < -104.0, -104.0, sel(x > 89.0, 89.0, x));
+    // Round to nearest with the 1.5 * 2^23 trick (vectorises everywhere;
+    // `round_ties_even` may become a libm call per element).
+    const MAGIC: f32 = 12_582_912.0;
+    let t = xc.mul_add(LOG2E, MAGIC);
+    let k = t - MAGIC;
+    let ki = (t.to_bits() as i32).wrapping_sub(0x4b40_0000);
     let r = xc - k * LN2_HI - k * LN2_LO;
     // exp(r) on |r| <= ln2/2, degree-6 minimax-style Taylor.
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     // Scale by 2^k in two steps so k down to -150 still reaches subnormals.
-    let k1 = (k * 0.5).floor();
-    let k2 = k - k1;
-    let s1 = f32::from_bits(((k1 as i32 + 127) as u32) << 23);
-    let s2 = f32::from_bits(((k2 as i32 + 127) as u32) << 23);
+    // Wrapping integer ops: overflow checks (debug builds) would block vectorisation.
+    let k1 = ki >> 1;
+    let k2 = ki.wrapping_sub(k1);
+    let s1 = f32::from_bits((k1.wrapping_add(127) as u32) << 23);
+    let s2 = f32::from_bits((k2.wrapping_add(127) as u32) << 23);
     let y = p * s1 * s2;
-    let y = if x > 88.72284 { f32::INFINITY } else { y };
-    if x.is_nan() {
-        x
-    } else {
-        y
-    }
+    let y = sel(x > 88.72284, f32::INFINITY, y);
+    sel(x.is_nan(), x, y)
 }
 
 #[inline(always)]
@@ -40,9 +42,10 @@ fn sel(c: bool, a: f32, b: f32) -> f32 {
 }
 
 #[inline(always)]
-fn horner(x: f32, c: &[f32]) -> f32 {
-    let mut acc = c[c.len() - 1];
-    let mut i = c.len() - 1;
+fn horner<const N: usize>(x: f32, c: &[f32; N]) -> f32 {
+    // Fixed-length fold: fully unrolled, no inner loop to block vectorisation.
+    let mut acc = c[N - 1];
+    let mut i = N - 1;
     while i > 0 {
         i -= 1;
         acc = acc.mul_add(x, c[i]);
@@ -107,8 +110,8 @@ pub fn log2_f32(x: f32) -> f32 {
 /// Base-10 logarithm.
 #[inline(always)]
 pub fn log10_f32(x: f32) -> f32 {
-    const L10_2_HI: f32 = 0.301_025_39;
-    const L10_2_LO: f32 = 4.605_039_3e-6;
+    const L10_2_HI: f32 = 0.301_025_4;
+    const L10_2_LO: f32 = 4.605_039e-6;
     let (f, e) = log_reduce(x);
     let y = e * L10_2_HI + (e * L10_2_LO + log1p_small(f) * std::f32::consts::LOG10_E);
     log_special(x, y)
@@ -146,10 +149,12 @@ pub fn expm1_f32(x: f32) -> f32 {
 fn trig_reduce(x: f32) -> (f32, i32) {
     const P1: f64 = 1.570_796_326_734_125_6; // pi/2 to 33 bits
     const P2: f64 = 6.077_100_506_506_192e-11;
+    const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52: rounds to an integer
     let xd = x as f64;
-    let q = (xd * std::f64::consts::FRAC_2_PI).round_ties_even();
+    let t = xd.mul_add(std::f64::consts::FRAC_2_PI, MAGIC);
+    let q = t - MAGIC;
     let r = (xd - q * P1) - q * P2;
-    (r as f32, q as i64 as i32)
+    (r as f32, t.to_bits() as i32)
 }
 
 #[inline(always)]
@@ -254,8 +259,15 @@ pub fn cosh_f32(x: f32) -> f32 {
 /// Error function.
 #[inline(always)]
 pub fn erf_f32(x: f32) -> f32 {
-    const P: [f32; 7] =
-        [1.128_379_1, -0.376_126_26, 0.112_835_854, -0.026_853_82, 0.005_188_341_7, -0.000_801_030_66, 7.854_206e-5];
+    const P: [f32; 7] = [
+        std::f32::consts::FRAC_2_SQRT_PI,
+        -0.376_126_26,
+        0.112_835_854,
+        -0.026_853_82,
+        0.005_188_341_7,
+        -0.000_801_030_66,
+        7.854_206e-5,
+    ];
     const Q: [f32; 11] = [
         2.989_802_7e-5,
         0.563_639_04,

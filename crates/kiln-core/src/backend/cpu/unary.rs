@@ -40,16 +40,32 @@ crate::multiversion! {
     }
 }
 
-/// A per-element correction applied after the vectorised map (for the rare
-/// inputs where the branch-free formula is not accurate enough).
-type Fix<S, D> = Option<fn(S) -> Option<D>>;
+/// A per-chunk correction applied after the vectorised map (for the rare
+/// inputs where the branch-free formula is not accurate enough): called with
+/// the source and result of each chunk.
+type Fix<S, D> = Option<fn(&[S], &mut [D])>;
 
+#[inline(always)]
 fn apply_fix<S: Copy, D: Copy>(fix: Fix<S, D>, src: &[S], dst: &mut [D]) {
     if let Some(fx) = fix {
-        for (o, &x) in dst.iter_mut().zip(src) {
-            if let Some(v) = fx(x) {
-                *o = v;
-            }
+        fx(src, dst)
+    }
+}
+
+crate::multiversion! {
+    fn count_big(src: &[f32]) -> u32 {
+        src.iter().map(|x| (x.abs() > m::TRIG_BIG) as u32).sum()
+    }
+}
+
+/// Recomputes sin/cos/tan of huge arguments (|x| > 1e6) with `std` in f64.
+fn trig_fixup(src: &[f32], dst: &mut [f32], f: fn(f64) -> f64) {
+    if count_big(src) == 0 {
+        return;
+    }
+    for (o, &x) in dst.iter_mut().zip(src) {
+        if m::trig_needs_fixup(x) {
+            *o = f(x as f64) as f32;
         }
     }
 }
@@ -67,7 +83,7 @@ where
     let src = SendPtr(xd.ptr::<S>());
     let dst = SendPtr(od.ptr::<D>());
     if xd.is_row_contiguous() {
-        let alias = src.get() as usize == dst.get() as usize;
+        let alias = std::ptr::eq(src.get() as *const u8, dst.get() as *const u8);
         parallel_for(n, cost, |r| {
             let mut buf = [S::default(); CH];
             let mut i = r.start;
@@ -185,10 +201,6 @@ where
     }
 }
 
-fn trig_fix(f: fn(f64) -> f64) -> impl Fn(f32) -> Option<f32> {
-    move |x| m::trig_needs_fixup(x).then(|| f(x as f64) as f32)
-}
-
 /// The f32 version of a float op (also used for f16/bf16), with its cost
 /// and optional fix-up. Calls `$body` with `$f` bound to the function.
 macro_rules! with_f32_fn {
@@ -283,19 +295,19 @@ macro_rules! with_f32_fn {
             }
             Sin => {
                 let $cost = 6;
-                let $fix: Fix<f32, f32> = Some(|x| trig_fix(f64::sin)(x));
+                let $fix: Fix<f32, f32> = Some(|s, d| trig_fixup(s, d, f64::sin));
                 let $f = m::sin_f32;
                 $body
             }
             Cos => {
                 let $cost = 6;
-                let $fix: Fix<f32, f32> = Some(|x| trig_fix(f64::cos)(x));
+                let $fix: Fix<f32, f32> = Some(|s, d| trig_fixup(s, d, f64::cos));
                 let $f = m::cos_f32;
                 $body
             }
             Tan => {
                 let $cost = 6;
-                let $fix: Fix<f32, f32> = Some(|x| trig_fix(f64::tan)(x));
+                let $fix: Fix<f32, f32> = Some(|s, d| trig_fixup(s, d, f64::tan));
                 let $f = m::tan_f32;
                 $body
             }
@@ -623,9 +635,9 @@ fn complex_op(op: UnaryOp, x: &Array, xd: &Data, od: &Data) -> Result<()> {
         },
         Round => |v| c64::new(v.re.round_ties_even(), v.im.round_ties_even()),
         Sqrt => |v| v.sqrt(),
-        Rsqrt => |v| c64::new(1.0, 0.0) / v.sqrt(),
+        Rsqrt => |v| complex_recip(v.sqrt()),
         Square => |v| v * v,
-        Reciprocal => |v| c64::new(1.0, 0.0) / v,
+        Reciprocal => complex_recip,
         Exp => |v| v.exp(),
         Log => |v| v.ln(),
         Log2 => |v| v.ln() / std::f32::consts::LN_2,
@@ -634,20 +646,40 @@ fn complex_op(op: UnaryOp, x: &Array, xd: &Data, od: &Data) -> Result<()> {
         Sin => |v| v.sin(),
         Cos => |v| v.cos(),
         Tan => |v| v.tan(),
-        ArcSin => |v| v.asin(),
-        ArcCos => |v| v.acos(),
+        // On the branch cuts (real |x| > 1) the sign of a zero imaginary part
+        // picks the side, as in C99.
+        ArcSin => |v| on_cut(v, v.asin(), 1.0),
+        ArcCos => |v| on_cut(v, v.acos(), -1.0),
         ArcTan => |v| v.atan(),
         Sinh => |v| v.sinh(),
         Cosh => |v| v.cosh(),
         Tanh => |v| v.tanh(),
         ArcSinh => |v| v.asinh(),
         ArcCosh => |v| v.acosh(),
-        ArcTanh => |v| v.atanh(),
+        ArcTanh => |v| on_cut(v, v.atanh(), 1.0),
         Conjugate => |v| v.conj(),
         _ => return Err(bad(op_name(op), Dtype::C64)),
     };
     apply::<c64, c64, _>(xd, sh, od, 8, f, None);
     Ok(())
+}
+
+/// 1 / z, with 1 / 0 = inf + nan i (as MLX).
+fn complex_recip(v: c64) -> c64 {
+    if v.re == 0.0 && v.im == 0.0 {
+        c64::new(f32::INFINITY, f32::NAN)
+    } else {
+        c64::new(1.0, 0.0) / v
+    }
+}
+
+/// Fixes the imaginary sign of `r = f(z)` for `z` on a real branch cut.
+fn on_cut(z: c64, r: c64, sign: f32) -> c64 {
+    if z.im == 0.0 && z.re.abs() > 1.0 {
+        c64::new(r.re, r.im.copysign(sign * z.im.signum()))
+    } else {
+        r
+    }
 }
 
 fn is_predicate(op: UnaryOp) -> bool {
@@ -657,8 +689,9 @@ fn is_predicate(op: UnaryOp) -> bool {
 
 /// Computes `op(x)` into a fresh or donated output.
 pub fn unary(op: UnaryOp, x: &Array, out: &OutSpec<'_>) -> Result<Data> {
-    let xd = x.data();
+    // Donation first: holding `x.data()` would count as a second owner of the buffer.
     let od = alloc_or_donate(out, &[x])?;
+    let xd = x.data();
     let sh = x.shape();
     if is_predicate(op) {
         predicate(op, x, &xd, &od)?;
@@ -688,8 +721,9 @@ pub fn unary(op: UnaryOp, x: &Array, out: &OutSpec<'_>) -> Result<Data> {
 
 /// Replaces NaN, +inf and -inf in a float array (other dtypes are copied).
 pub fn nan_to_num(x: &Array, nan: f64, posinf: f64, neginf: f64, out: &OutSpec<'_>) -> Result<Data> {
-    let xd = x.data();
+    // Donation first: holding `x.data()` would count as a second owner of the buffer.
     let od = alloc_or_donate(out, &[x])?;
+    let xd = x.data();
     let sh = x.shape();
     match x.dtype() {
         Dtype::F32 => {
