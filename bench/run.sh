@@ -166,7 +166,9 @@ for p in "${READY[@]}"; do
 done
 
 echo >&2
-"$BASE_PYTHON" "$BENCH/report.py" "$OUT" || "$VENV/bin/python" "$BENCH/report.py" "$OUT"
+REPORT_PY="$BASE_PYTHON"
+command -v "$REPORT_PY" >/dev/null 2>&1 || REPORT_PY="$VENV/bin/python"
+"$REPORT_PY" "$BENCH/report.py" "$OUT" || STATUS=1
 echo
 echo "records: $OUT"
 exit $STATUS

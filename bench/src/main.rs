@@ -271,7 +271,7 @@ mod sys {
         let mut t = Timespec { tv_sec: 0, tv_nsec: 0 };
         // SAFETY: `t` is a valid, writable timespec for the duration of the call.
         let rc = unsafe { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &mut t) };
-        (rc == 0).then(|| t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9)
+        (rc == 0).then_some(t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9)
     }
 
     /// Busy CPU seconds of the whole machine so far (all processes), from /proc/stat.
