@@ -126,7 +126,7 @@ macro_rules! prim_common {
 #[rustfmt::skip]
 pub const ALL_PRIMITIVES: &[&str] = &[
     // elementwise unary
-    "Abs", "Negative", "Sign", "Floor", "Ceil", "Round", "Sqrt", "Rsqrt", "Square", "Reciprocal", "Exp", "Expm1", "Log",
+    "Abs", "Negative", "Sign", "Floor", "Ceil", "Round", "Trunc", "Sqrt", "Rsqrt", "Square", "Reciprocal", "Exp", "Expm1", "Log",
     "Log2", "Log10", "Log1p", "Sin", "Cos", "Tan", "ArcSin", "ArcCos", "ArcTan", "Sinh", "Cosh", "Tanh", "ArcSinh",
     "ArcCosh", "ArcTanh", "Erf", "ErfInv", "Sigmoid", "Conjugate", "Real", "Imag", "IsNaN", "IsInf", "IsPosInf",
     "IsNegInf", "IsFinite", "LogicalNot", "BitwiseInvert", "NanToNum",

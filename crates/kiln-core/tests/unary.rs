@@ -1,8 +1,6 @@
 //! Unary elementwise ops: golden values, dtype errors, gradients, vmap, and
 //! the kernel paths (strided, half precision, parallel, donation).
 
-// The shared helpers are linted where they are maintained.
-#[allow(clippy::cloned_ref_to_slice_refs, clippy::needless_range_loop)]
 mod common;
 
 use common::{check_grad, check_vmap, Rng};

@@ -1,7 +1,7 @@
 //! Shared test utilities: golden-file loading, value comparison, finite-difference
 //! gradient checks and vmap-versus-loop checks. Each test binary includes this
 //! module with `mod common;` and uses what it needs.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::needless_range_loop)]
 
 use kiln_core::{c64, ops, Array, Dtype, Element};
 use serde_json::Value;
@@ -265,14 +265,19 @@ fn with_delta(x: &Array, i: usize, d: f64) -> Array {
 /// Checks the vjp and jvp of `f` (a function of f64 arrays with one output)
 /// against central finite differences at `inputs`.
 pub fn check_grad(name: &str, f: impl Fn(&[Array]) -> kiln_core::Result<Array>, inputs: &[Array]) {
-    let eps = 1e-6;
+    check_grad_eps(name, f, inputs, 1e-6)
+}
+
+/// [`check_grad`] with a chosen finite-difference step (larger for functions
+/// that round through a lower precision).
+pub fn check_grad_eps(name: &str, f: impl Fn(&[Array]) -> kiln_core::Result<Array>, inputs: &[Array], eps: f64) {
     let mut rng = Rng::new(7);
     let y = f(inputs).unwrap_or_else(|e| panic!("{name}: forward failed: {e}"));
     let cot = rng.array(y.shape(), -1.0, 1.0);
     let cot = ops::astype(&cot, y.dtype()).unwrap();
     let wrapped = |xs: &[Array]| Ok(vec![f(xs)?]);
-    let (_, grads) =
-        kiln_core::vjp(wrapped, inputs, &[cot.clone()]).unwrap_or_else(|e| panic!("{name}: vjp failed: {e}"));
+    let (_, grads) = kiln_core::vjp(wrapped, inputs, std::slice::from_ref(&cot))
+        .unwrap_or_else(|e| panic!("{name}: vjp failed: {e}"));
     let cv = host(&cot);
     for (k, x) in inputs.iter().enumerate() {
         let g = host(&grads[k]);
