@@ -88,6 +88,9 @@ pub(crate) struct Expr {
     pub(crate) stream: Stream,
     /// All outputs of a multi-output primitive (empty for a single output).
     pub(crate) siblings: OnceLock<Vec<Weak<Node>>>,
+    /// Shape and dtype of every output of a multi-output primitive, so a
+    /// sibling the user dropped can still be stood in for.
+    pub(crate) metas: Vec<(Vec<usize>, Dtype)>,
 }
 
 impl Expr {
@@ -98,6 +101,7 @@ impl Expr {
             inputs: Vec::new(),
             stream: default_stream(),
             siblings: OnceLock::new(),
+            metas: Vec::new(),
         }
     }
     pub(crate) fn is_placeholder(&self) -> bool {
@@ -184,16 +188,21 @@ impl Array {
     /// Like [`Array::from_op`] with a shared primitive.
     pub fn from_op_arc(shape: Vec<usize>, dtype: Dtype, prim: Arc<dyn Primitive>, inputs: Vec<Array>) -> Array {
         debug_assert_registered(prim.as_ref());
-        let expr = Arc::new(Expr { prim, inputs, stream: default_stream(), siblings: OnceLock::new() });
+        let expr =
+            Arc::new(Expr { prim, inputs, stream: default_stream(), siblings: OnceLock::new(), metas: Vec::new() });
         Array::make(shape, dtype, None, Some((expr, 0)))
     }
 
     /// Records a primitive with several outputs; the returned arrays are siblings.
     pub fn from_op_multi(outs: Vec<(Vec<usize>, Dtype)>, prim: Arc<dyn Primitive>, inputs: Vec<Array>) -> Vec<Array> {
         debug_assert_registered(prim.as_ref());
-        let expr = Arc::new(Expr { prim, inputs, stream: default_stream(), siblings: OnceLock::new() });
-        let arrays: Vec<Array> =
-            outs.into_iter().enumerate().map(|(i, (s, d))| Array::make(s, d, None, Some((expr.clone(), i)))).collect();
+        let expr = Arc::new(Expr { prim, inputs, stream: default_stream(), siblings: OnceLock::new(), metas: outs });
+        let arrays: Vec<Array> = expr
+            .metas
+            .iter()
+            .enumerate()
+            .map(|(i, (s, d))| Array::make(s.clone(), *d, None, Some((expr.clone(), i))))
+            .collect();
         let _ = expr.siblings.set(arrays.iter().map(|a| Arc::downgrade(&a.0)).collect());
         arrays
     }
@@ -293,7 +302,16 @@ impl Array {
         let st = self.0.lock();
         match &st.expr {
             Some((e, pos)) => match e.siblings.get() {
-                Some(s) => (s.iter().map(|w| w.upgrade().map(Array).unwrap_or_else(|| self.clone())).collect(), *pos),
+                // A dropped sibling is stood in for by a placeholder of its shape.
+                Some(s) => (
+                    s.iter()
+                        .zip(&e.metas)
+                        .map(|(w, (shape, d))| {
+                            w.upgrade().map(Array).unwrap_or_else(|| Array::placeholder(shape.clone(), *d))
+                        })
+                        .collect(),
+                    *pos,
+                ),
                 None => (vec![self.clone()], 0),
             },
             None => (vec![self.clone()], 0),

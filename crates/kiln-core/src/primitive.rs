@@ -133,7 +133,7 @@ pub const ALL_PRIMITIVES: &[&str] = &[
     // elementwise binary and ternary
     "Add", "Subtract", "Multiply", "Divide", "FloorDivide", "Remainder", "Power", "Maximum", "Minimum", "LogAddExp",
     "ArcTan2", "Equal", "EqualNaN", "NotEqual", "Greater", "GreaterEqual", "Less", "LessEqual", "LogicalAnd",
-    "LogicalOr", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "LeftShift", "RightShift", "Select",
+    "LogicalOr", "DivMod", "BitwiseAnd", "BitwiseOr", "BitwiseXor", "LeftShift", "RightShift", "Select",
     // creation and conversion
     "Full", "Arange", "AsType", "TriMask", "View",
     // shape and layout

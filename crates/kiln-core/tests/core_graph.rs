@@ -193,3 +193,21 @@ fn to_vec_checks_dtype_and_item_checks_size() {
     assert!(a.item::<f32>().is_err());
     assert!(Array::from_slice(&[1.0f32; 3], &[2, 2]).is_err());
 }
+
+#[test]
+fn multi_output_siblings_evaluate_together() {
+    let a = Array::from_slice(&[7i32, -7, 9, 4], &[4]).unwrap();
+    let b = Array::from_slice(&[2i32], &[1]).unwrap();
+    let (q, r) = ops::divmod(&a, &b).unwrap();
+    let (sibs, pos) = r.siblings();
+    assert_eq!((sibs.len(), pos), (2, 1));
+    assert_eq!(sibs[0].id(), q.id());
+    r.eval().unwrap();
+    assert!(q.is_evaluated(), "evaluating one sibling computes both");
+    assert_eq!(q.to_vec::<i32>().unwrap(), vec![3, -4, 4, 2]);
+    assert_eq!(r.to_vec::<i32>().unwrap(), vec![1, 1, 1, 0]);
+    // A dropped sibling does not stop the other from evaluating.
+    let (q2, r2) = ops::divmod(&arr(&[5.5, -5.5], &[2]), 2.0).unwrap();
+    drop(q2);
+    assert_eq!(r2.to_vec::<f32>().unwrap(), vec![1.5, 0.5]);
+}

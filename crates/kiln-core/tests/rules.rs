@@ -84,6 +84,7 @@ fn samples() -> BTreeMap<&'static str, Sample> {
     m.insert("Divide", s(|a| ops::divide(&a[0], &a[1]), &[any, bpos]));
     m.insert("FloorDivide", s(|a| ops::floor_divide(&a[0], &a[1]), &[any, bpos]));
     m.insert("Remainder", s(|a| ops::remainder(&a[0], &a[1]), &[any, bpos]));
+    m.insert("DivMod", s(|a| Ok(ops::divmod(&a[0], &a[1])?.1), &[any, bpos]));
     m.insert("Power", s(|a| ops::power(&a[0], &a[1]), &[pos, b]));
     m.insert("Maximum", s(|a| ops::maximum(&a[0], &a[1]), &[any, b]));
     m.insert("Minimum", s(|a| ops::minimum(&a[0], &a[1]), &[any, b]));

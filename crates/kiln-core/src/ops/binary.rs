@@ -376,15 +376,83 @@ pub fn logical_xor(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<Array
     binary_same(BinaryOp::NotEqual, &a, &b, Dtype::Bool)
 }
 
+/// `divmod`: the floor quotient and the remainder as one primitive with two
+/// sibling outputs, computed in one evaluation.
+#[derive(Debug, PartialEq)]
+pub struct DivMod;
+
+impl Primitive for DivMod {
+    fn name(&self) -> &'static str {
+        "DivMod"
+    }
+    fn eval(&self, backend: &dyn Backend, inputs: &[Array], outputs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
+        // Both outputs read both inputs: the extra handles stop the first
+        // kernel from donating (overwriting) an input the second still needs.
+        let pinned = inputs.to_vec();
+        let q = backend.binary(BinaryOp::FloorDivide, &pinned[0], &pinned[1], &outputs[0])?;
+        let r = backend.binary(BinaryOp::Remainder, &pinned[0], &pinned[1], &outputs[1])?;
+        Ok(vec![q, r])
+    }
+    fn vjp(
+        &self,
+        primals: &[Array],
+        cotangents: &[Array],
+        argnums: &[usize],
+        _outputs: &[Array],
+    ) -> Result<Vec<Array>> {
+        // The quotient is piecewise constant; r = a - b * floor(a / b). The
+        // quotient is recomputed: its output may have been dropped.
+        let gr = &cotangents[1];
+        argnums
+            .iter()
+            .map(|&i| {
+                let g = if i == 0 {
+                    gr.clone()
+                } else {
+                    multiply(gr, &negative(&floor_divide(&primals[0], &primals[1])?)?)?
+                };
+                sum_to_shape(&g, primals[i].shape())
+            })
+            .collect()
+    }
+    fn jvp(&self, primals: &[Array], tangents: &[Array], argnums: &[usize]) -> Result<Vec<Array>> {
+        let (a, b) = (&primals[0], &primals[1]);
+        let shape = broadcast_shapes(a.shape(), b.shape())?;
+        let q = floor_divide(a, b)?;
+        let mut tr: Option<Array> = None;
+        for (t, &i) in tangents.iter().zip(argnums) {
+            let ti = if i == 0 { t.clone() } else { multiply(t, &negative(&q)?)? };
+            tr = Some(match tr {
+                None => ti,
+                Some(p) => add(&p, &ti)?,
+            });
+        }
+        let tr = super::shape::broadcast_to(&tr.expect("jvp needs at least one tangent"), &shape)?;
+        Ok(vec![super::creation::zeros(&shape, a.dtype())?, tr])
+    }
+    fn vmap(&self, inputs: &[Array], axes: &[Option<usize>]) -> Result<(Vec<Array>, Vec<Option<usize>>)> {
+        let (a, b, ax) = super::shape::align_batch_axes(&inputs[0], axes[0], &inputs[1], axes[1])?;
+        let (q, r) = divmod(&a, &b)?;
+        Ok((vec![q, r], vec![ax, ax]))
+    }
+    crate::prim_common!();
+}
+
 /// `(floor_divide(a, b), remainder(a, b))` with broadcasting (Python
-/// semantics; complex inputs are rejected).
+/// semantics; complex inputs are rejected). The two results are sibling
+/// outputs of one `DivMod` primitive.
 pub fn divmod(a: impl Into<Operand>, b: impl Into<Operand>) -> Result<(Array, Array)> {
     let (a, b) = promote_operands("divmod", a.into(), b.into())?;
     if a.dtype().is_complex() {
         return Err(Error::invalid("divmod", "Complex type not supported."));
     }
     let d = a.dtype();
-    Ok((binary_same(BinaryOp::FloorDivide, &a, &b, d)?, binary_same(BinaryOp::Remainder, &a, &b, d)?))
+    let shape =
+        broadcast_shapes(a.shape(), b.shape()).map_err(|e| Error::invalid("divmod", e.message().to_string()))?;
+    let mut outs = Array::from_op_multi(vec![(shape.clone(), d), (shape, d)], std::sync::Arc::new(DivMod), vec![a, b]);
+    let r = outs.pop().expect("two outputs");
+    let q = outs.pop().expect("two outputs");
+    Ok((q, r))
 }
 
 macro_rules! operator {
