@@ -2,7 +2,6 @@
 //! promotion and weak scalars, gradients and vmap, broadcasting against a
 //! host reference, strided inputs, half types, the parallel path and donation.
 
-#![allow(clippy::needless_borrows_for_generic_args)]
 
 mod common;
 
@@ -341,7 +340,7 @@ fn property_broadcast_matches_host() {
         let out: Vec<usize> = (0..nd).map(|_| (rng.next_u64() % 4) as usize + 1).collect();
         let mk = |rng: &mut Rng| -> Vec<usize> {
             let skip = (rng.next_u64() % (nd as u64 + 1)) as usize;
-            out[skip..].iter().map(|&d| if rng.next_u64() % 3 == 0 { 1 } else { d }).collect()
+            out[skip..].iter().map(|&d| if rng.next_u64().is_multiple_of(3) { 1 } else { d }).collect()
         };
         let (sa, sb) = (mk(&mut rng), mk(&mut rng));
         let a = rng.array(&sa, -3.0, 3.0);

@@ -91,7 +91,7 @@ pub fn reshape(a: &Array, shape: &[i64]) -> Result<Array> {
     }
     let mut out: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
     if let Some(i) = infer {
-        if known == 0 || a.size() % known != 0 {
+        if known == 0 || !a.size().is_multiple_of(known) {
             return Err(Error::invalid(
                 "reshape",
                 format!(
@@ -365,7 +365,7 @@ pub fn unflatten(a: &Array, axis: i32, shape: &[i64]) -> Result<Array> {
     let known: usize = shape.iter().filter(|&&d| d != -1).map(|&d| d as usize).product();
     let mut dims: Vec<usize> = shape.iter().map(|&d| if d == -1 { 1 } else { d as usize }).collect();
     if let Some(i) = shape.iter().position(|&d| d == -1) {
-        if known == 0 || n % known != 0 {
+        if known == 0 || !n.is_multiple_of(known) {
             return Err(bad(&dims));
         }
         dims[i] = n / known;

@@ -283,7 +283,7 @@ crate::multiversion! {
 /// eight independent AVX-512 accumulators keep both add ports busy, which the
 /// auto-vectorised generic loop does not.
 #[inline]
-fn fold_row_fast<T: 'static, A: Num, C: Combine<A> + 'static>(src: &[T], id: A) -> A
+fn fold_row_fast<T, A: Num, C: Combine<A>>(src: &[T], id: A) -> A
 where
     T: Lift<A>,
 {
@@ -346,7 +346,7 @@ unsafe fn sum_f32_avx512(s: &[f32]) -> f32 {
 }
 
 /// Folds `rows` rows of length `len` of `src` into `out` (one value each).
-fn row_pass<T: 'static, A: Num, C: Combine<A> + 'static>(src: &[T], rows: usize, len: usize, id: A) -> Vec<A>
+fn row_pass<T, A: Num, C: Combine<A>>(src: &[T], rows: usize, len: usize, id: A) -> Vec<A>
 where
     T: Lift<A>,
 {
