@@ -2,7 +2,6 @@
 //! promotion and weak scalars, gradients and vmap, broadcasting against a
 //! host reference, strided inputs, half types, the parallel path and donation.
 
-
 mod common;
 
 use common::{check_grad, check_vmap, run_golden, Case, Rng};
