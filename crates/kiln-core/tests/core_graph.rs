@@ -211,3 +211,16 @@ fn multi_output_siblings_evaluate_together() {
     drop(q2);
     assert_eq!(r2.to_vec::<f32>().unwrap(), vec![1.5, 0.5]);
 }
+
+#[test]
+fn methods_mirror_the_ops() {
+    let a = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap();
+    assert_eq!(a.reshape(&[3, -1]).unwrap().shape(), &[3, 2]);
+    assert_eq!(a.t().unwrap().to_vec::<f32>().unwrap(), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+    assert_eq!(a.swapaxes(0, 1).unwrap().shape(), &[3, 2]);
+    assert_eq!(a.expand_dims(0).unwrap().squeeze().unwrap().shape(), &[2, 3]);
+    assert_eq!(a.flatten(0, -1).unwrap().shape(), &[6]);
+    assert_eq!(a.cumsum(Some(1), false, true).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 3.0, 6.0, 4.0, 9.0, 15.0]);
+    assert_eq!(a.sum(1, false).unwrap().to_vec::<f32>().unwrap(), vec![6.0, 15.0]);
+    assert!(a.reshape(&[4, -1]).is_err());
+}

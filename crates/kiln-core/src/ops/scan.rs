@@ -183,3 +183,23 @@ pub fn cummin(a: &Array, axis: Option<i32>, reverse: bool, inclusive: bool) -> R
 pub fn logcumsumexp(a: &Array, axis: Option<i32>, reverse: bool, inclusive: bool) -> Result<Array> {
     scan_public("logcumsumexp", ScanOp::LogAddExp, a, axis, reverse, inclusive)
 }
+
+/// Scan methods, as on MLX's array.
+impl Array {
+    /// Cumulative sum along `axis` (`None` flattens).
+    pub fn cumsum(&self, axis: Option<i32>, reverse: bool, inclusive: bool) -> Result<Array> {
+        cumsum(self, axis, reverse, inclusive)
+    }
+    /// Cumulative product along `axis` (`None` flattens).
+    pub fn cumprod(&self, axis: Option<i32>, reverse: bool, inclusive: bool) -> Result<Array> {
+        cumprod(self, axis, reverse, inclusive)
+    }
+    /// Cumulative maximum along `axis` (`None` flattens).
+    pub fn cummax(&self, axis: Option<i32>, reverse: bool, inclusive: bool) -> Result<Array> {
+        cummax(self, axis, reverse, inclusive)
+    }
+    /// Cumulative minimum along `axis` (`None` flattens).
+    pub fn cummin(&self, axis: Option<i32>, reverse: bool, inclusive: bool) -> Result<Array> {
+        cummin(self, axis, reverse, inclusive)
+    }
+}

@@ -910,3 +910,59 @@ impl Primitive for Contiguous {
 pub fn contiguous(a: &Array, allow_col_major: bool) -> Array {
     Array::from_op(a.shape().to_vec(), a.dtype(), Contiguous { allow_col_major }, vec![a.clone()])
 }
+
+/// Shape and layout methods, as on MLX's array.
+impl Array {
+    /// Reshaped to `shape` (one entry may be -1).
+    pub fn reshape(&self, shape: &[i64]) -> Result<Array> {
+        reshape(self, shape)
+    }
+    /// Axes `start_axis..=end_axis` merged into one.
+    pub fn flatten(&self, start_axis: i32, end_axis: i32) -> Result<Array> {
+        flatten(self, start_axis, end_axis)
+    }
+    /// All size-1 axes removed.
+    pub fn squeeze(&self) -> Result<Array> {
+        squeeze(self)
+    }
+    /// The given size-1 axes removed.
+    pub fn squeeze_axes(&self, axes: &[i32]) -> Result<Array> {
+        squeeze_axes(self, axes)
+    }
+    /// A size-1 axis inserted at `axis`.
+    pub fn expand_dims(&self, axis: i32) -> Result<Array> {
+        expand_dims(self, axis)
+    }
+    /// Axes reversed (MLX's `a.T`).
+    pub fn t(&self) -> Result<Array> {
+        transpose(self)
+    }
+    /// Axes permuted by `axes`.
+    pub fn transpose(&self, axes: &[i32]) -> Result<Array> {
+        transpose_axes(self, axes)
+    }
+    /// Two axes swapped.
+    pub fn swapaxes(&self, axis1: i32, axis2: i32) -> Result<Array> {
+        swapaxes(self, axis1, axis2)
+    }
+    /// Axis `source` moved to `destination`.
+    pub fn moveaxis(&self, source: i32, destination: i32) -> Result<Array> {
+        moveaxis(self, source, destination)
+    }
+    /// Broadcast to `shape`.
+    pub fn broadcast_to(&self, shape: &[usize]) -> Result<Array> {
+        broadcast_to(self, shape)
+    }
+    /// The diagonal of a 2-d array, or a 2-d array with this 1-d array on its `k`-th diagonal.
+    pub fn diag(&self, k: i64) -> Result<Array> {
+        diag(self, k)
+    }
+    /// The `offset` diagonal over `axis1` and `axis2` (a view).
+    pub fn diagonal(&self, offset: i64, axis1: i32, axis2: i32) -> Result<Array> {
+        diagonal(self, offset, axis1, axis2)
+    }
+    /// Split along `axis` into equal sections or at indices.
+    pub fn split(&self, spec: super::SplitSpec, axis: i32) -> Result<Vec<Array>> {
+        super::split(self, spec, axis)
+    }
+}
