@@ -13,3 +13,8 @@
 //! ```
 
 pub use kiln_core::*;
+
+// The README's quickstart runs as a doctest, so it cannot go stale.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
