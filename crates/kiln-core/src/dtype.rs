@@ -317,7 +317,17 @@ macro_rules! int_element {
             }
             #[inline(always)]
             fn from_f64(x: f64) -> Self {
-                x as $t
+                if <$t>::BITS <= 32 {
+                    // The saturating result of `as` (NaN -> 0), written as a
+                    // select, clamp and truncation: LLVM vectorises this,
+                    // while it scalarises the saturating cast.
+                    let c = if x.is_nan() { 0.0 } else { x.max(<$t>::MIN as f64).min(<$t>::MAX as f64) };
+                    // SAFETY: `c` is finite and within the type's range (both
+                    // bounds are exact in f64 for integers of at most 32 bits).
+                    unsafe { c.to_int_unchecked::<$t>() }
+                } else {
+                    x as $t
+                }
             }
             #[inline(always)]
             fn from_i64(x: i64) -> Self {
@@ -548,5 +558,13 @@ mod tests {
         assert_eq!(u8::cast_from(true), 1);
         assert_eq!(f32::cast_from(c64::new(2.0, 3.0)), 2.0);
         assert_eq!(f16::cast_from(1.5f64), f16::from_f32(1.5));
+        // Float to int saturates and maps NaN to 0, like `as`.
+        for v in [f64::NAN, f64::INFINITY, -1e300, -129.7, -2.5, 0.0, 2.9, 255.5, 1e10] {
+            assert_eq!(i8::from_f64(v), v as i8, "{v}");
+            assert_eq!(u8::from_f64(v), v as u8, "{v}");
+            assert_eq!(i32::from_f64(v), v as i32, "{v}");
+            assert_eq!(u32::from_f64(v), v as u32, "{v}");
+            assert_eq!(i64::from_f64(v), v as i64, "{v}");
+        }
     }
 }

@@ -135,27 +135,41 @@ fn cast_rows<S: Element, D: Element>(
     let sp = SendPtr(src.ptr::<S>());
     let inner = rows.inner;
     let [ss, ds] = rows.inner_strides;
-    parallel_for(rows.rows, inner, |range| {
-        for r in range {
+    // Few long rows (a contiguous copy collapses to one row): split rows into
+    // column chunks too, so both cores work.
+    let threads = super::simd::num_threads();
+    let col_chunks = if rows.rows >= threads * 2 || inner < 1 << 16 {
+        1
+    } else {
+        (threads * 4).div_ceil(rows.rows).min(inner >> 14).max(1)
+    };
+    let cw = inner.div_ceil(col_chunks);
+    parallel_for(rows.rows * col_chunks, cw, |range| {
+        for t in range {
+            let (r, c0) = (t / col_chunks, (t % col_chunks) * cw);
+            if c0 >= inner {
+                continue;
+            }
+            let len = cw.min(inner - c0);
             let [so, doff] = rows.offsets(r);
             // SAFETY: source and destination offsets stay within their views;
-            // parallel rows write disjoint destination elements.
+            // parallel (row, chunk) units write disjoint destination elements.
             unsafe {
-                let s = sp.get().offset(so);
-                let d = dst.get().offset(dst_off + doff);
+                let s = sp.get().offset(so + c0 as isize * ss);
+                let d = dst.get().offset(dst_off + doff + c0 as isize * ds);
                 if ss == 1 && ds == 1 {
                     if S::DTYPE == D::DTYPE {
-                        std::ptr::copy_nonoverlapping(s as *const D, d, inner);
+                        std::ptr::copy_nonoverlapping(s as *const D, d, len);
                     } else {
-                        cast_slice(std::slice::from_raw_parts(s, inner), std::slice::from_raw_parts_mut(d, inner));
+                        cast_slice(std::slice::from_raw_parts(s, len), std::slice::from_raw_parts_mut(d, len));
                     }
                 } else if ss == -1 && ds == 1 {
-                    // A reversed source row (flip of the last axis): the row's
-                    // elements occupy [s - (inner-1), s].
-                    let src = std::slice::from_raw_parts(s.offset(1 - inner as isize), inner);
-                    cast_rev(src, std::slice::from_raw_parts_mut(d, inner));
+                    // A reversed source run (flip of the last axis): its
+                    // elements occupy [s - (len-1), s].
+                    let src = std::slice::from_raw_parts(s.offset(1 - len as isize), len);
+                    cast_rev(src, std::slice::from_raw_parts_mut(d, len));
                 } else {
-                    for i in 0..inner as isize {
+                    for i in 0..len as isize {
                         *d.offset(i * ds) = D::cast_from(*s.offset(i * ss));
                     }
                 }
