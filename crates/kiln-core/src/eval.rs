@@ -41,12 +41,6 @@ pub fn eval(arrays: &[&Array]) -> Result<()> {
     run(order)
 }
 
-/// Evaluates a list of owned arrays (convenience for transform outputs).
-pub fn eval_all(arrays: &[Array]) -> Result<()> {
-    let refs: Vec<&Array> = arrays.iter().collect();
-    eval(&refs)
-}
-
 /// Post-order of the unevaluated nodes reachable from `arrays`.
 fn schedule(arrays: &[&Array]) -> Vec<Option<(Array, Arc<Expr>)>> {
     let mut order = Vec::new();

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{check_grad_eps, check_vmap, Rng};
-use kiln_core::ops::{self, PadMode, SplitSpec};
+use kiln_core::ops;
 use kiln_core::primitive::{Rule, ALL_PRIMITIVES};
 use kiln_core::{Array, Axes, Dtype, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -99,10 +99,6 @@ fn samples() -> BTreeMap<&'static str, Sample> {
     m.insert("EqualNaN", s(|a| ops::array_equal(&a[0], &a[1], true), &[any, any]));
     m.insert("LogicalAnd", s(|a| ops::logical_and(&a[0], &a[1]), &[any, b]));
     m.insert("LogicalOr", s(|a| ops::logical_or(&a[0], &a[1]), &[any, b]));
-    let int2 = |a: &[Array]| -> Result<(Array, Array)> {
-        Ok((ops::astype(&ops::multiply(&a[0], 10.0)?, Dtype::I32)?, ops::astype(&ops::abs(&a[1])?, Dtype::I32)?))
-    };
-    let _ = int2;
     m.insert(
         "BitwiseAnd",
         s(|a| ops::bitwise_and(&ops::astype(&a[0], Dtype::I32)?, &ops::astype(&a[1], Dtype::I32)?), &[any, b]),
@@ -173,7 +169,6 @@ fn samples() -> BTreeMap<&'static str, Sample> {
     // Transform helpers
     m.insert("Copy", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
     m.insert("StopGradient", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
-    let _ = (PadMode::Edge, SplitSpec::Sections(1), Axes::All);
     m
 }
 

@@ -344,9 +344,6 @@ where
     }
 }
 
-/// Batch axes for [`vmap`]: `None` means "not mapped".
-pub type InAxes = Vec<Option<i32>>;
-
 /// Vectorises `f` over a batch axis of its inputs (`in_axes`, `None` for an
 /// input that is shared) and puts the batch axis of each output at `out_axes`.
 pub fn vmap<F>(f: F, in_axes: &[Option<i32>], out_axes: &[i32]) -> impl Fn(&[Array]) -> Result<Vec<Array>>
