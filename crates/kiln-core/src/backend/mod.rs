@@ -219,6 +219,26 @@ pub trait Backend: Send + Sync {
         let _ = (x, axis, out);
         Err(self.unavailable("sort"))
     }
+    /// The stable sorting permutation along `axis` (uint32 output).
+    fn argsort(&self, x: &Array, axis: usize, out: &OutSpec<'_>) -> Result<Data> {
+        let _ = (x, axis, out);
+        Err(self.unavailable("argsort"))
+    }
+    /// Partitions along `axis` around position `kth`: values, or (`indices`) the uint32 permutation.
+    fn partition(&self, x: &Array, kth: usize, axis: usize, indices: bool, out: &OutSpec<'_>) -> Result<Data> {
+        let _ = (x, kth, axis, indices, out);
+        Err(self.unavailable("partition"))
+    }
+    /// `out[.., k, ..] = x[.., idx[.., k, ..], ..]` along `axis`, `idx` uint32 (clamped).
+    fn take_along_u32(&self, x: &Array, idx: &Array, axis: usize, out: &OutSpec<'_>) -> Result<Data> {
+        let _ = (x, idx, axis, out);
+        Err(self.unavailable("take_along_u32"))
+    }
+    /// Threefry-2x32 random bits (MLX's layout) from a `(2,)` uint32 key; `out.dtype` is uint8/16/32.
+    fn random_bits(&self, key: &Array, out: &OutSpec<'_>) -> Result<Data> {
+        let _ = (key, out);
+        Err(self.unavailable("random_bits"))
+    }
 
     /// The error for a kernel this backend lacks.
     fn unavailable(&self, kernel: &str) -> Error {

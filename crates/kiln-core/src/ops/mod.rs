@@ -8,6 +8,8 @@ pub mod reduce;
 pub mod scan;
 pub mod shape;
 pub mod slicing;
+pub mod sort;
+pub mod random;
 pub mod unary;
 
 pub use binary::*;
@@ -17,6 +19,7 @@ pub use reduce::*;
 pub use scan::*;
 pub use shape::*;
 pub use slicing::*;
+pub use sort::*;
 pub use unary::*;
 
 use crate::array::Array;

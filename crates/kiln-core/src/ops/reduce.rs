@@ -1,11 +1,12 @@
 //! Reductions over axes: sum, prod, max, min, all, any (the `Reduce`
 //! primitive), argmax/argmin (`ArgReduce`), the fused `Softmax` and
-//! `LogSumExp` primitives, `Sort` (for median), and the composites mean, var,
+//! `LogSumExp` primitives, and the composites mean, var,
 //! std, median and count_nonzero.
 
 use super::binary::{add, divide, equal, multiply, subtract};
 use super::creation::astype;
 use super::shape::{broadcast_to, moveaxis, reshape_to, transpose_perm};
+use super::sort::sort_axis;
 use super::Axes;
 use crate::array::{Array, Data};
 use crate::backend::{ArgReduceOp, Backend, ReduceOp};
@@ -456,69 +457,6 @@ pub fn argmax(a: &Array, axis: Option<i32>, keepdims: bool) -> Result<Array> {
 /// Index of the minimum (first on ties, first NaN if any) along `axis`, or of the flattened array; uint32.
 pub fn argmin(a: &Array, axis: Option<i32>, keepdims: bool) -> Result<Array> {
     arg_reduce_public("argmin", ArgReduceOp::ArgMin, a, axis, keepdims)
-}
-
-/// Values sorted along `axis` (NaNs last).
-///
-/// Its vjp/jvp route the gradient through an n×n match matrix between the
-/// sorted and the input values along the axis (tied values share it equally),
-/// so no argsort is needed; it costs O(n²) per sorted line.
-#[derive(Debug, PartialEq)]
-pub struct Sort {
-    /// The sorted axis.
-    pub axis: usize,
-}
-
-impl Sort {
-    /// P[..., i, j] = (sorted_i == x_j) / count_i, with the sorted axis last.
-    fn match_matrix(&self, x: &Array, y: &Array) -> Result<Array> {
-        let xl = moveaxis(x, self.axis as i32, -1)?;
-        let yl = moveaxis(y, self.axis as i32, -1)?;
-        let n = xl.ndim();
-        let yi = super::shape::expand_dims(&yl, n as i32)?; // (..., n, 1)
-        let xj = super::shape::expand_dims(&xl, n as i32 - 1)?; // (..., 1, n)
-        let m = astype(&equal(&yi, &xj)?, x.dtype())?;
-        let c = reduce_keep(ReduceOp::Sum, &m, &[n])?;
-        divide(&m, &c)
-    }
-}
-
-impl Primitive for Sort {
-    fn name(&self) -> &'static str {
-        "Sort"
-    }
-    fn eval(&self, backend: &dyn Backend, inputs: &[Array], outputs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
-        Ok(vec![backend.sort(&inputs[0], self.axis, &outputs[0])?])
-    }
-    fn vjp(&self, primals: &[Array], cotangents: &[Array], _: &[usize], outputs: &[Array]) -> Result<Vec<Array>> {
-        let p = self.match_matrix(&primals[0], &outputs[0])?;
-        let n = p.ndim() - 1;
-        let g = super::shape::expand_dims(&moveaxis(&cotangents[0], self.axis as i32, -1)?, n as i32)?;
-        let gx = reduce_keep(ReduceOp::Sum, &multiply(&p, &g)?, &[n - 1])?; // (..., 1, n)
-        let gx = reshape_to(&gx, &gx.shape()[..n - 1].iter().chain(&gx.shape()[n..]).copied().collect::<Vec<_>>())?;
-        Ok(vec![moveaxis(&gx, -1, self.axis as i32)?])
-    }
-    fn jvp(&self, primals: &[Array], tangents: &[Array], _: &[usize]) -> Result<Vec<Array>> {
-        let y = sort_axis(&primals[0], self.axis)?;
-        let p = self.match_matrix(&primals[0], &y)?;
-        let n = p.ndim() - 1;
-        let t = super::shape::expand_dims(&moveaxis(&tangents[0], self.axis as i32, -1)?, n as i32 - 1)?;
-        let ty = reduce_keep(ReduceOp::Sum, &multiply(&p, &t)?, &[n])?; // (..., n, 1)
-        let ty = reshape_to(&ty, &ty.shape()[..n])?;
-        Ok(vec![moveaxis(&ty, -1, self.axis as i32)?])
-    }
-    fn vmap(&self, inputs: &[Array], axes: &[Option<usize>]) -> Result<(Vec<Array>, Vec<Option<usize>>)> {
-        let axis = match axes[0] {
-            Some(ax) if ax <= self.axis => self.axis + 1,
-            _ => self.axis,
-        };
-        Ok((vec![sort_axis(&inputs[0], axis)?], vec![axes[0]]))
-    }
-    crate::prim_common!();
-}
-
-pub(crate) fn sort_axis(a: &Array, axis: usize) -> Result<Array> {
-    Ok(Array::from_op(a.shape().to_vec(), a.dtype(), Sort { axis }, vec![a.clone()]))
 }
 
 /// Element `k` of the last axis, kept as size 1 (a view).

@@ -8,6 +8,7 @@ mod scan;
 mod select;
 pub mod simd;
 mod softmax;
+mod random;
 mod sort;
 pub mod strided;
 mod unary;
@@ -81,6 +82,19 @@ impl Backend for CpuBackend {
         softmax::logsumexp(x, out)
     }
     fn sort(&self, x: &Array, axis: usize, out: &OutSpec<'_>) -> Result<Data> {
-        sort::sort(x, axis, out)
+        sort::sort(x, axis, sort::SortMode::Values, out)
+    }
+    fn argsort(&self, x: &Array, axis: usize, out: &OutSpec<'_>) -> Result<Data> {
+        sort::sort(x, axis, sort::SortMode::Indices, out)
+    }
+    fn partition(&self, x: &Array, kth: usize, axis: usize, indices: bool, out: &OutSpec<'_>) -> Result<Data> {
+        let mode = if indices { sort::SortMode::PartIndices(kth) } else { sort::SortMode::PartValues(kth) };
+        sort::sort(x, axis, mode, out)
+    }
+    fn take_along_u32(&self, x: &Array, idx: &Array, axis: usize, out: &OutSpec<'_>) -> Result<Data> {
+        sort::take_along(x, idx, axis, out)
+    }
+    fn random_bits(&self, key: &Array, out: &OutSpec<'_>) -> Result<Data> {
+        random::random_bits(key, out)
     }
 }
