@@ -169,6 +169,25 @@ fn samples() -> BTreeMap<&'static str, Sample> {
     // Transform helpers
     m.insert("Copy", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
     m.insert("StopGradient", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
+    // Sorting, selection and random bits
+    m.insert("Sort", s(|a| ops::sort(&a[0], Some(1)), &[any]));
+    m.insert("ArgSort", s(|a| ops::astype(&ops::argsort(&a[0], Some(1))?, Dtype::F64), &[any]));
+    m.insert("Partition", s(|a| ops::partition(&a[0], 1, Some(1)), &[any]));
+    m.insert("ArgPartition", s(|a| ops::astype(&ops::argpartition(&a[0], 1, Some(0))?, Dtype::F64), &[any]));
+    m.insert(
+        "PermuteAlong",
+        s(|a| kiln_core::random::permutation_of(&a[0], 1, Some(&kiln_core::random::key(3))), &[any]),
+    );
+    m.insert(
+        "RandomBits",
+        s(
+            |a| {
+                let k = ops::astype(&ops::multiply(&a[0], 1e6)?, Dtype::U32)?;
+                ops::astype(&kiln_core::random::bits(&[2, 3], 4, Some(&k))?, Dtype::F64)
+            },
+            &[(&[2], 0.5, 2.0)],
+        ),
+    );
     m
 }
 

@@ -290,6 +290,9 @@ pub fn topk(a: &Array, k: i32, axis: Option<i32>) -> Result<Array> {
     if k == n {
         return Ok(a);
     }
+    if k == 0 {
+        return slice_axis(&a, ax, n as isize, 0, 1);
+    }
     let p = partition_axis(&a, n - k, ax);
     slice_axis(&p, ax, (n - k) as isize, k, 1)
 }
