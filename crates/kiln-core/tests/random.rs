@@ -167,7 +167,11 @@ fn golden_random() {
                         if exact {
                             continue;
                         }
-                        let d = if p.is_finite() && q.is_finite() { (p - q).abs() / ulp(if at_one { q.abs().max(1.0) } else { q }, y.dtype()) } else { f64::INFINITY };
+                        let d = if p.is_finite() && q.is_finite() {
+                            (p - q).abs() / ulp(if at_one { q.abs().max(1.0) } else { q }, y.dtype())
+                        } else {
+                            f64::INFINITY
+                        };
                         worst = worst.max(d);
                         if d > allowed {
                             failures.push(format!("{}: element {i}: {p} != {q} ({d} ulp)", c.id));
@@ -250,7 +254,13 @@ fn vmap_over_keys_and_gradients() {
     let hi = Array::from_slice(&[1.0f32, 2.0, 5.0], &[3]).unwrap();
     let k = random::key(9);
     let g = kiln_core::grad(
-        |a: &[Array]| Ok(vec![ops::sum(&random::uniform(&a[0], &a[1], &[3], Dtype::F32, Some(&k))?, kiln_core::Axes::All, false)?]),
+        |a: &[Array]| {
+            Ok(vec![ops::sum(
+                &random::uniform(&a[0], &a[1], &[3], Dtype::F32, Some(&k))?,
+                kiln_core::Axes::All,
+                false,
+            )?])
+        },
         &[0, 1],
     )(&[lo, hi])
     .unwrap();
@@ -262,7 +272,13 @@ fn vmap_over_keys_and_gradients() {
     // Normal with an array scale: d out / d scale = out / scale.
     let sc = Array::from_slice(&[0.5f32, 2.0], &[2]).unwrap();
     let g = kiln_core::grad(
-        |a: &[Array]| Ok(vec![ops::sum(&random::normal(&[2], Dtype::F32, None, Some(Operand::from(&a[0])), Some(&k))?, kiln_core::Axes::All, false)?]),
+        |a: &[Array]| {
+            Ok(vec![ops::sum(
+                &random::normal(&[2], Dtype::F32, None, Some(Operand::from(&a[0])), Some(&k))?,
+                kiln_core::Axes::All,
+                false,
+            )?])
+        },
         &[0],
     )(std::slice::from_ref(&sc))
     .unwrap()[0]

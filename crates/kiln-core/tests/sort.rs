@@ -156,7 +156,10 @@ fn argsort_is_stable_and_nan_last() {
         assert_eq!(p, e, "n = {n}");
         let s = ops::sort(&x, Some(0)).unwrap().to_vec::<f32>().unwrap();
         let es: Vec<f32> = e.iter().map(|&i| v[i as usize]).collect();
-        assert_eq!(s.iter().map(|f| f.to_bits()).collect::<Vec<_>>(), es.iter().map(|f| f.to_bits()).collect::<Vec<_>>());
+        assert_eq!(
+            s.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+            es.iter().map(|f| f.to_bits()).collect::<Vec<_>>()
+        );
     }
 }
 
@@ -277,7 +280,9 @@ fn gradients() {
     assert_eq!(g[0].to_vec::<f64>().unwrap(), vec![3.0, 1.0, 4.0, 2.0]);
     // Index outputs are not differentiable.
     let r = kiln_core::grad(
-        |a: &[Array]| Ok(vec![ops::sum(&ops::astype(&ops::argsort(&a[0], Some(0))?, Dtype::F64)?, kiln_core::Axes::All, false)?]),
+        |a: &[Array]| {
+            Ok(vec![ops::sum(&ops::astype(&ops::argsort(&a[0], Some(0))?, Dtype::F64)?, kiln_core::Axes::All, false)?])
+        },
         &[0],
     )(&[x.clone()]);
     assert!(r.is_err() || r.unwrap()[0].to_vec::<f64>().unwrap().iter().all(|&v| v == 0.0));

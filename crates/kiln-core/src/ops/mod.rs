@@ -4,12 +4,12 @@
 pub mod binary;
 pub mod compare;
 pub mod creation;
+pub mod random;
 pub mod reduce;
 pub mod scan;
 pub mod shape;
 pub mod slicing;
 pub mod sort;
-pub mod random;
 pub mod unary;
 
 pub use binary::*;

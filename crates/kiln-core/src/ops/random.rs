@@ -87,12 +87,7 @@ fn width_dtype(width: usize) -> Dtype {
 }
 
 fn bits_raw(key: &Array, shape: &[usize], width: usize) -> Array {
-    Array::from_op(
-        shape.to_vec(),
-        width_dtype(width),
-        RandomBits { shape: shape.to_vec(), width },
-        vec![key.clone()],
-    )
+    Array::from_op(shape.to_vec(), width_dtype(width), RandomBits { shape: shape.to_vec(), width }, vec![key.clone()])
 }
 
 /// Threefry-2x32 of the counter pair under `key` (host side, for the key sequence).
@@ -192,7 +187,14 @@ fn below_one(dtype: Dtype) -> f32 {
     }
 }
 
-fn uniform_arrays(op: &str, lo: &Array, hi: &Array, shape: &[usize], dtype: Dtype, key: Option<&Array>) -> Result<Array> {
+fn uniform_arrays(
+    op: &str,
+    lo: &Array,
+    hi: &Array,
+    shape: &[usize],
+    dtype: Dtype,
+    key: Option<&Array>,
+) -> Result<Array> {
     check_float(op, dtype)?;
     let lo = astype(lo, dtype)?;
     let hi = astype(hi, dtype)?;
@@ -378,10 +380,7 @@ pub fn categorical(logits: &Array, axis: i32, samples: Samples, key: Option<&Arr
     let nd = logits.ndim() as i32;
     let ax = if axis < 0 { axis + nd } else { axis };
     if ax < 0 || ax >= nd {
-        return Err(Error::invalid(
-            "categorical",
-            format!("Invalid axis {axis} for logits with {nd} dimensions."),
-        ));
+        return Err(Error::invalid("categorical", format!("Invalid axis {axis} for logits with {nd} dimensions.")));
     }
     let ax = ax as usize;
     match samples {
@@ -466,7 +465,10 @@ fn sqrtm_psd(cov: &Array) -> Result<Array> {
             q[i * n + i] = 1.0;
         }
         for _sweep in 0..60 {
-            let off: f64 = (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i * n + j].powi(2)).sum();
+            let off: f64 = (0..n)
+                .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+                .map(|(i, j)| a[i * n + j].powi(2))
+                .sum();
             if off < 1e-30 {
                 break;
             }

@@ -3,12 +3,12 @@
 
 mod binary;
 pub mod math;
+mod random;
 mod reduce;
 mod scan;
 mod select;
 pub mod simd;
 mod softmax;
-mod random;
 mod sort;
 pub mod strided;
 mod unary;

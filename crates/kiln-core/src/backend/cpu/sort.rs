@@ -189,7 +189,12 @@ impl<K: Key, T: Element> Scratch<K, T> {
 }
 
 /// Sorts one line (`line`, length n) into `out_v` (values) or `out_i` (indices).
-fn keyed_line<T: Keyed>(s: &mut Scratch<T::K, T>, mode: SortMode, out_v: &mut dyn FnMut(usize, T), out_i: &mut dyn FnMut(usize, u32)) {
+fn keyed_line<T: Keyed>(
+    s: &mut Scratch<T::K, T>,
+    mode: SortMode,
+    out_v: &mut dyn FnMut(usize, T),
+    out_i: &mut dyn FnMut(usize, u32),
+) {
     let n = s.line.len();
     match mode {
         SortMode::Values | SortMode::Indices if n >= RADIX_MIN => {
