@@ -2,6 +2,7 @@
 //! over large arrays, single-threaded for small ones.
 
 mod binary;
+mod fft;
 pub mod math;
 mod reduce;
 mod scan;
@@ -82,5 +83,16 @@ impl Backend for CpuBackend {
     }
     fn sort(&self, x: &Array, axis: usize, out: &OutSpec<'_>) -> Result<Data> {
         sort::sort(x, axis, out)
+    }
+    fn fft(
+        &self,
+        x: &Array,
+        axes: &[usize],
+        kind: super::FftKind,
+        n_real: usize,
+        scale: f32,
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        fft::fft(x, axes, kind, n_real, scale, out)
     }
 }
