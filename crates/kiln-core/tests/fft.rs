@@ -176,8 +176,9 @@ fn fft_matches_direct_dft_on_many_sizes() {
         let x = complex_array(&mut rng, &[2, n]);
         let xv = values(&x);
         for (inverse, sign) in [(false, -1.0), (true, 1.0)] {
-            let y = if inverse { fft::ifft(&x, None, -1, Norm::Forward) } else { fft::fft(&x, None, -1, Norm::Backward) }
-                .unwrap();
+            let y =
+                if inverse { fft::ifft(&x, None, -1, Norm::Forward) } else { fft::fft(&x, None, -1, Norm::Backward) }
+                    .unwrap();
             let yv = values(&y);
             for r in 0..2 {
                 let want = dft(&xv[r * n..(r + 1) * n], sign);
@@ -216,13 +217,13 @@ fn transforms_along_non_last_axes_match_last_axis() {
     let mut rng = Rng::new(5);
     let x = complex_array(&mut rng, &[3, 12, 37]);
     let a = fft::fft(&x, None, 1, Norm::Backward).unwrap();
-    let b = ops::swapaxes(&fft::fft(&ops::swapaxes(&x, 1, 2).unwrap(), None, -1, Norm::Backward).unwrap(), 1, 2)
-        .unwrap();
+    let b =
+        ops::swapaxes(&fft::fft(&ops::swapaxes(&x, 1, 2).unwrap(), None, -1, Norm::Backward).unwrap(), 1, 2).unwrap();
     assert!(max_err(&values(&a), &values(&b)) < 1e-6);
     let xr = ops::astype(&rng.array(&[3, 12, 37], -1.0, 1.0), Dtype::F32).unwrap();
     let a = fft::rfft(&xr, None, 1, Norm::Backward).unwrap();
-    let b = ops::swapaxes(&fft::rfft(&ops::swapaxes(&xr, 1, 2).unwrap(), None, -1, Norm::Backward).unwrap(), 1, 2)
-        .unwrap();
+    let b =
+        ops::swapaxes(&fft::rfft(&ops::swapaxes(&xr, 1, 2).unwrap(), None, -1, Norm::Backward).unwrap(), 1, 2).unwrap();
     assert!(max_err(&values(&a), &values(&b)) < 1e-6);
     let back = fft::irfft(&a, Some(12), 1, Norm::Backward).unwrap();
     assert!(max_err(&values(&back), &values(&xr)) < 1e-5);

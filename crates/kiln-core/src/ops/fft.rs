@@ -21,8 +21,8 @@ use crate::backend::{Backend, FftKind};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::ops::{
-    add, astype, concatenate, divide, maximum, moveaxis, multiply, ones, pad, real, reshape_to, roll, slice,
-    swapaxes, zeros, PadMode,
+    add, astype, concatenate, divide, maximum, moveaxis, multiply, ones, pad, real, reshape_to, roll, slice, swapaxes,
+    zeros, PadMode,
 };
 use crate::primitive::{OutSpec, Primitive};
 use crate::shape::normalize_axis;
@@ -173,14 +173,7 @@ fn resize_axis(a: &Array, axis: usize, n: usize) -> Result<Array> {
 
 /// The shared body of every transform: resolves `s` and `axes` as MLX does,
 /// casts, resizes and records the primitive.
-fn fftn_impl(
-    op: &str,
-    a: &Array,
-    s: Option<&[i64]>,
-    axes: Option<&[i32]>,
-    norm: Norm,
-    kind: FftKind,
-) -> Result<Array> {
+fn fftn_impl(op: &str, a: &Array, s: Option<&[i64]>, axes: Option<&[i32]>, norm: Norm, kind: FftKind) -> Result<Array> {
     let axes: Vec<usize> = match axes {
         None => {
             if s.is_some() {
@@ -378,7 +371,8 @@ fn freq_check(op: &str, n: i64, d: f64) -> Result<()> {
 /// `[0, 1, ..., (n-1)/2, -(n/2), ..., -1] / (d n)`.
 pub fn fftfreq(n: i64, d: f64) -> Result<Array> {
     freq_check("fftfreq", n, d)?;
-    let v: Vec<f32> = (0..n).map(|i| (if i < (n + 1) / 2 { i } else { i - n }) as f32 / (d * n as f64) as f32).collect();
+    let v: Vec<f32> =
+        (0..n).map(|i| (if i < (n + 1) / 2 { i } else { i - n }) as f32 / (d * n as f64) as f32).collect();
     Array::from_vec(v, &[n as usize])
 }
 
@@ -497,9 +491,8 @@ fn frame(x: &Array, n_fft: usize, hop: usize, frames: usize) -> Result<Array> {
     let x = resize_axis(x, x.ndim() - 1, need)?;
     let mut lead = x.shape()[..x.ndim() - 1].to_vec();
     lead.extend([frames, hop]);
-    let chunks = (0..k)
-        .map(|j| reshape_to(&slice_last(&x, j * hop, (j + frames) * hop)?, &lead))
-        .collect::<Result<Vec<_>>>()?;
+    let chunks =
+        (0..k).map(|j| reshape_to(&slice_last(&x, j * hop, (j + frames) * hop)?, &lead)).collect::<Result<Vec<_>>>()?;
     let f = concatenate(&chunks, Some(-1))?;
     slice_last(&f, 0, n_fft)
 }
