@@ -481,3 +481,31 @@ fn dtypes_follow_mlx() {
     assert_eq!(fft::fftshift(&x, None).unwrap().dtype(), Dtype::I32);
     assert_eq!(fft::fftfreq(4, 1.0).unwrap().dtype(), Dtype::F32);
 }
+
+/// Rough timing of a batched 1-d FFT (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn bench_batched_fft() {
+    let mut rng = Rng::new(1);
+    let x = complex_array(&mut rng, &[256, 4096]);
+    let xr = ops::astype(&rng.array(&[256, 4096], -1.0, 1.0), Dtype::F32).unwrap();
+    x.eval().unwrap();
+    xr.eval().unwrap();
+    let time = |name: &str, f: &dyn Fn() -> Array| {
+        f().eval().unwrap();
+        let reps = 20;
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            f().eval().unwrap();
+        }
+        println!("{name}: {:.3} ms", t.elapsed().as_secs_f64() * 1e3 / reps as f64);
+    };
+    time("fft 256x4096 c64 axis -1", &|| fft::fft(&x, None, -1, Norm::Backward).unwrap());
+    time("ifft 256x4096 c64 axis -1", &|| fft::ifft(&x, None, -1, Norm::Backward).unwrap());
+    time("fft 256x4096 c64 axis 0", &|| fft::fft(&x, None, 0, Norm::Backward).unwrap());
+    time("fft2 256x4096 c64", &|| fft::fft2(&x, None, None, Norm::Backward).unwrap());
+    time("rfft 256x4096 f32", &|| fft::rfft(&xr, None, -1, Norm::Backward).unwrap());
+    let y = fft::rfft(&xr, None, -1, Norm::Backward).unwrap();
+    y.eval().unwrap();
+    time("irfft 256x2049 -> 256x4096", &|| fft::irfft(&y, Some(4096), -1, Norm::Backward).unwrap());
+}

@@ -56,6 +56,20 @@ fn real_twiddles(n: usize) -> Arc<Vec<c64>> {
         .clone()
 }
 
+/// What a real transform of `n` points needs: the complex plan (of `n / 2`
+/// points for even `n`, `n` otherwise) and the twiddles of the packed form.
+struct RealPlan {
+    plan: Plan,
+    tw: Arc<Vec<c64>>,
+}
+
+impl RealPlan {
+    fn new(n: usize, inverse: bool) -> RealPlan {
+        let packed = n % 2 == 0 && n >= 4;
+        RealPlan { plan: plan(if packed { n / 2 } else { n }, inverse), tw: real_twiddles(n) }
+    }
+}
+
 /// Computes one FFT primitive. `x` is complex64 for [`FftKind::Forward`],
 /// [`FftKind::Inverse`] and [`FftKind::Irfft`], float32 for [`FftKind::Rfft`];
 /// `n_real` is the real length along the last listed axis of a real transform.
@@ -91,6 +105,7 @@ pub fn fft(x: &Array, axes: &[usize], kind: FftKind, n_real: usize, scale: f32, 
             if out.shape.iter().product::<usize>() > 0 {
                 let p = SendPtr(dst.ptr::<c64>());
                 let s_last = if others.is_empty() { scale } else { 1.0 };
+                let rp = RealPlan::new(n_real, false);
                 real_pass::<f32, c64>(
                     SendPtr(src.ptr::<f32>()),
                     p,
@@ -98,7 +113,7 @@ pub fn fft(x: &Array, axes: &[usize], kind: FftKind, n_real: usize, scale: f32, 
                     last,
                     n_real,
                     n_real / 2 + 1,
-                    |src, dst, scratch| rfft_line(src, dst, scratch, s_last),
+                    |src, dst, scratch| rfft_line(&rp, src, dst, scratch, s_last),
                     n_real,
                 );
                 for (i, &ax) in others.iter().enumerate() {
@@ -122,6 +137,7 @@ pub fn fft(x: &Array, axes: &[usize], kind: FftKind, n_real: usize, scale: f32, 
                 for &ax in others {
                     c2c_pass(p, x.shape(), ax, true, 1.0);
                 }
+                let rp = RealPlan::new(n_real, true);
                 real_pass::<c64, f32>(
                     p,
                     SendPtr(dst.ptr::<f32>()),
@@ -129,7 +145,7 @@ pub fn fft(x: &Array, axes: &[usize], kind: FftKind, n_real: usize, scale: f32, 
                     last,
                     n_real / 2 + 1,
                     n_real,
-                    |src, dst, scratch| irfft_line(src, dst, scratch, scale),
+                    |src, dst, scratch| irfft_line(&rp, src, dst, scratch, scale),
                     n_real,
                 );
             }
@@ -281,11 +297,11 @@ fn real_pass<S: Copy + Default + Send + Sync, D: Copy + Default + Send + Sync>(
 
 /// Real-to-complex transform of one line: `dst[k] = scale * sum_t src[t] e^{-2 pi i k t / n}`
 /// for `k <= n / 2`.
-fn rfft_line(src: &[f32], dst: &mut [c64], scratch: &mut Vec<c64>, scale: f32) {
+fn rfft_line(rp: &RealPlan, src: &[f32], dst: &mut [c64], scratch: &mut Vec<c64>, scale: f32) {
     let n = src.len();
+    let f = &rp.plan;
     if n % 2 == 1 || n < 4 {
         // Odd lengths: a full complex transform of the zero-imaginary signal.
-        let f = plan(n, false);
         scratch.clear();
         scratch.extend(src.iter().map(|&v| c64::new(v, 0.0)));
         scratch.resize(n + f.get_inplace_scratch_len(), c64::new(0.0, 0.0));
@@ -297,8 +313,7 @@ fn rfft_line(src: &[f32], dst: &mut [c64], scratch: &mut Vec<c64>, scale: f32) {
         return;
     }
     let h = n / 2;
-    let f = plan(h, false);
-    let tw = real_twiddles(n);
+    let tw = &rp.tw;
     scratch.clear();
     scratch.extend(src.chunks_exact(2).map(|p| c64::new(p[0], p[1])));
     scratch.resize(h + f.get_inplace_scratch_len(), c64::new(0.0, 0.0));
@@ -322,10 +337,10 @@ fn rfft_line(src: &[f32], dst: &mut [c64], scratch: &mut Vec<c64>, scale: f32) {
 /// `dst[t] = scale * sum_k Y[k] e^{+2 pi i k t / n}` over the Hermitian
 /// completion `Y` of `src` (the imaginary parts of the bins that must be real
 /// are ignored, as NumPy and MLX do).
-fn irfft_line(src: &[c64], dst: &mut [f32], scratch: &mut Vec<c64>, scale: f32) {
+fn irfft_line(rp: &RealPlan, src: &[c64], dst: &mut [f32], scratch: &mut Vec<c64>, scale: f32) {
     let n = dst.len();
+    let f = &rp.plan;
     if n % 2 == 1 || n < 4 {
-        let f = plan(n, true);
         scratch.clear();
         scratch.resize(n + f.get_inplace_scratch_len(), c64::new(0.0, 0.0));
         let (buf, s) = scratch.split_at_mut(n);
@@ -342,8 +357,7 @@ fn irfft_line(src: &[c64], dst: &mut [f32], scratch: &mut Vec<c64>, scale: f32) 
         return;
     }
     let h = n / 2;
-    let f = plan(h, true);
-    let tw = real_twiddles(n);
+    let tw = &rp.tw;
     scratch.clear();
     scratch.resize(h + f.get_inplace_scratch_len(), c64::new(0.0, 0.0));
     let (z, s) = scratch.split_at_mut(h);
