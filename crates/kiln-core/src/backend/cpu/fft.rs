@@ -65,7 +65,7 @@ struct RealPlan {
 
 impl RealPlan {
     fn new(n: usize, inverse: bool) -> RealPlan {
-        let packed = n % 2 == 0 && n >= 4;
+        let packed = n.is_multiple_of(2) && n >= 4;
         RealPlan { plan: plan(if packed { n / 2 } else { n }, inverse), tw: real_twiddles(n) }
     }
 }
