@@ -143,6 +143,8 @@ pub const ALL_PRIMITIVES: &[&str] = &[
     "CumSum", "CumProd", "CumMax", "CumMin", "CumLogaddexp",
     // transforms
     "Copy", "StopGradient",
+    // fft
+    "FFT",
     // sorting, selection and random bits
     "ArgSort", "Partition", "ArgPartition", "PermuteAlong", "RandomBits",
 ];

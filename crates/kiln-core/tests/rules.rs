@@ -169,6 +169,22 @@ fn samples() -> BTreeMap<&'static str, Sample> {
     // Transform helpers
     m.insert("Copy", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
     m.insert("StopGradient", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
+    // FFT: every transform kind in one chain (rfft, fft, ifft, irfft). The
+    // transforms compute in float32, so the inputs are tiny: the f64 finite
+    // differences then stay far above float32 rounding (the chain is linear).
+    m.insert(
+        "FFT",
+        s(
+            |a| {
+                use kiln_core::fft::{self, Norm};
+                let y = fft::rfft(&a[0], None, -1, Norm::Backward)?;
+                let y = fft::fft(&y, None, 0, Norm::Ortho)?;
+                let y = fft::ifft(&y, Some(5), -1, Norm::Backward)?;
+                ops::astype(&fft::irfft(&y, Some(6), -1, Norm::Forward)?, Dtype::F64)
+            },
+            &[(&[2, 6], -1e-5, 1e-5)],
+        ),
+    );
     // Sorting, selection and random bits
     m.insert("Sort", s(|a| ops::sort(&a[0], Some(1)), &[any]));
     m.insert("ArgSort", s(|a| ops::astype(&ops::argsort(&a[0], Some(1))?, Dtype::F64), &[any]));

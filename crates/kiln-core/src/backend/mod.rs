@@ -240,6 +240,21 @@ pub trait Backend: Send + Sync {
         Err(self.unavailable("random_bits"))
     }
 
+    /// A discrete Fourier transform of `x` over `axes` (in order; the last one
+    /// is the real axis of a real transform, of real length `n_real`), scaled by `scale`.
+    fn fft(
+        &self,
+        x: &Array,
+        axes: &[usize],
+        kind: FftKind,
+        n_real: usize,
+        scale: f32,
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        let _ = (x, axes, kind, n_real, scale, out);
+        Err(self.unavailable("fft"))
+    }
+
     /// The error for a kernel this backend lacks.
     fn unavailable(&self, kernel: &str) -> Error {
         Error::unsupported(kernel, format!("No {} implementation of this kernel.", self.name()))
@@ -252,4 +267,20 @@ pub fn backend_for(device: Device) -> Result<&'static dyn Backend> {
         DeviceType::Cpu => Ok(&cpu::CpuBackend),
         DeviceType::Gpu => Err(Error::runtime("eval", "No GPU backend is available in this build.")),
     }
+}
+
+/// Which discrete Fourier transform an FFT kernel computes (unnormalised; the
+/// kernel multiplies the result by a scale).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FftKind {
+    /// Complex to complex, `e^{-2 pi i k t / n}`.
+    Forward,
+    /// Complex to complex, `e^{+2 pi i k t / n}`.
+    Inverse,
+    /// Real to complex over the last listed axis (keeping `n / 2 + 1` bins),
+    /// then forward complex transforms over the other axes.
+    Rfft,
+    /// Inverse complex transforms over all but the last listed axis, then
+    /// complex (Hermitian, `n / 2 + 1` bins) to real over the last one.
+    Irfft,
 }

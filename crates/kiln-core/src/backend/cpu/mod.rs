@@ -2,6 +2,7 @@
 //! over large arrays, single-threaded for small ones.
 
 mod binary;
+mod fft;
 pub mod math;
 mod random;
 mod reduce;
@@ -96,5 +97,16 @@ impl Backend for CpuBackend {
     }
     fn random_bits(&self, key: &Array, out: &OutSpec<'_>) -> Result<Data> {
         random::random_bits(key, out)
+    }
+    fn fft(
+        &self,
+        x: &Array,
+        axes: &[usize],
+        kind: super::FftKind,
+        n_real: usize,
+        scale: f32,
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        fft::fft(x, axes, kind, n_real, scale, out)
     }
 }
