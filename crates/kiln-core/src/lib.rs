@@ -37,6 +37,7 @@ pub use memory::{
     set_cache_limit, set_memory_limit,
 };
 pub use ops::{Axes, Operand};
+pub use ops::linalg;
 pub use transforms::{
     grad, jvp, stop_gradient, tree_flatten, tree_map, tree_unflatten, value_and_grad, value_and_grad_tree, vjp, vmap,
     Tree,

@@ -143,4 +143,7 @@ pub const ALL_PRIMITIVES: &[&str] = &[
     "CumSum", "CumProd", "CumMax", "CumMin", "CumLogaddexp",
     // transforms
     "Copy", "StopGradient",
+    // linalg
+    "Inverse", "TriInverse", "Cholesky", "QRF", "SVD", "LUF", "Solve", "SolveTriangular", "Eigh", "Eig", "Det",
+    "SlogDet",
 ];

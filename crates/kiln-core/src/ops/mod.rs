@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod compare;
 pub mod creation;
+pub mod linalg;
 pub mod reduce;
 pub mod scan;
 pub mod shape;

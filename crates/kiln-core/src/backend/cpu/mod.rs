@@ -2,6 +2,7 @@
 //! over large arrays, single-threaded for small ones.
 
 mod binary;
+mod linalg;
 pub mod math;
 mod reduce;
 mod scan;
@@ -13,6 +14,7 @@ pub mod strided;
 mod unary;
 
 use super::{ArgReduceOp, Backend, BinaryOp, ReduceOp, ScanOp, UnaryOp};
+use super::LinalgOp;
 use crate::array::{Array, Data};
 use crate::dtype::{Dtype, Scalar};
 use crate::error::Result;
@@ -83,4 +85,8 @@ impl Backend for CpuBackend {
     fn sort(&self, x: &Array, axis: usize, out: &OutSpec<'_>) -> Result<Data> {
         sort::sort(x, axis, out)
     }
+    fn linalg(&self, op: LinalgOp, inputs: &[Array], outs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
+        linalg::linalg(op, inputs, outs)
+    }
+
 }
