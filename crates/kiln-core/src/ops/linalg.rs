@@ -133,7 +133,6 @@ fn record_solve(op: LinalgOp, a: &Array, b: &Array) -> Result<Array> {
 
 const NO_LU_GRAD: &str = "pivoted LU factors are piecewise functions of the input with integer pivots; differentiate det, slogdet, solve or inv instead (MLX has no LU gradient either)";
 const NO_EIG_GRAD: &str = "eigenvectors of a general (non-symmetric) matrix are complex and defined only up to a complex scale; MLX has no eig gradient either";
-const NO_SVD_UV_GRAD: &str = "U and V are defined only up to signs (and rotations within repeated singular values), and U's extra columns are arbitrary; only the singular values (compute_uv=false) are differentiable";
 
 impl Primitive for Linalg {
     fn name(&self) -> &'static str {
@@ -160,7 +159,6 @@ impl Primitive for Linalg {
         match self.op {
             LinalgOp::LuFactor => no(NO_LU_GRAD),
             LinalgOp::Eig { .. } => no(NO_EIG_GRAD),
-            LinalgOp::Svd { compute_uv: true } => no(NO_SVD_UV_GRAD),
             _ => Rules::ALL,
         }
     }
@@ -239,9 +237,8 @@ impl Primitive for Linalg {
                 let ri = record1(LinalgOp::TriInv { upper: true }, r)?;
                 vec![mm(&lhs, &mt(&ri)?)?]
             }
-            LinalgOp::LuFactor | LinalgOp::Eig { .. } | LinalgOp::Svd { compute_uv: true } => {
-                return Err(self.missing("vjp"))
-            }
+            LinalgOp::Svd { compute_uv: true } => vec![svd_uv_vjp(a, outputs, cot)?],
+            LinalgOp::LuFactor | LinalgOp::Eig { .. } => return Err(self.missing("vjp")),
         };
         Ok(grads)
     }
@@ -325,9 +322,8 @@ impl Primitive for Linalg {
                 let dq = mm(&subtract(da, &mm(q, &dr)?)?, &ri)?;
                 vec![dq, dr]
             }
-            LinalgOp::LuFactor | LinalgOp::Eig { .. } | LinalgOp::Svd { compute_uv: true } => {
-                return Err(self.missing("jvp"))
-            }
+            LinalgOp::Svd { compute_uv: true } => svd_uv_jvp(a, da)?,
+            LinalgOp::LuFactor | LinalgOp::Eig { .. } => return Err(self.missing("jvp")),
         })
     }
     fn vmap(&self, inputs: &[Array], axes: &[Option<usize>]) -> Result<(Vec<Array>, Vec<Option<usize>>)> {
@@ -426,6 +422,76 @@ fn svd_uv_k(a: &Array) -> Result<(Array, Array)> {
     Ok((block(&r[0], (0, m), (0, k))?, block(&r[2], (0, k), (0, n))?))
 }
 
+/// Thin factors of an SVD: U (…, m, k), s (…, k), V (…, n, k).
+fn thin(u: &Array, s: &Array, vt: &Array, m: usize, n: usize) -> Result<(Array, Array, Array)> {
+    let k = m.min(n);
+    Ok((block(u, (0, m), (0, k))?, s.clone(), mt(&block(vt, (0, k), (0, n))?)?))
+}
+
+/// I − X Xᵀ for X (…, r, k) with orthonormal columns.
+fn complement(x: &Array) -> Result<Array> {
+    let r = x.shape()[x.ndim() - 2];
+    subtract(&eye(r as i64, None, 0, x.dtype())?, &mm(x, &mt(x)?)?)
+}
+
+/// Reverse-mode rule of the full SVD (Townsend 2016). U and V enter through
+/// their first k = min(m, n) columns; the remaining columns of a non-square
+/// input's U or V are arbitrary, so their cotangents are ignored.
+fn svd_uv_vjp(a: &Array, outputs: &[Array], cot: &[Array]) -> Result<Array> {
+    let (m, n) = rows_cols(a);
+    let (u, s, v) = thin(&outputs[0], &outputs[1], &outputs[2], m, n)?;
+    let (gu, gs, gv) = thin(&cot[0], &cot[1], &cot[2], m, n)?;
+    let f = eig_gaps(&multiply(&s, &s)?)?;
+    let j = multiply(&f, &subtract(&mm(&mt(&u)?, &gu)?, &mm(&mt(&gu)?, &u)?)?)?;
+    let kk = multiply(&f, &subtract(&mm(&mt(&v)?, &gv)?, &mm(&mt(&gv)?, &v)?)?)?;
+    let row = expand_dims(&s, -2)?; // scales columns
+    let col = expand_dims(&s, -1)?; // scales rows
+    let inner = add(&add(&multiply(&j, &row)?, &diag_embed(&gs)?)?, &multiply(&col, &kk)?)?;
+    let mut r = mm(&mm(&u, &inner)?, &mt(&v)?)?;
+    if m > n {
+        r = add(&r, &mm(&mm(&complement(&u)?, &divide(&gu, &row)?)?, &mt(&v)?)?)?;
+    }
+    if n > m {
+        r = add(&r, &mm(&mm(&u, &mt(&divide(&gv, &row)?)?)?, &complement(&v)?)?)?;
+    }
+    Ok(r)
+}
+
+/// Forward-mode rule of the full SVD; the tangents of a non-square input's
+/// extra (arbitrary) columns of U or V are zero.
+fn svd_uv_jvp(a: &Array, da: &Array) -> Result<Vec<Array>> {
+    let (m, n) = rows_cols(a);
+    let k = m.min(n);
+    let r = record(LinalgOp::Svd { compute_uv: true }, vec![a.clone()])?;
+    let (u, s, v) = thin(&r[0], &r[1], &r[2], m, n)?;
+    let p = mm(&mm(&mt(&u)?, da)?, &v)?;
+    let ds = diagonal(&p, 0, -2, -1)?;
+    let f = eig_gaps(&multiply(&s, &s)?)?;
+    let row = expand_dims(&s, -2)?;
+    let col = expand_dims(&s, -1)?;
+    let pt = mt(&p)?;
+    let mut du = mm(&u, &multiply(&f, &add(&multiply(&p, &row)?, &multiply(&col, &pt)?)?)?)?;
+    let mut dv = mm(&v, &multiply(&f, &add(&multiply(&col, &p)?, &multiply(&pt, &row)?)?)?)?;
+    if m > n {
+        du = add(&du, &divide(&mm(&mm(&complement(&u)?, da)?, &v)?, &row)?)?;
+    }
+    if n > m {
+        dv = add(&dv, &divide(&mm(&mm(&complement(&v)?, &mt(da)?)?, &u)?, &row)?)?;
+    }
+    let pad = |x: &Array, extra: usize, axis: i32| -> Result<Array> {
+        if extra == 0 {
+            return Ok(x.clone());
+        }
+        let mut shape = x.shape().to_vec();
+        let ax = if axis < 0 { shape.len() - 1 } else { axis as usize };
+        shape[ax] = extra;
+        concatenate(&[x.clone(), super::creation::zeros(&shape, x.dtype())?], Some(axis))
+    };
+    let du = pad(&du, m - k, -1)?;
+    let dvt = mt(&pad(&dv, n - k, -1)?)?;
+    Ok(vec![du, ds, dvt])
+}
+
 // ------------------------------------------------------------------ public ops
 
 /// The inverse of each square matrix (singular matrices give non-finite values, as in MLX).
@@ -436,7 +502,8 @@ pub fn inv(a: &Array) -> Result<Array> {
 
 /// The inverse of the lower (or `upper`) triangle of each square matrix; the other triangle is ignored.
 pub fn tri_inv(a: &Array, upper: bool) -> Result<Array> {
-    check_matrix("linalg::tri_inv", a, Some("Inverses are only defined for square matrices."))?;
+    // MLX reports tri_inv's argument errors as linalg::inv.
+    check_matrix("linalg::inv", a, Some("Inverses are only defined for square matrices."))?;
     record1(LinalgOp::TriInv { upper }, a)
 }
 
@@ -484,7 +551,12 @@ pub fn qr(a: &Array) -> Result<(Array, Array)> {
 /// with S descending, or `[S]` when `compute_uv` is false.
 pub fn svd(a: &Array, compute_uv: bool) -> Result<Vec<Array>> {
     check_float_or_complex("linalg::svd", a)?;
-    check_ndim("linalg::svd", a)?;
+    if a.ndim() < 2 {
+        return Err(Error::invalid(
+            "linalg::svd",
+            format!("Input array must have >= 2 dimensions. Received array with {} dimensions.", a.ndim()),
+        ));
+    }
     record(LinalgOp::Svd { compute_uv }, vec![a.clone()])
 }
 
@@ -546,8 +618,17 @@ pub fn lu(a: &Array) -> Result<(Array, Array, Array)> {
 /// (b as a matrix) and whether `b` was a vector.
 fn solve_args(op: &str, a: &Array, b: &Array) -> Result<(Array, Array, bool)> {
     let d = promote_types(a.dtype(), b.dtype());
+    if !matches!(d, Dtype::F32 | Dtype::F64) {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "Input arrays must promote to float32 or float64.  Received arrays with type {} and {}.",
+                a.dtype(),
+                b.dtype()
+            ),
+        ));
+    }
     let (a, b) = (astype(a, d)?, astype(b, d)?);
-    check_float(op, &a)?;
     check_ndim(op, &a)?;
     if b.ndim() < 1 {
         return Err(Error::invalid(op, "Second input must have >= 1 dimensions. Received array with 0 dimensions."));
@@ -768,7 +849,7 @@ pub fn norm(a: &Array, ord: Option<NormOrd>, axis: Option<&[i32]>, keepdims: boo
             if ord.is_none() {
                 let flat = reshape_to(&x, &[x.size()])?;
                 let r = vector_norm(&flat, None, 0)?;
-                return if keepdims { reshape_to(&r, &vec![1; a.ndim()]) } else { Ok(r) };
+                return reshape_to(&r, &if keepdims { vec![1; a.ndim()] } else { vec![] });
             }
             if a.ndim() > 2 {
                 return Err(Error::invalid(op, "Received too many axes for norm."));
