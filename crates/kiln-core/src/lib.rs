@@ -36,8 +36,8 @@ pub use memory::{
     clear_cache, get_active_memory, get_cache_memory, get_memory_limit, get_peak_memory, reset_peak_memory,
     set_cache_limit, set_memory_limit,
 };
-pub use ops::{Axes, Operand};
 pub use ops::linalg;
+pub use ops::{Axes, Operand};
 pub use transforms::{
     grad, jvp, stop_gradient, tree_flatten, tree_map, tree_unflatten, value_and_grad, value_and_grad_tree, vjp, vmap,
     Tree,

@@ -135,9 +135,7 @@ fn run_case(c: &Case) -> Option<Result<Vec<Array>>> {
         "tri_inv" => linalg::tri_inv(&a(), upper).map(|r| vec![r]),
         "cholesky" => linalg::cholesky(&a(), upper).map(|r| vec![r]),
         "cholesky_inv" => linalg::cholesky_inv(&a(), upper).map(|r| vec![r]),
-        "eigvalsh" => {
-            linalg::eigvalsh(&a(), c.kw("UPLO").and_then(|v| v.as_str()).unwrap_or("L")).map(|r| vec![r])
-        }
+        "eigvalsh" => linalg::eigvalsh(&a(), c.kw("UPLO").and_then(|v| v.as_str()).unwrap_or("L")).map(|r| vec![r]),
         "eigvals" => linalg::eigvals(&a()).map(|r| vec![r]),
         "svd" => linalg::svd(&a(), c.kw_bool("compute_uv", true)),
         "qr" => linalg::qr(&a()).map(|(q, r)| vec![q, r]),
@@ -194,8 +192,12 @@ fn golden_error_messages_match_mlx() {
 #[test]
 fn qr_reconstructs_with_orthonormal_q_and_upper_r() {
     let mut rng = Rng::new(1);
-    let inputs =
-        vec![rng.array(&[5, 3], -1.0, 1.0), rng.array(&[3, 5], -1.0, 1.0), rng.array(&[2, 4, 4], -1.0, 1.0), hilbert(6)];
+    let inputs = vec![
+        rng.array(&[5, 3], -1.0, 1.0),
+        rng.array(&[3, 5], -1.0, 1.0),
+        rng.array(&[2, 4, 4], -1.0, 1.0),
+        hilbert(6),
+    ];
     for d in [Dtype::F32, Dtype::F64] {
         for a0 in &inputs {
             let a = as_dtype(a0, d);
@@ -231,7 +233,7 @@ fn svd_reconstructs_and_orders_singular_values() {
     for i in 0..4 {
         rd[i * 3 + 2] = rd[i * 3] + rd[i * 3 + 1];
     }
-    let inputs = vec![
+    let inputs = [
         rng.array(&[4, 3], -1.0, 1.0),
         rng.array(&[3, 5], -1.0, 1.0),
         rng.array(&[2, 3, 3], -1.0, 1.0),
@@ -403,7 +405,12 @@ fn inverse_solve_and_triangular_solve_reconstruct() {
         assert_eq!(x.shape(), &[2, 4]);
         let xv = host(&x);
         for b in 0..2 {
-            assert_close("A x = b", &hmm(&av[b * 16..(b + 1) * 16], &xv[b * 4..(b + 1) * 4], 4, 4, 1), &host(&bvec), 10.0 * tol_for(d));
+            assert_close(
+                "A x = b",
+                &hmm(&av[b * 16..(b + 1) * 16], &xv[b * 4..(b + 1) * 4], 4, 4, 1),
+                &host(&bvec),
+                10.0 * tol_for(d),
+            );
         }
         let bm = as_dtype(&rng.array(&[3, 1, 4, 2], -1.0, 1.0), d);
         let xm = linalg::solve(&a, &bm).unwrap();
@@ -412,7 +419,12 @@ fn inverse_solve_and_triangular_solve_reconstruct() {
         for c in 0..3 {
             for b in 0..2 {
                 let xb = &xmv[(c * 2 + b) * 8..(c * 2 + b + 1) * 8];
-                assert_close("A X = B (broadcast)", &hmm(&av[b * 16..(b + 1) * 16], xb, 4, 4, 2), &bmv[c * 8..(c + 1) * 8], 10.0 * tol_for(d));
+                assert_close(
+                    "A X = B (broadcast)",
+                    &hmm(&av[b * 16..(b + 1) * 16], xb, 4, 4, 2),
+                    &bmv[c * 8..(c + 1) * 8],
+                    10.0 * tol_for(d),
+                );
             }
         }
         for upper in [false, true] {
@@ -421,8 +433,18 @@ fn inverse_solve_and_triangular_solve_reconstruct() {
             let ti = host(&linalg::tri_inv(&a, upper).unwrap());
             for b in 0..2 {
                 let r = b * 16..(b + 1) * 16;
-                assert_close("T x = b", &hmm(&t[r.clone()], &xt[b * 4..(b + 1) * 4], 4, 4, 1), &host(&bvec), 10.0 * tol_for(d));
-                assert_close("T tri_inv(T) = I", &hmm(&t[r.clone()], &ti[r.clone()], 4, 4, 4), &eye_v(4), 10.0 * tol_for(d));
+                assert_close(
+                    "T x = b",
+                    &hmm(&t[r.clone()], &xt[b * 4..(b + 1) * 4], 4, 4, 1),
+                    &host(&bvec),
+                    10.0 * tol_for(d),
+                );
+                assert_close(
+                    "T tri_inv(T) = I",
+                    &hmm(&t[r.clone()], &ti[r.clone()], 4, 4, 4),
+                    &eye_v(4),
+                    10.0 * tol_for(d),
+                );
             }
         }
     }
@@ -663,7 +685,11 @@ fn gradients_match_finite_differences() {
         st[nd - 1] = 0;
         let vk = ops::slice(vt, &st, &sp, &vec![1; nd])?;
         ops::concatenate(
-            &[ops::reshape(&ops::multiply(&uk, &uk)?, &[-1])?, ops::reshape(&ops::multiply(&vk, &vk)?, &[-1])?, ops::reshape(&r[1], &[-1])?],
+            &[
+                ops::reshape(&ops::multiply(&uk, &uk)?, &[-1])?,
+                ops::reshape(&ops::multiply(&vk, &vk)?, &[-1])?,
+                ops::reshape(&r[1], &[-1])?,
+            ],
             Some(0),
         )
     }
@@ -695,7 +721,9 @@ fn gradients_match_finite_differences() {
         &[a.clone()],
     );
     // Undefined gradients are errors, not wrong values.
-    let r = kiln_core::grad(|y: &[Array]| Ok(vec![ops::sum(&linalg::lu_factor(&y[0])?.0, None, false)?]), &[0])(&[a.clone()]);
+    let r = kiln_core::grad(|y: &[Array]| Ok(vec![ops::sum(&linalg::lu_factor(&y[0])?.0, None, false)?]), &[0])(&[
+        a.clone()
+    ]);
     assert!(r.is_err());
     let r = kiln_core::grad(|y: &[Array]| Ok(vec![ops::sum(&linalg::eigvals(&y[0])?, None, false)?]), &[0])(&[a]);
     assert!(r.is_err());
@@ -719,12 +747,27 @@ fn vmap_matches_a_loop() {
     check_vmap("solve both", |x| linalg::solve(&x[0], &x[1]), &[a.clone(), b.clone()], &[Some(0), Some(0)]);
     check_vmap("solve a only", |x| linalg::solve(&x[0], &x[1]), &[at.clone(), b1.clone()], &[Some(2), None]);
     check_vmap("solve b only", |x| linalg::solve(&x[0], &x[1]), &[a1.clone(), b.clone()], &[None, Some(0)]);
-    check_vmap("solve b vec", |x| linalg::solve(&x[0], &x[1]), &[a1.clone(), rng.array(&[4, 3], -1.0, 1.0)], &[None, Some(1)]);
-    check_vmap("solve_triangular", |x| linalg::solve_triangular(&x[0], &x[1], false), &[a.clone(), b1.clone()], &[Some(0), None]);
+    check_vmap(
+        "solve b vec",
+        |x| linalg::solve(&x[0], &x[1]),
+        &[a1.clone(), rng.array(&[4, 3], -1.0, 1.0)],
+        &[None, Some(1)],
+    );
+    check_vmap(
+        "solve_triangular",
+        |x| linalg::solve_triangular(&x[0], &x[1], false),
+        &[a.clone(), b1.clone()],
+        &[Some(0), None],
+    );
     let s = spd(&a).unwrap();
     check_vmap("cholesky", |x| linalg::cholesky(&x[0], false), &[s.clone()], &[Some(0)]);
     check_vmap("cholesky upper", |x| linalg::cholesky(&x[0], true), &[s.clone()], &[Some(0)]);
-    check_vmap("cholesky_inv", |x| linalg::cholesky_inv(&x[0], false), &[linalg::cholesky(&s, false).unwrap()], &[Some(0)]);
+    check_vmap(
+        "cholesky_inv",
+        |x| linalg::cholesky_inv(&x[0], false),
+        &[linalg::cholesky(&s, false).unwrap()],
+        &[Some(0)],
+    );
     check_vmap("eigvalsh", |x| linalg::eigvalsh(&x[0], "U"), &[at.clone()], &[Some(2)]);
     check_vmap("eigh", |x| Ok(linalg::eigh(&x[0], "L")?.1), &[s.clone()], &[Some(0)]);
     check_vmap("eigvals", |x| ops::real(&linalg::eigvals(&x[0])?), &[a.clone()], &[Some(0)]);
@@ -735,7 +778,17 @@ fn vmap_matches_a_loop() {
     check_vmap("qr", |x| Ok(linalg::qr(&x[0])?.1), &[r.clone()], &[Some(0)]);
     check_vmap("pinv", |x| linalg::pinv(&x[0]), &[r.clone()], &[Some(0)]);
     check_vmap("lu", |x| Ok(linalg::lu(&x[0])?.1), &[a.clone()], &[Some(0)]);
-    check_vmap("lu_factor pivots", |x| ops::astype(&linalg::lu_factor(&x[0])?.1, Dtype::F64), &[at.clone()], &[Some(2)]);
+    check_vmap(
+        "lu_factor pivots",
+        |x| ops::astype(&linalg::lu_factor(&x[0])?.1, Dtype::F64),
+        &[at.clone()],
+        &[Some(2)],
+    );
     check_vmap("norm", |x| linalg::norm(&x[0], Some(NormOrd::Nuc), None, false), &[a.clone()], &[Some(0)]);
-    check_vmap("cross", |x| linalg::cross(&x[0], &x[1], 0), &[rng.array(&[3, 2], -1.0, 1.0), rng.array(&[3], -1.0, 1.0)], &[Some(1), None]);
+    check_vmap(
+        "cross",
+        |x| linalg::cross(&x[0], &x[1], 0),
+        &[rng.array(&[3, 2], -1.0, 1.0), rng.array(&[3], -1.0, 1.0)],
+        &[Some(1), None],
+    );
 }

@@ -32,10 +32,9 @@ use std::sync::Arc;
 fn check_float(op: &str, a: &Array) -> Result<()> {
     match a.dtype() {
         Dtype::F32 | Dtype::F64 => Ok(()),
-        d => Err(Error::invalid(
-            op,
-            format!("Arrays must have type float32 or float64. Received array with type {d}."),
-        )),
+        d => {
+            Err(Error::invalid(op, format!("Arrays must have type float32 or float64. Received array with type {d}.")))
+        }
     }
 }
 
@@ -228,7 +227,10 @@ impl Primitive for Linalg {
                 let (q, r) = (&outputs[0], &outputs[1]);
                 let (m, n) = rows_cols(a);
                 if m < n {
-                    return Err(Error::unsupported("QRF", "vjp is implemented for m >= n (tall or square) inputs only."));
+                    return Err(Error::unsupported(
+                        "QRF",
+                        "vjp is implemented for m >= n (tall or square) inputs only.",
+                    ));
                 }
                 let (qbar, rbar) = (&cot[0], &cot[1]);
                 let mm_ = subtract(&mm(r, &mt(rbar)?)?, &mm(&mt(qbar)?, q)?)?;
@@ -310,7 +312,10 @@ impl Primitive for Linalg {
             LinalgOp::Qr => {
                 let (m, n) = rows_cols(a);
                 if m < n {
-                    return Err(Error::unsupported("QRF", "jvp is implemented for m >= n (tall or square) inputs only."));
+                    return Err(Error::unsupported(
+                        "QRF",
+                        "jvp is implemented for m >= n (tall or square) inputs only.",
+                    ));
                 }
                 let r = record(LinalgOp::Qr, vec![a.clone()])?;
                 let (q, rr) = (&r[0], &r[1]);
@@ -511,11 +516,7 @@ pub fn tri_inv(a: &Array, upper: bool) -> Result<Array> {
 /// A = L Lᵀ reading A's lower triangle, or (`upper`) U with A = Uᵀ U reading
 /// the upper triangle. A matrix that is not positive definite gives NaN.
 pub fn cholesky(a: &Array, upper: bool) -> Result<Array> {
-    check_matrix(
-        "linalg::cholesky",
-        a,
-        Some("Cholesky decomposition is only defined for square matrices."),
-    )?;
+    check_matrix("linalg::cholesky", a, Some("Cholesky decomposition is only defined for square matrices."))?;
     if upper {
         mt(&record1(LinalgOp::Cholesky, &mt(a)?)?)
     } else {
@@ -525,11 +526,7 @@ pub fn cholesky(a: &Array, upper: bool) -> Result<Array> {
 
 /// The inverse of A = L Lᵀ (or Uᵀ U when `upper`) given its Cholesky factor.
 pub fn cholesky_inv(l: &Array, upper: bool) -> Result<Array> {
-    check_matrix(
-        "linalg::cholesky_inv",
-        l,
-        Some("Cholesky inverse is only defined for square matrices."),
-    )?;
+    check_matrix("linalg::cholesky_inv", l, Some("Cholesky inverse is only defined for square matrices."))?;
     let li = record1(LinalgOp::TriInv { upper }, l)?;
     if upper {
         mm(&li, &mt(&li)?)
@@ -924,13 +921,23 @@ fn matrix_norm(x: &Array, ord: Option<NormOrd>, row: usize, col: usize) -> Resul
     match ord.unwrap_or(NormOrd::Fro) {
         NormOrd::Fro => super::unary::sqrt(&sum(&multiply(x, x)?, [r, c], true)?),
         NormOrd::Nuc => sv_reduce(x, row, col, |s| sum(s, -1, true)),
-        NormOrd::P(p) if p == 1.0 => max(&sum(&ab()?, r, true)?, c, true),
-        NormOrd::P(p) if p == -1.0 => min(&sum(&ab()?, r, true)?, c, true),
-        NormOrd::P(p) if p == f64::INFINITY => max(&sum(&ab()?, c, true)?, r, true),
-        NormOrd::P(p) if p == f64::NEG_INFINITY => min(&sum(&ab()?, c, true)?, r, true),
-        NormOrd::P(p) if p == 2.0 => sv_reduce(x, row, col, |s| max(s, -1, true)),
-        NormOrd::P(p) if p == -2.0 => sv_reduce(x, row, col, |s| min(s, -1, true)),
-        NormOrd::P(p) => Err(Error::invalid(op, format!("Invalid ord {} for matrix norm.", fmt_ord(p)))),
+        NormOrd::P(p) => {
+            if p == 1.0 {
+                max(&sum(&ab()?, r, true)?, c, true)
+            } else if p == -1.0 {
+                min(&sum(&ab()?, r, true)?, c, true)
+            } else if p == f64::INFINITY {
+                max(&sum(&ab()?, c, true)?, r, true)
+            } else if p == f64::NEG_INFINITY {
+                min(&sum(&ab()?, c, true)?, r, true)
+            } else if p == 2.0 {
+                sv_reduce(x, row, col, |s| max(s, -1, true))
+            } else if p == -2.0 {
+                sv_reduce(x, row, col, |s| min(s, -1, true))
+            } else {
+                Err(Error::invalid(op, format!("Invalid ord {} for matrix norm.", fmt_ord(p))))
+            }
+        }
     }
 }
 

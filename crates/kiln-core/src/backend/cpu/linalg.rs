@@ -50,10 +50,9 @@ fn write(vals: &[f64], out: &OutSpec<'_>) -> Result<Data> {
         Dtype::F64 => data_from(vals, out.shape),
         Dtype::F32 => data_from(&vals.iter().map(|&v| v as f32).collect::<Vec<_>>(), out.shape),
         Dtype::U32 => data_from(&vals.iter().map(|&v| v as u32).collect::<Vec<_>>(), out.shape),
-        Dtype::C64 => data_from(
-            &vals.chunks_exact(2).map(|p| c64::new(p[0] as f32, p[1] as f32)).collect::<Vec<_>>(),
-            out.shape,
-        ),
+        Dtype::C64 => {
+            data_from(&vals.chunks_exact(2).map(|p| c64::new(p[0] as f32, p[1] as f32)).collect::<Vec<_>>(), out.shape)
+        }
         other => Err(Error::invalid("linalg", format!("No CPU linalg kernel writes dtype {other}."))),
     }
 }
@@ -88,12 +87,8 @@ fn lu(a: MatRef<'_, f64>) -> (Mat<f64>, Vec<usize>, usize) {
     let mut perm = vec![0usize; m];
     let mut perm_inv = vec![0usize; m];
     let par = Par::Seq;
-    let scratch = faer::linalg::lu::partial_pivoting::factor::lu_in_place_scratch::<usize, f64>(
-        m,
-        n,
-        par,
-        Default::default(),
-    );
+    let scratch =
+        faer::linalg::lu::partial_pivoting::factor::lu_in_place_scratch::<usize, f64>(m, n, par, Default::default());
     let mut mem = faer::dyn_stack::MemBuffer::new(scratch);
     let (info, _) = faer::linalg::lu::partial_pivoting::factor::lu_in_place(
         lu.as_mut(),
@@ -286,11 +281,7 @@ pub fn linalg(op: LinalgOp, inputs: &[Array], outs: &[OutSpec<'_>]) -> Result<Ve
         .map(|i| {
             let am = MatRef::from_row_major_slice(&av[i * m * n..(i + 1) * m * n], m, n);
             let bm = bv.as_ref().map(|(v, k)| MatRef::from_row_major_slice(&v[i * n * k..(i + 1) * n * k], n, *k));
-            let r = if m == 0 || n == 0 {
-                None
-            } else {
-                catch_unwind(AssertUnwindSafe(|| compute(op, am, bm))).ok()
-            };
+            let r = if m == 0 || n == 0 { None } else { catch_unwind(AssertUnwindSafe(|| compute(op, am, bm))).ok() };
             match r {
                 Some(r) if r.len() == sizes.len() && r.iter().zip(&sizes).all(|(v, &s)| v.len() == s) => r,
                 _ => sizes.iter().map(|&s| vec![f64::NAN; s]).collect(),

@@ -13,8 +13,8 @@ mod sort;
 pub mod strided;
 mod unary;
 
-use super::{ArgReduceOp, Backend, BinaryOp, ReduceOp, ScanOp, UnaryOp};
 use super::LinalgOp;
+use super::{ArgReduceOp, Backend, BinaryOp, ReduceOp, ScanOp, UnaryOp};
 use crate::array::{Array, Data};
 use crate::dtype::{Dtype, Scalar};
 use crate::error::Result;
@@ -88,5 +88,4 @@ impl Backend for CpuBackend {
     fn linalg(&self, op: LinalgOp, inputs: &[Array], outs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
         linalg::linalg(op, inputs, outs)
     }
-
 }
