@@ -143,6 +143,9 @@ pub const ALL_PRIMITIVES: &[&str] = &[
     "CumSum", "CumProd", "CumMax", "CumMin", "CumLogaddexp",
     // transforms
     "Copy", "StopGradient",
+    // linalg
+    "Inverse", "TriInverse", "Cholesky", "QRF", "SVD", "LUF", "Solve", "SolveTriangular", "Eigh", "Eig", "Det",
+    "SlogDet",
     // fft
     "FFT",
     // sorting, selection and random bits

@@ -169,6 +169,44 @@ fn samples() -> BTreeMap<&'static str, Sample> {
     // Transform helpers
     m.insert("Copy", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
     m.insert("StopGradient", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
+    // linalg (inputs made well conditioned inside each sample)
+    {
+        use kiln_core::linalg;
+        fn mm(a: &Array, b: &Array) -> Result<Array> {
+            ops::sum(&ops::multiply(&ops::expand_dims(a, -1)?, &ops::expand_dims(b, -3)?)?, -2, false)
+        }
+        fn shift(a: &Array, d: f64) -> Result<Array> {
+            let n = a.shape()[a.ndim() - 1] as i64;
+            ops::add(a, &ops::multiply(&ops::eye(n, None, 0, a.dtype())?, d)?)
+        }
+        fn spd(a: &Array) -> Result<Array> {
+            shift(&mm(a, &ops::swapaxes(a, -1, -2)?)?, 3.0)
+        }
+        let sq: (&[usize], f64, f64) = (&[3, 3], -1.0, 1.0);
+        let tall: (&[usize], f64, f64) = (&[4, 3], -1.0, 1.0);
+        let rhs: (&[usize], f64, f64) = (&[3, 2], -1.0, 1.0);
+        m.insert("Inverse", s(|a| linalg::inv(&shift(&a[0], 3.0)?), &[sq]));
+        m.insert("TriInverse", s(|a| linalg::tri_inv(&shift(&a[0], 3.0)?, false), &[sq]));
+        m.insert("Cholesky", s(|a| linalg::cholesky(&spd(&a[0])?, false), &[sq]));
+        m.insert(
+            "QRF",
+            s(
+                |a| {
+                    let (q, r) = linalg::qr(&a[0])?;
+                    ops::concatenate(&[ops::reshape(&q, &[-1])?, ops::reshape(&r, &[-1])?], Some(0))
+                },
+                &[tall],
+            ),
+        );
+        m.insert("SVD", s(|a| Ok(linalg::svd(&a[0], false)?.remove(0)), &[tall]));
+        m.insert("LUF", s(|a| Ok(linalg::lu_factor(&a[0])?.0), &[sq]));
+        m.insert("Solve", s(|a| linalg::solve(&shift(&a[0], 3.0)?, &a[1]), &[sq, rhs]));
+        m.insert("SolveTriangular", s(|a| linalg::solve_triangular(&shift(&a[0], 3.0)?, &a[1], true), &[sq, rhs]));
+        m.insert("Eigh", s(|a| linalg::eigvalsh(&a[0], "L"), &[sq]));
+        m.insert("Eig", s(|a| ops::real(&linalg::eigvals(&a[0])?), &[sq]));
+        m.insert("Det", s(|a| linalg::det(&a[0]), &[sq]));
+        m.insert("SlogDet", s(|a| Ok(linalg::slogdet(&shift(&a[0], 3.0)?)?.1), &[sq]));
+    }
     // FFT: every transform kind in one chain (rfft, fft, ifft, irfft). The
     // transforms compute in float32, so the inputs are tiny: the f64 finite
     // differences then stay far above float32 rounding (the chain is linear).

@@ -126,6 +126,54 @@ pub enum ScanOp {
     LogAddExp,
 }
 
+/// Dense linear-algebra kernels. Inputs are float32/float64 matrices batched
+/// over their leading dimensions (two-input kernels get equal batch shapes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LinalgOp {
+    /// Inverse of a square matrix (partial-pivot LU).
+    Inv,
+    /// Inverse of the lower (or upper) triangle of a square matrix.
+    TriInv {
+        /// Use the upper triangle.
+        upper: bool,
+    },
+    /// Lower Cholesky factor of the symmetric matrix given by the lower triangle (NaN if not positive definite).
+    Cholesky,
+    /// Reduced QR: outputs Q (m×k) and R (k×n), k = min(m, n).
+    Qr,
+    /// SVD: outputs U (m×m), S (k) and Vᵀ (n×n), or S alone.
+    Svd {
+        /// Compute U and Vᵀ.
+        compute_uv: bool,
+    },
+    /// LU with partial pivoting: outputs packed LU (m×n), LAPACK pivots (k,
+    /// 0-based) and the row permutation p with A = L[p] U.
+    LuFactor,
+    /// Solves A X = B for square A (n×n) and B (n×k).
+    Solve,
+    /// Solves T X = B with T the lower (or upper) triangle of A.
+    SolveTriangular {
+        /// Use the upper triangle.
+        upper: bool,
+    },
+    /// Eigen-decomposition of the symmetric matrix given by the lower
+    /// triangle: ascending eigenvalues (n) and, optionally, eigenvectors (n×n, columns).
+    Eigh {
+        /// Compute eigenvectors.
+        vectors: bool,
+    },
+    /// Eigen-decomposition of a general square matrix: complex eigenvalues
+    /// and, optionally, complex eigenvectors (columns).
+    Eig {
+        /// Compute eigenvectors.
+        vectors: bool,
+    },
+    /// Determinant (one 0-d output per matrix).
+    Det,
+    /// Sign and log of the absolute value of the determinant.
+    SlogDet,
+}
+
 /// The kernels a device provides. Inputs are evaluated arrays (any strides);
 /// each method returns the data of one output described by `out`.
 pub trait Backend: Send + Sync {
@@ -253,6 +301,13 @@ pub trait Backend: Send + Sync {
     ) -> Result<Data> {
         let _ = (x, axes, kind, n_real, scale, out);
         Err(self.unavailable("fft"))
+    }
+
+    /// Dense linear algebra over a batch of matrices (see [`LinalgOp`] for
+    /// the inputs and outputs of each kernel).
+    fn linalg(&self, op: LinalgOp, inputs: &[Array], outs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
+        let _ = (op, inputs, outs);
+        Err(self.unavailable("linalg"))
     }
 
     /// The error for a kernel this backend lacks.

@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod compare;
 pub mod creation;
+pub mod linalg;
 pub mod fft;
 pub mod random;
 pub mod reduce;

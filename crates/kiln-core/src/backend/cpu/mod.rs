@@ -2,6 +2,7 @@
 //! over large arrays, single-threaded for small ones.
 
 mod binary;
+mod linalg;
 mod fft;
 pub mod math;
 mod random;
@@ -14,6 +15,7 @@ mod sort;
 pub mod strided;
 mod unary;
 
+use super::LinalgOp;
 use super::{ArgReduceOp, Backend, BinaryOp, ReduceOp, ScanOp, UnaryOp};
 use crate::array::{Array, Data};
 use crate::dtype::{Dtype, Scalar};
@@ -108,5 +110,8 @@ impl Backend for CpuBackend {
         out: &OutSpec<'_>,
     ) -> Result<Data> {
         fft::fft(x, axes, kind, n_real, scale, out)
+    }
+    fn linalg(&self, op: LinalgOp, inputs: &[Array], outs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
+        linalg::linalg(op, inputs, outs)
     }
 }
