@@ -220,6 +220,35 @@ pub trait Backend: Send + Sync {
         Err(self.unavailable("sort"))
     }
 
+    /// `out[i, s] = a[indices[.][i] + s]`: blocks of shape `slice_sizes` at the
+    /// coordinates the index arrays (one per axis in `axes`, all of one
+    /// shape) give; an out-of-range index is an error.
+    fn gather(
+        &self,
+        a: &Array,
+        indices: &[Array],
+        axes: &[usize],
+        slice_sizes: &[usize],
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        let _ = (a, indices, axes, slice_sizes, out);
+        Err(self.unavailable("gather"))
+    }
+    /// A copy of `a` with each update block combined (`op`) into the block at
+    /// the indexed coordinates, in index order; an out-of-range index is an error.
+    fn scatter(
+        &self,
+        op: ScatterOp,
+        a: &Array,
+        indices: &[Array],
+        updates: &Array,
+        axes: &[usize],
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        let _ = (op, a, indices, updates, axes, out);
+        Err(self.unavailable("scatter"))
+    }
+
     /// The error for a kernel this backend lacks.
     fn unavailable(&self, kernel: &str) -> Error {
         Error::unsupported(kernel, format!("No {} implementation of this kernel.", self.name()))
@@ -232,4 +261,16 @@ pub fn backend_for(device: Device) -> Result<&'static dyn Backend> {
         DeviceType::Cpu => Ok(&cpu::CpuBackend),
         DeviceType::Gpu => Err(Error::runtime("eval", "No GPU backend is available in this build.")),
     }
+}
+
+/// How a scatter combines updates with the destination.
+#[allow(missing_docs)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScatterOp {
+    /// Overwrite (the last update to an element wins).
+    None,
+    Sum,
+    Prod,
+    Max,
+    Min,
 }

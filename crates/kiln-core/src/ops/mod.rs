@@ -4,6 +4,8 @@
 pub mod binary;
 pub mod compare;
 pub mod creation;
+pub mod index_api;
+pub mod indexing;
 pub mod reduce;
 pub mod scan;
 pub mod shape;
@@ -13,6 +15,8 @@ pub mod unary;
 pub use binary::*;
 pub use compare::*;
 pub use creation::*;
+pub use index_api::*;
+pub use indexing::*;
 pub use reduce::*;
 pub use scan::*;
 pub use shape::*;

@@ -2,6 +2,7 @@
 //! over large arrays, single-threaded for small ones.
 
 mod binary;
+mod indexing;
 pub mod math;
 mod reduce;
 mod scan;
@@ -12,7 +13,7 @@ mod sort;
 pub mod strided;
 mod unary;
 
-use super::{ArgReduceOp, Backend, BinaryOp, ReduceOp, ScanOp, UnaryOp};
+use super::{ArgReduceOp, Backend, BinaryOp, ReduceOp, ScanOp, ScatterOp, UnaryOp};
 use crate::array::{Array, Data};
 use crate::dtype::{Dtype, Scalar};
 use crate::error::Result;
@@ -82,5 +83,19 @@ impl Backend for CpuBackend {
     }
     fn sort(&self, x: &Array, axis: usize, out: &OutSpec<'_>) -> Result<Data> {
         sort::sort(x, axis, out)
+    }
+    fn gather(&self, a: &Array, indices: &[Array], axes: &[usize], slice_sizes: &[usize], out: &OutSpec<'_>) -> Result<Data> {
+        indexing::gather(a, indices, axes, slice_sizes, out)
+    }
+    fn scatter(
+        &self,
+        op: ScatterOp,
+        a: &Array,
+        indices: &[Array],
+        updates: &Array,
+        axes: &[usize],
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        indexing::scatter(op, a, indices, updates, axes, out)
     }
 }
