@@ -178,7 +178,11 @@ macro_rules! __idx_step {
 /// One index item resolved against an axis.
 enum Item {
     /// Resolved slice.
-    Slice { start: isize, len: usize, step: isize },
+    Slice {
+        start: isize,
+        len: usize,
+        step: isize,
+    },
     /// Wrapped integer position.
     Int(i64),
     Adv(Array),
@@ -235,7 +239,10 @@ fn plan(op: &str, shape: &[usize], idx: &[Index]) -> Result<Plan> {
                 if !a.dtype().is_integer() {
                     return Err(Error::invalid(
                         op,
-                        format!("Index arrays must be integral, got {} (boolean masks: use masked_scatter).", a.dtype()),
+                        format!(
+                            "Index arrays must be integral, got {} (boolean masks: use masked_scatter).",
+                            a.dtype()
+                        ),
                     ));
                 }
                 items.push(Item::Adv(a.clone()));
@@ -369,7 +376,11 @@ fn fit(op: &str, v: &Array, shape: &[usize]) -> Result<Array> {
     broadcast_to(&v, shape).map_err(|_| {
         Error::invalid(
             op,
-            format!("Cannot assign a value of shape {} to an index of shape {}.", fmt_shape(v.shape()), fmt_shape(shape)),
+            format!(
+                "Cannot assign a value of shape {} to an index of shape {}.",
+                fmt_shape(v.shape()),
+                fmt_shape(shape)
+            ),
         )
     })
 }

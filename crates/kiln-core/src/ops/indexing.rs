@@ -185,7 +185,10 @@ impl Primitive for Scatter {
                     match self.op {
                         ScatterOp::None | ScatterOp::Sum => Ok(gg),
                         _ => {
-                            let won = super::binary::equal(&reshape_to(&gather_raw(out, idx, &self.axes, block), upd.shape())?, upd)?;
+                            let won = super::binary::equal(
+                                &reshape_to(&gather_raw(out, idx, &self.axes, block), upd.shape())?,
+                                upd,
+                            )?;
                             super::compare::where_(&won, &gg, &zeros_like(&gg)?)
                         }
                     }
@@ -224,7 +227,10 @@ impl Primitive for Scatter {
     fn vmap(&self, inputs: &[Array], axes: &[Option<usize>]) -> Result<(Vec<Array>, Vec<Option<usize>>)> {
         let n = inputs.len();
         if axes.iter().all(|a| a.is_none()) {
-            return Ok((vec![scatter_raw(self.op, &inputs[0], &inputs[1..n - 1], &inputs[n - 1], &self.axes)], vec![None]));
+            return Ok((
+                vec![scatter_raw(self.op, &inputs[0], &inputs[1..n - 1], &inputs[n - 1], &self.axes)],
+                vec![None],
+            ));
         }
         let b = batch_size(inputs, axes);
         let a = batch_front(&inputs[0], axes[0], b)?;
@@ -300,11 +306,7 @@ pub fn gather(a: &Array, indices: &[Array], axes: &[i32], slice_sizes: &[usize])
     if slice_sizes.iter().zip(a.shape()).any(|(s, n)| s > n) {
         return Err(Error::invalid(
             "gather",
-            format!(
-                "Slice sizes {} must not exceed the array shape {}.",
-                fmt_shape(slice_sizes),
-                fmt_shape(a.shape())
-            ),
+            format!("Slice sizes {} must not exceed the array shape {}.", fmt_shape(slice_sizes), fmt_shape(a.shape())),
         ));
     }
     Ok(gather_raw(a, &idx, &ax, slice_sizes))
@@ -458,7 +460,11 @@ fn dynamic_starts(op: &str, a: &Array, start: &Array, axes: &[i32]) -> Result<(V
     if start.size() != axes.len() || start.ndim() > 1 {
         return Err(Error::invalid(
             op,
-            format!("Start indices of shape {} for {} axes: give one start per axis.", fmt_shape(start.shape()), axes.len()),
+            format!(
+                "Start indices of shape {} for {} axes: give one start per axis.",
+                fmt_shape(start.shape()),
+                axes.len()
+            ),
         ));
     }
     let flat = reshape(start, &[-1])?;
@@ -489,7 +495,11 @@ pub fn slice_update_dynamic(a: &Array, update: &Array, start: &Array, axes: &[i3
     if update.ndim() != a.ndim() || update.shape().iter().zip(a.shape()).any(|(s, n)| s > n) {
         return Err(Error::invalid(
             "slice_update",
-            format!("Update of shape {} does not fit array of shape {}.", fmt_shape(update.shape()), fmt_shape(a.shape())),
+            format!(
+                "Update of shape {} does not fit array of shape {}.",
+                fmt_shape(update.shape()),
+                fmt_shape(a.shape())
+            ),
         ));
     }
     Ok(scatter_raw(ScatterOp::None, a, &idx, &astype(update, a.dtype())?, &ax))
@@ -507,7 +517,11 @@ pub fn masked_scatter(a: &Array, mask: &Array, values: &Array) -> Result<Array> 
     if mask.ndim() > a.ndim() || mask.shape().iter().zip(a.shape()).any(|(m, n)| m != n && *m != 1) {
         return Err(Error::invalid(
             "masked_scatter",
-            format!("Mask of shape {} does not cover array of shape {}.", fmt_shape(mask.shape()), fmt_shape(a.shape())),
+            format!(
+                "Mask of shape {} does not cover array of shape {}.",
+                fmt_shape(mask.shape()),
+                fmt_shape(a.shape())
+            ),
         ));
     }
     let mut ms = mask.shape().to_vec();

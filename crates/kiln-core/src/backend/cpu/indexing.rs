@@ -151,7 +151,8 @@ pub fn gather(a: &Array, indices: &[Array], axes: &[usize], slice_sizes: &[usize
     let row_offs: Vec<[isize; 2]> = (0..rows.rows).map(|r| rows.offsets(r)).collect();
     let [ss, ds] = rows.inner_strides;
     let inner = rows.inner;
-    let src = SendPtr(ad.ptr::<u8>());
+    // Byte pointer to a's element 0 (the view offset counts elements).
+    let src = SendPtr(ad.buffer().as_ptr().wrapping_offset(ad.offset() * size as isize));
     let dst = SendPtr(data.ptr::<u8>());
     let nrows = row_offs.len();
     parallel_for(offs.len() * nrows, inner * size / 4 + 4, |range| {
@@ -344,7 +345,14 @@ fn scatter_typed<T: Combine>(
 
 /// A copy of `a` where, for every index position `i` in order, the block at
 /// `indices[.][i]` (shape `updates.shape[ilen..]`) is combined with `updates[i]`.
-pub fn scatter(op: ScatterOp, a: &Array, indices: &[Array], updates: &Array, axes: &[usize], out: &OutSpec<'_>) -> Result<Data> {
+pub fn scatter(
+    op: ScatterOp,
+    a: &Array,
+    indices: &[Array],
+    updates: &Array,
+    axes: &[usize],
+    out: &OutSpec<'_>,
+) -> Result<Data> {
     let ilen = indices.first().map(|x| x.ndim()).unwrap_or(0);
     let block_shape = &updates.shape()[ilen..];
     let out_strides = row_major_strides(out.shape);

@@ -84,7 +84,14 @@ impl Backend for CpuBackend {
     fn sort(&self, x: &Array, axis: usize, out: &OutSpec<'_>) -> Result<Data> {
         sort::sort(x, axis, out)
     }
-    fn gather(&self, a: &Array, indices: &[Array], axes: &[usize], slice_sizes: &[usize], out: &OutSpec<'_>) -> Result<Data> {
+    fn gather(
+        &self,
+        a: &Array,
+        indices: &[Array],
+        axes: &[usize],
+        slice_sizes: &[usize],
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
         indexing::gather(a, indices, axes, slice_sizes, out)
     }
     fn scatter(
