@@ -143,6 +143,8 @@ pub const ALL_PRIMITIVES: &[&str] = &[
     "CumSum", "CumProd", "CumMax", "CumMin", "CumLogaddexp",
     // transforms
     "Copy", "StopGradient",
+    // indexing: gather and scatter
+    "Gather", "Scatter", "ScatterAdd", "ScatterProd", "ScatterMax", "ScatterMin",
     // linalg
     "Inverse", "TriInverse", "Cholesky", "QRF", "SVD", "LUF", "Solve", "SolveTriangular", "Eigh", "Eig", "Det",
     "SlogDet",

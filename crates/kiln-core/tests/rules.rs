@@ -169,6 +169,19 @@ fn samples() -> BTreeMap<&'static str, Sample> {
     // Transform helpers
     m.insert("Copy", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
     m.insert("StopGradient", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
+    // Indexing: gather and scatter (index arrays are built inside: integer, not differentiated)
+    {
+        fn ix(v: &[i32]) -> Array {
+            Array::from_slice(v, &[v.len()]).unwrap()
+        }
+        let upd = (&[2usize, 1, 3][..], -2.0, 2.0);
+        m.insert("Gather", s(|a| ops::take(&a[0], &ix(&[1, 0, -1]), Some(0)), &[any]));
+        m.insert("Scatter", s(|a| ops::scatter(&a[0], &[ix(&[1, 0])], &a[1], &[0]), &[any, upd]));
+        m.insert("ScatterAdd", s(|a| ops::scatter_add(&a[0], &[ix(&[1, 1])], &a[1], &[0]), &[any, upd]));
+        m.insert("ScatterProd", s(|a| ops::scatter_prod(&a[0], &[ix(&[1, 1])], &a[1], &[0]), &[any, upd]));
+        m.insert("ScatterMax", s(|a| ops::scatter_max(&a[0], &[ix(&[0, 1])], &a[1], &[0]), &[any, upd]));
+        m.insert("ScatterMin", s(|a| ops::scatter_min(&a[0], &[ix(&[1, 0])], &a[1], &[0]), &[any, upd]));
+    }
     // linalg (inputs made well conditioned inside each sample)
     {
         use kiln_core::linalg;

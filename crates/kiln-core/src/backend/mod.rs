@@ -310,6 +310,35 @@ pub trait Backend: Send + Sync {
         Err(self.unavailable("linalg"))
     }
 
+    /// `out[i, s] = a[indices[.][i] + s]`: blocks of shape `slice_sizes` at the
+    /// coordinates the index arrays (one per axis in `axes`, all of one
+    /// shape) give; an out-of-range index is an error.
+    fn gather(
+        &self,
+        a: &Array,
+        indices: &[Array],
+        axes: &[usize],
+        slice_sizes: &[usize],
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        let _ = (a, indices, axes, slice_sizes, out);
+        Err(self.unavailable("gather"))
+    }
+    /// A copy of `a` with each update block combined (`op`) into the block at
+    /// the indexed coordinates, in index order; an out-of-range index is an error.
+    fn scatter(
+        &self,
+        op: ScatterOp,
+        a: &Array,
+        indices: &[Array],
+        updates: &Array,
+        axes: &[usize],
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        let _ = (op, a, indices, updates, axes, out);
+        Err(self.unavailable("scatter"))
+    }
+
     /// The error for a kernel this backend lacks.
     fn unavailable(&self, kernel: &str) -> Error {
         Error::unsupported(kernel, format!("No {} implementation of this kernel.", self.name()))
@@ -338,4 +367,16 @@ pub enum FftKind {
     /// Inverse complex transforms over all but the last listed axis, then
     /// complex (Hermitian, `n / 2 + 1` bins) to real over the last one.
     Irfft,
+}
+
+/// How a scatter combines updates with the destination.
+#[allow(missing_docs)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScatterOp {
+    /// Overwrite (the last update to an element wins).
+    None,
+    Sum,
+    Prod,
+    Max,
+    Min,
 }

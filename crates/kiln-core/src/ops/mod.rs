@@ -4,6 +4,8 @@
 pub mod binary;
 pub mod compare;
 pub mod creation;
+pub mod index_api;
+pub mod indexing;
 pub mod linalg;
 pub mod fft;
 pub mod random;
@@ -17,6 +19,8 @@ pub mod unary;
 pub use binary::*;
 pub use compare::*;
 pub use creation::*;
+pub use index_api::*;
+pub use indexing::*;
 pub use reduce::*;
 pub use scan::*;
 pub use shape::*;

@@ -2,6 +2,7 @@
 //! over large arrays, single-threaded for small ones.
 
 mod binary;
+mod indexing;
 mod linalg;
 mod fft;
 pub mod math;
@@ -16,7 +17,7 @@ pub mod strided;
 mod unary;
 
 use super::LinalgOp;
-use super::{ArgReduceOp, Backend, BinaryOp, ReduceOp, ScanOp, UnaryOp};
+use super::{ArgReduceOp, Backend, BinaryOp, ReduceOp, ScanOp, ScatterOp, UnaryOp};
 use crate::array::{Array, Data};
 use crate::dtype::{Dtype, Scalar};
 use crate::error::Result;
@@ -113,5 +114,26 @@ impl Backend for CpuBackend {
     }
     fn linalg(&self, op: LinalgOp, inputs: &[Array], outs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
         linalg::linalg(op, inputs, outs)
+    }
+    fn gather(
+        &self,
+        a: &Array,
+        indices: &[Array],
+        axes: &[usize],
+        slice_sizes: &[usize],
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        indexing::gather(a, indices, axes, slice_sizes, out)
+    }
+    fn scatter(
+        &self,
+        op: ScatterOp,
+        a: &Array,
+        indices: &[Array],
+        updates: &Array,
+        axes: &[usize],
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        indexing::scatter(op, a, indices, updates, axes, out)
     }
 }

@@ -1,0 +1,389 @@
+//! Gather and scatter kernels.
+//!
+//! Both walk a set of index arrays (already broadcast to one shape `I` by the
+//! op) and, for every index position, a block ("slice") of the source or
+//! destination starting at the indexed coordinates. Indices are validated
+//! first (negative ones wrap; anything still outside the axis is an error
+//! naming the op, the index and the axis size), so the copy loops never read
+//! or write out of bounds.
+//!
+//! Gather copies each block into its own output range, in parallel over
+//! index positions (a table-row gather becomes one `memcpy` per row).
+//! Scatter processes index positions in order, so duplicates accumulate
+//! deterministically; it parallelises only over disjoint parts of the block.
+
+use super::simd::{parallel_for, SendPtr};
+use super::strided::Rows;
+use crate::array::{Array, Data};
+use crate::backend::ScatterOp;
+use crate::dtype::{bf16, c64, f16, Element};
+use crate::error::{Error, Result};
+use crate::memory::Buffer;
+use crate::primitive::OutSpec;
+use crate::shape::{numel, row_major_strides};
+
+/// Reads index array `x` (shape `ishape`, any integer dtype, any strides) and
+/// adds `wrapped(index) * stride` to `offs[i]` for every row-major position `i`.
+/// An index outside `[-n, n - slice]` (after wrapping, a block of `slice`
+/// elements must fit in the axis of size `n`) is an error.
+fn add_offsets(op: &str, x: &Array, n: usize, slice: usize, stride: isize, offs: &mut [isize]) -> Result<()> {
+    let d = x.data();
+    let ishape = x.shape();
+    crate::dispatch_dtype!(x.dtype(), T => add_offsets_typed::<T>(op, &d, ishape, n, slice, stride, offs))
+}
+
+fn add_offsets_typed<T: Element>(
+    op: &str,
+    d: &Data,
+    ishape: &[usize],
+    n: usize,
+    slice: usize,
+    stride: isize,
+    offs: &mut [isize],
+) -> Result<()> {
+    let total = offs.len();
+    if total == 0 {
+        return Ok(());
+    }
+    let limit = n as i64 - slice as i64; // largest valid start
+    let bad = |v: i64| {
+        let msg = if slice == 1 {
+            format!("Index {v} is out of bounds for axis of size {n}.")
+        } else {
+            format!("Index {v} with slice size {slice} is out of bounds for axis of size {n}.")
+        };
+        Error::out_of_range(op, msg)
+    };
+    let unsigned = T::DTYPE.kind() == crate::dtype::Kind::Unsigned;
+    let fix = |raw: T| -> std::result::Result<isize, i64> {
+        let v = if unsigned {
+            let u = raw.to_u64();
+            if u > i64::MAX as u64 {
+                return Err(i64::MAX);
+            }
+            u as i64
+        } else {
+            raw.to_i64()
+        };
+        let w = if v < 0 { v + n as i64 } else { v };
+        if w < 0 || w > limit {
+            return Err(v);
+        }
+        Ok(w as isize * stride)
+    };
+    let p = d.ptr::<T>();
+    let rows = Rows::new(ishape, [d.strides()]);
+    let inner = rows.inner;
+    let is = rows.inner_strides[0];
+    let mut k = 0usize;
+    for r in 0..rows.rows {
+        let [o] = rows.offsets(r);
+        for j in 0..inner {
+            // SAFETY: offsets and strides come from the index array's own view.
+            let raw = unsafe { *p.offset(o + j as isize * is) };
+            match fix(raw) {
+                Ok(off) => offs[k] += off,
+                Err(v) => return Err(bad(v)),
+            }
+            k += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Base element offsets (in a layout with `strides`) of every block, one per
+/// position of the common index shape.
+fn block_offsets(
+    op: &str,
+    indices: &[Array],
+    axes: &[usize],
+    shape: &[usize],
+    slice_sizes: &[usize],
+    strides: &[isize],
+) -> Result<Vec<isize>> {
+    let m = indices.first().map(|x| x.size()).unwrap_or(1);
+    let mut offs = vec![0isize; m];
+    for (x, &ax) in indices.iter().zip(axes) {
+        add_offsets(op, x, shape[ax], slice_sizes[ax], strides[ax], &mut offs)?;
+    }
+    Ok(offs)
+}
+
+/// Copies `len` elements of `size` bytes from `s` (stride `ss`) to `d` (stride `ds`).
+///
+/// # Safety
+/// Both ranges must be valid for `len` elements at their strides and disjoint.
+#[inline(always)]
+unsafe fn copy_run(size: usize, s: *const u8, ss: isize, d: *mut u8, ds: isize, len: usize) {
+    if ss == 1 && ds == 1 {
+        std::ptr::copy_nonoverlapping(s, d, len * size);
+        return;
+    }
+    macro_rules! strided {
+        ($t:ty) => {{
+            let (s, d) = (s as *const $t, d as *mut $t);
+            for i in 0..len as isize {
+                *d.offset(i * ds) = *s.offset(i * ss);
+            }
+        }};
+    }
+    match size {
+        1 => strided!(u8),
+        2 => strided!(u16),
+        4 => strided!(u32),
+        _ => strided!(u64),
+    }
+}
+
+/// `out[i, s] = a[indices[.][i] at axes + s]` for every index position `i` and
+/// block position `s` (block shape `slice_sizes`).
+pub fn gather(a: &Array, indices: &[Array], axes: &[usize], slice_sizes: &[usize], out: &OutSpec<'_>) -> Result<Data> {
+    let ad = a.data();
+    let offs = block_offsets("gather", indices, axes, a.shape(), slice_sizes, ad.strides())?;
+    let buf = Buffer::alloc(numel(out.shape) * out.dtype.size())?;
+    let data = Data::contiguous(buf, out.shape);
+    let block = numel(slice_sizes);
+    if block == 0 || offs.is_empty() {
+        return Ok(data);
+    }
+    let size = out.dtype.size();
+    let rows = Rows::new(slice_sizes, [ad.strides(), &row_major_strides(slice_sizes)]);
+    let row_offs: Vec<[isize; 2]> = (0..rows.rows).map(|r| rows.offsets(r)).collect();
+    let [ss, ds] = rows.inner_strides;
+    let inner = rows.inner;
+    // Byte pointer to a's element 0 (the view offset counts elements).
+    let src = SendPtr(ad.buffer().as_ptr().wrapping_offset(ad.offset() * size as isize));
+    let dst = SendPtr(data.ptr::<u8>());
+    let nrows = row_offs.len();
+    parallel_for(offs.len() * nrows, inner * size / 4 + 4, |range| {
+        for u in range {
+            let (i, r) = (u / nrows, u % nrows);
+            let [so, doff] = row_offs[r];
+            // SAFETY: offs[i] was validated so the block lies inside `a`, and
+            // row offsets come from the block's shape with a's strides; each
+            // unit writes its own run of the fresh output.
+            unsafe {
+                let s = src.get().offset((offs[i] + so) * size as isize);
+                let d = dst.get().offset((i * block) as isize * size as isize + doff * size as isize);
+                copy_run(size, s, ss, d, ds, inner);
+            }
+        }
+    });
+    Ok(data)
+}
+
+/// How scatter combines an update with the destination element.
+trait Combine: Element {
+    fn add(self, o: Self) -> Self;
+    fn mul(self, o: Self) -> Self;
+    fn max(self, o: Self) -> Self;
+    fn min(self, o: Self) -> Self;
+}
+
+macro_rules! combine_int {
+    ($($t:ty),*) => {$(
+        impl Combine for $t {
+            #[inline(always)] fn add(self, o: Self) -> Self { self.wrapping_add(o) }
+            #[inline(always)] fn mul(self, o: Self) -> Self { self.wrapping_mul(o) }
+            #[inline(always)] fn max(self, o: Self) -> Self { Ord::max(self, o) }
+            #[inline(always)] fn min(self, o: Self) -> Self { Ord::min(self, o) }
+        }
+    )*};
+}
+combine_int!(u8, u16, u32, u64, i8, i16, i32, i64);
+
+macro_rules! combine_float {
+    ($($t:ty),*) => {$(
+        impl Combine for $t {
+            #[inline(always)] fn add(self, o: Self) -> Self { self + o }
+            #[inline(always)] fn mul(self, o: Self) -> Self { self * o }
+            // NaN propagates.
+            #[inline(always)] fn max(self, o: Self) -> Self { if self > o || self.is_nan() { self } else { o } }
+            #[inline(always)] fn min(self, o: Self) -> Self { if self < o || self.is_nan() { self } else { o } }
+        }
+    )*};
+}
+combine_float!(f32, f64);
+
+macro_rules! combine_half {
+    ($($t:ty),*) => {$(
+        impl Combine for $t {
+            #[inline(always)] fn add(self, o: Self) -> Self { <$t>::from_f32(self.to_f32() + o.to_f32()) }
+            #[inline(always)] fn mul(self, o: Self) -> Self { <$t>::from_f32(self.to_f32() * o.to_f32()) }
+            #[inline(always)] fn max(self, o: Self) -> Self { if self > o || self.is_nan() { self } else { o } }
+            #[inline(always)] fn min(self, o: Self) -> Self { if self < o || self.is_nan() { self } else { o } }
+        }
+    )*};
+}
+combine_half!(f16, bf16);
+
+impl Combine for bool {
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        self | o
+    }
+    #[inline(always)]
+    fn mul(self, o: Self) -> Self {
+        self & o
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        self | o
+    }
+    #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        self & o
+    }
+}
+
+impl Combine for c64 {
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        self + o
+    }
+    #[inline(always)]
+    fn mul(self, o: Self) -> Self {
+        self * o
+    }
+    // Complex order: lexicographic on (re, im), as MLX compares complex values.
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        if (self.re, self.im) > (o.re, o.im) {
+            self
+        } else {
+            o
+        }
+    }
+    #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        if (self.re, self.im) < (o.re, o.im) {
+            self
+        } else {
+            o
+        }
+    }
+}
+
+/// Applies `f(dst, upd)` along a run of `len` elements.
+///
+/// # Safety
+/// Both runs valid for `len` elements at their strides; `d` writable.
+#[inline(always)]
+unsafe fn combine_run<T: Copy>(d: *mut T, ds: isize, u: *const T, us: isize, len: usize, f: impl Fn(T, T) -> T) {
+    for j in 0..len as isize {
+        let p = d.offset(j * ds);
+        *p = f(*p, *u.offset(j * us));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scatter_typed<T: Combine>(
+    op: ScatterOp,
+    offs: &[isize],
+    upd: &Array,
+    ud: &Data,
+    ilen: usize,
+    block_shape: &[usize],
+    out_strides: &[isize],
+    dst: &Data,
+) {
+    let ushape = upd.shape();
+    let ustr = ud.strides();
+    // Offset of update block i (the index dims of `updates` may be strided).
+    let ubase: Vec<isize> = if ilen == 0 {
+        vec![0; offs.len()]
+    } else {
+        let rows = Rows::new(&ushape[..ilen], [&ustr[..ilen]]);
+        let mut v = Vec::with_capacity(offs.len());
+        for r in 0..rows.rows {
+            let [o] = rows.offsets(r);
+            for j in 0..rows.inner {
+                v.push(o + j as isize * rows.inner_strides[0]);
+            }
+        }
+        v
+    };
+    let rows = Rows::new(block_shape, [out_strides, &ustr[ilen..]]);
+    let row_offs: Vec<[isize; 2]> = (0..rows.rows).map(|r| rows.offsets(r)).collect();
+    let [ds, us] = rows.inner_strides;
+    let inner = rows.inner;
+    // Column chunks of a long single block row let both cores work while each
+    // destination element is still owned by one unit (deterministic order).
+    let threads = super::simd::num_threads();
+    let chunks = if row_offs.len() >= threads * 2 || inner < 4096 { 1 } else { (threads * 2).min(inner / 1024) };
+    let cw = inner.div_ceil(chunks);
+    let dp = SendPtr(dst.ptr::<T>());
+    let up = SendPtr(ud.ptr::<T>());
+    let units = row_offs.len() * chunks;
+    parallel_for(units, offs.len() * cw.min(inner), |range| {
+        for u in range {
+            let (r, c0) = (u / chunks, (u % chunks) * cw);
+            if c0 >= inner {
+                continue;
+            }
+            let len = cw.min(inner - c0);
+            let [dof, uof] = row_offs[r];
+            for (&o, &ub) in offs.iter().zip(&ubase) {
+                // SAFETY: o was validated so the block lies inside the output;
+                // row offsets come from the block shape; units own disjoint
+                // (row, column-chunk) destination elements.
+                unsafe {
+                    let d = dp.get().offset(o + dof + c0 as isize * ds);
+                    let s = up.get().offset(ub + uof + c0 as isize * us) as *const T;
+                    match op {
+                        ScatterOp::None => combine_run(d, ds, s, us, len, |_, b| b),
+                        ScatterOp::Sum => combine_run(d, ds, s, us, len, T::add),
+                        ScatterOp::Prod => combine_run(d, ds, s, us, len, T::mul),
+                        ScatterOp::Max => combine_run(d, ds, s, us, len, T::max),
+                        ScatterOp::Min => combine_run(d, ds, s, us, len, T::min),
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// A copy of `a` where, for every index position `i` in order, the block at
+/// `indices[.][i]` (shape `updates.shape[ilen..]`) is combined with `updates[i]`.
+pub fn scatter(
+    op: ScatterOp,
+    a: &Array,
+    indices: &[Array],
+    updates: &Array,
+    axes: &[usize],
+    out: &OutSpec<'_>,
+) -> Result<Data> {
+    let ilen = indices.first().map(|x| x.ndim()).unwrap_or(0);
+    let block_shape = &updates.shape()[ilen..];
+    let out_strides = row_major_strides(out.shape);
+    let offs = block_offsets("scatter", indices, axes, out.shape, block_shape, &out_strides)?;
+    let dst = if a.is_donatable() && a.dtype() == out.dtype {
+        Data::contiguous_shared(a.data().buffer().clone(), out.shape)
+    } else {
+        super::strided::copy(a, out)?
+    };
+    if numel(block_shape) == 0 || offs.is_empty() {
+        return Ok(dst);
+    }
+    let ud = updates.data();
+    crate::dispatch_dtype!(out.dtype, T => scatter_typed::<T>(op, &offs, updates, &ud, ilen, block_shape, &out_strides, &dst));
+    Ok(dst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_wrap_and_reject() {
+        let x = Array::from_slice(&[0i32, -1, 2], &[3]).unwrap();
+        x.eval().unwrap();
+        let mut o = vec![0isize; 3];
+        add_offsets("gather", &x, 3, 1, 10, &mut o).unwrap();
+        assert_eq!(o, vec![0, 20, 20]);
+        let mut o = vec![0isize; 3];
+        let e = add_offsets("gather", &x, 3, 2, 1, &mut o).unwrap_err();
+        assert!(e.to_string().contains("Index -1"), "{e}");
+        assert_eq!(crate::dtype::Dtype::I32, x.dtype());
+    }
+}
