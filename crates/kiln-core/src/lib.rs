@@ -26,6 +26,7 @@ pub mod ops;
 pub mod primitive;
 pub mod shape;
 pub mod transforms;
+pub mod io;
 
 pub use array::{Array, Data};
 pub use device::{default_device, default_stream, new_stream, set_default_device, Device, DeviceType, Stream};
