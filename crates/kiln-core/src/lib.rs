@@ -21,12 +21,12 @@ mod display;
 pub mod dtype;
 pub mod error;
 pub mod eval;
+pub mod io;
 pub mod memory;
 pub mod ops;
 pub mod primitive;
 pub mod shape;
 pub mod transforms;
-pub mod io;
 
 pub use array::{Array, Data};
 pub use device::{default_device, default_stream, new_stream, set_default_device, Device, DeviceType, Stream};

@@ -227,7 +227,10 @@ fn round_trips_are_exact() {
     let gguf_ok: ArrayMap = arrays
         .iter()
         .filter(|(_, a)| {
-            matches!(a.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64 | Dtype::I8 | Dtype::I16 | Dtype::I32 | Dtype::I64)
+            matches!(
+                a.dtype(),
+                Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64 | Dtype::I8 | Dtype::I16 | Dtype::I32 | Dtype::I64
+            )
         })
         .map(|(k, a)| (k.clone(), a.clone()))
         .collect();
@@ -275,7 +278,10 @@ fn loading_is_lazy_and_reads_only_what_is_used() {
     assert!(!m["big"].is_evaluated() && !m["small"].is_evaluated());
     assert_eq!(m["small"].to_vec::<i16>().unwrap(), vec![1, 2, 3]);
     assert!(!m["big"].is_evaluated(), "using one tensor must not read the other");
-    assert_eq!(ops::sum(&m["big"], kiln_core::Axes::All, false).unwrap().item::<f32>().unwrap(), (1 << 20) as f32 * 1.5);
+    assert_eq!(
+        ops::sum(&m["big"], kiln_core::Axes::All, false).unwrap().item::<f32>().unwrap(),
+        (1 << 20) as f32 * 1.5
+    );
     // The arrays stay valid after the file is gone (the mapping outlives it).
     let (m2, _) = io::load_safetensors(&p).unwrap();
     std::fs::remove_file(&p).unwrap();
@@ -400,8 +406,14 @@ fn lying_safetensors_headers() {
         (r#"{"a":{"dtype":"F32","shape":[18446744073709551616],"data_offsets":[0,8]}}"#, "bad shape"),
         (r#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,8]}}"#, "bad shape"),
         (r#"{"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}}"#, "unknown dtype"),
-        (r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}}"#, "overlap"),
-        (r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, "duplicate"),
+        (
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}}"#,
+            "overlap",
+        ),
+        (
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+            "duplicate",
+        ),
         (r#"{"a":{"dtype":"F32","shape":[2]}}"#, "needs"),
         (r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}}"#, "unexpected"),
         (r#"{"__metadata__":{"k":1}}"#, "not a string"),
@@ -488,7 +500,7 @@ impl G {
         g.u32(ty).u64(off)
     }
     fn data(mut self, n: usize) -> G {
-        while self.0.len() % 32 != 0 {
+        while !self.0.len().is_multiple_of(32) {
             self.0.push(0);
         }
         self.0.resize(self.0.len() + n, 0x3c);
@@ -625,7 +637,10 @@ fn kiln_written_files_load_in_mlx() {
     // Finite values only: JSON has no inf; MLX reads every dtype but not the 0-d complex.
     let mut arrays = every_dtype();
     arrays.retain(|k, _| !matches!(k.as_str(), "float16" | "float32"));
-    arrays.insert("float16".into(), ops::astype(&Array::from_slice(&[1.5f32, -0.0, 65504.0], &[3]).unwrap(), Dtype::F16).unwrap());
+    arrays.insert(
+        "float16".into(),
+        ops::astype(&Array::from_slice(&[1.5f32, -0.0, 65504.0], &[3]).unwrap(), Dtype::F16).unwrap(),
+    );
     arrays.insert("float32".into(), Array::from_slice(&[1e-40f32, -2.5, f32::MAX, 0.1], &[2, 2]).unwrap());
     let mut exp = serde_json::Map::new();
     let mut file = |name: &str, m: &ArrayMap| {
@@ -648,7 +663,9 @@ fn kiln_written_files_load_in_mlx() {
     file("a.safetensors", &st);
     let g: ArrayMap = arrays
         .iter()
-        .filter(|(_, a)| matches!(a.dtype(), Dtype::F32 | Dtype::F16 | Dtype::I8 | Dtype::I16 | Dtype::I32) && a.ndim() > 0)
+        .filter(|(_, a)| {
+            matches!(a.dtype(), Dtype::F32 | Dtype::F16 | Dtype::I8 | Dtype::I16 | Dtype::I32) && a.ndim() > 0
+        })
         .map(|(k, a)| (k.clone(), a.clone()))
         .collect();
     use GgufValue as V;

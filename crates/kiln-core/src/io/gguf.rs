@@ -156,7 +156,9 @@ impl GgmlType {
     }
     /// Bytes of `n` elements (`None` unless `n` is whole blocks).
     pub fn row_bytes(self, n: usize) -> Option<usize> {
-        (n % self.block_size() == 0).then(|| n / self.block_size()).and_then(|b| b.checked_mul(self.block_bytes()))
+        n.is_multiple_of(self.block_size())
+            .then(|| n / self.block_size())
+            .and_then(|b| b.checked_mul(self.block_bytes()))
     }
     fn from_dtype(d: Dtype) -> Option<GgmlType> {
         use GgmlType::*;
@@ -429,10 +431,10 @@ fn parse(src: &Arc<Source>) -> Result<GgufFile> {
         let ty = GgmlType::from_id(id)
             .ok_or_else(|| c.err(format_args!("tensor '{name}' has unsupported GGML type {id}")))?;
         let off = c.len64()?;
-        if off % alignment != 0 {
+        if !off.is_multiple_of(alignment) {
             return Err(c.err(format_args!("tensor '{name}' data offset {off} is not aligned to {alignment}")));
         }
-        if ne.first().is_some_and(|&d| d % ty.block_size() != 0) {
+        if ne.first().is_some_and(|&d| !d.is_multiple_of(ty.block_size())) {
             return Err(c.err(format_args!("tensor '{name}' rows are not whole {:?} blocks", ty)));
         }
         let shape: Vec<usize> = ne.iter().rev().copied().collect();
@@ -465,7 +467,10 @@ fn parse(src: &Arc<Source>) -> Result<GgufFile> {
     ranges.sort();
     for w in ranges.windows(2) {
         if w[1].0 < w[0].1 {
-            return Err(io_err(OP, format!("Malformed file {}: tensors '{}' and '{}' overlap.", src.name(), w[0].2, w[1].2)));
+            return Err(io_err(
+                OP,
+                format!("Malformed file {}: tensors '{}' and '{}' overlap.", src.name(), w[0].2, w[1].2),
+            ));
         }
     }
     let tensors = infos

@@ -17,7 +17,10 @@ pub struct Source {
 enum Inner {
     Owned(Vec<u8>),
     #[cfg(target_os = "linux")]
-    Mapped { ptr: *const u8, len: usize },
+    Mapped {
+        ptr: *const u8,
+        len: usize,
+    },
 }
 
 // SAFETY: the mapping is read-only and private; the pointer is only read and
@@ -37,10 +40,8 @@ impl Source {
         let name = path.display().to_string();
         let file = std::fs::File::open(path)
             .map_err(|e| Error::new(ErrorKind::Io, op, format!("Cannot open file {name}: {e}.")))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::new(ErrorKind::Io, op, format!("Cannot read file {name}: {e}.")))?
-            .len();
+        let len =
+            file.metadata().map_err(|e| Error::new(ErrorKind::Io, op, format!("Cannot read file {name}: {e}.")))?.len();
         let len = usize::try_from(len)
             .map_err(|_| Error::new(ErrorKind::Io, op, format!("File {name} is too large to map.")))?;
         #[cfg(target_os = "linux")]

@@ -91,7 +91,10 @@ pub enum Loaded {
 pub fn load(path: impl AsRef<Path>, format: Option<Format>) -> Result<Loaded> {
     let path = path.as_ref();
     let format = format.or_else(|| Format::from_path(path)).ok_or_else(|| {
-        Error::invalid("load", format!("Unknown file format for {}: give a format or a known extension.", path.display()))
+        Error::invalid(
+            "load",
+            format!("Unknown file format for {}: give a format or a known extension.", path.display()),
+        )
     })?;
     Ok(match format {
         Format::Npy => Loaded::Array(load_npy(path)?),
@@ -221,6 +224,7 @@ pub struct Load {
 impl Load {
     /// Records a lazy array of `shape`/`dtype` read from `source`. Callers have
     /// checked that the range lies in the source and holds enough bytes.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn array(
         source: &Arc<Source>,
         op: &'static str,
@@ -298,7 +302,8 @@ impl Primitive for Load {
     fn is_equivalent(&self, other: &dyn Primitive) -> bool {
         other.as_any().downcast_ref::<Load>().is_some_and(|o| {
             Arc::ptr_eq(&o.source, &self.source)
-                && (o.offset, o.len, o.decode, o.inflate, o.fortran) == (self.offset, self.len, self.decode, self.inflate, self.fortran)
+                && (o.offset, o.len, o.decode, o.inflate, o.fortran)
+                    == (self.offset, self.len, self.decode, self.inflate, self.fortran)
         })
     }
     fn as_any(&self) -> &dyn std::any::Any {
@@ -308,7 +313,10 @@ impl Primitive for Load {
 
 impl Load {
     fn short(&self, have: usize, need: usize) -> Error {
-        io_err(self.op, format!("Malformed file {}: tensor needs {need} bytes but {have} are stored.", self.source.name()))
+        io_err(
+            self.op,
+            format!("Malformed file {}: tensor needs {need} bytes but {have} are stored.", self.source.name()),
+        )
     }
 }
 
@@ -320,7 +328,7 @@ pub(crate) fn array_bytes(a: &Array) -> Result<Vec<u8>> {
         let mut out = vec![0u8; std::mem::size_of_val(v.as_slice())];
         // SAFETY: every Kiln element type is plain data without padding, so its
         // bytes may be read as u8; the destination holds exactly that many bytes.
-        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr() as *const u8, out.as_mut_ptr(), out.len()) };
+        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr().cast::<u8>(), out.as_mut_ptr(), out.len()) };
         if cfg!(target_endian = "big") {
             let w = if a.dtype() == Dtype::C64 { 4 } else { a.dtype().size() };
             out.chunks_exact_mut(w).for_each(|c| c.reverse());

@@ -169,7 +169,7 @@ pub fn to_npy_bytes(a: &Array) -> Result<Vec<u8>> {
     let mut h = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}", descr(a.dtype()));
     let v1 = h.len() + 11 <= u16::MAX as usize;
     let pre = if v1 { 10 } else { 12 };
-    while (pre + h.len() + 1) % 64 != 0 {
+    while !(pre + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');

@@ -188,14 +188,20 @@ fn deflated(src: &Arc<Source>, e: &Entry, start: usize) -> Result<Array> {
         Ok(v) => v,
         Err(err) if err.status == miniz_oxide::inflate::TINFLStatus::HasMoreOutput => err.output,
         Err(err) => {
-            return Err(io_err(OP, format!("Malformed file {name}: entry '{}' is not valid deflate data ({err}).", e.name)))
+            return Err(io_err(
+                OP,
+                format!("Malformed file {name}: entry '{}' is not valid deflate data ({err}).", e.name),
+            ))
         }
     };
     let h = npy::parse_header(&head, OP, name)?;
     if h.data_start.checked_add(h.nbytes).is_none_or(|n| n > e.usize) {
         return Err(io_err(
             OP,
-            format!("Malformed file {name}: entry '{}' holds {} bytes, fewer than its header declares.", e.name, e.usize),
+            format!(
+                "Malformed file {name}: entry '{}' holds {} bytes, fewer than its header declares.",
+                e.name, e.usize
+            ),
         ));
     }
     let inf = Inflate { skip: h.data_start, total: e.usize, crc: e.crc };

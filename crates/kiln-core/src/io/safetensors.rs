@@ -111,7 +111,9 @@ fn parse(src: &Arc<Source>) -> Result<(ArrayMap, BTreeMap<String, String>)> {
                 ("dtype", Json_::Str(s)) => {
                     dtype = Some(parse_dtype(&s).ok_or_else(|| bad(format!("tensor '{key}' has unknown dtype '{s}'")))?)
                 }
-                ("shape", Json_::Arr(a)) => shape = Some(ints(&a).ok_or_else(|| bad(format!("tensor '{key}' has a bad shape")))?),
+                ("shape", Json_::Arr(a)) => {
+                    shape = Some(ints(&a).ok_or_else(|| bad(format!("tensor '{key}' has a bad shape")))?)
+                }
                 ("data_offsets", Json_::Arr(a)) => match ints(&a).as_deref() {
                     Some(&[b, e]) => offs = Some((b, e)),
                     _ => return Err(bad(format!("tensor '{key}' has bad data_offsets"))),
@@ -130,7 +132,8 @@ fn parse(src: &Arc<Source>) -> Result<(ArrayMap, BTreeMap<String, String>)> {
             return Err(bad(format!("tensor '{key}' holds {} bytes but its shape and dtype need {nbytes}", e - b)));
         }
         ranges.push((b, e, key.clone()));
-        let decode = if dtype == Dtype::Bool { Decode::Bool } else { Decode::Raw { swap: cfg!(target_endian = "big") } };
+        let decode =
+            if dtype == Dtype::Bool { Decode::Bool } else { Decode::Raw { swap: cfg!(target_endian = "big") } };
         arrays.insert(key, Load::array(src, OP, base + b, nbytes, shape, dtype, decode, None, false));
     }
     ranges.sort();
@@ -206,7 +209,7 @@ pub(crate) fn to_bytes(arrays: &ArrayMap, metadata: &BTreeMap<String, String>) -
         body.extend_from_slice(&bytes);
     }
     h.push('}');
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(' ');
     }
     let mut out = Vec::with_capacity(8 + h.len() + body.len());
