@@ -573,6 +573,16 @@ fn lying_zip_archives() {
     let mut bomb = comp.clone();
     bomb[ccd + 24..ccd + 28].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
     assert_io_err("deflate bomb", Z, &bomb, "claims");
+    // A ZIP64 record at the very end: skipping its fields runs past the file.
+    let mut z64 = Vec::new();
+    z64.extend_from_slice(&0x07064b50u32.to_le_bytes());
+    z64.extend_from_slice(&0u32.to_le_bytes());
+    z64.extend_from_slice(&16u64.to_le_bytes());
+    z64.extend_from_slice(&0x06064b50u32.to_le_bytes());
+    z64.extend_from_slice(&0x06054b50u32.to_le_bytes());
+    z64.extend_from_slice(&[0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    z64.extend_from_slice(&[0; 10]);
+    assert_io_err("zip64 record past the end", Z, &z64, "remain");
     // Wrong CRC is caught when the entry is inflated.
     let mut crc = comp.clone();
     crc[ccd + 16] ^= 1;

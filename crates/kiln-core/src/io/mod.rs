@@ -134,7 +134,8 @@ impl<'a> Cursor<'a> {
     }
     /// Bytes left after the position.
     pub(crate) fn remaining(&self) -> usize {
-        self.data.len() - self.pos
+        // Callers may skip fields by moving `pos` past the end; reads then fail.
+        self.data.len().saturating_sub(self.pos)
     }
     pub(crate) fn err(&self, msg: impl std::fmt::Display) -> Error {
         io_err(self.op, format!("Malformed file {}: {msg} (at byte {}).", self.name, self.pos))
