@@ -15,6 +15,8 @@ pub enum ErrorKind {
     OutOfMemory,
     /// A transform rule or kernel that this primitive does not provide.
     Unsupported,
+    /// A file that could not be read or written, or whose contents are malformed.
+    Io,
 }
 
 /// A Kiln error: the op that raised it and a message naming the offending

@@ -21,6 +21,7 @@ mod display;
 pub mod dtype;
 pub mod error;
 pub mod eval;
+pub mod io;
 pub mod memory;
 pub mod ops;
 pub mod primitive;

@@ -169,6 +169,17 @@ fn samples() -> BTreeMap<&'static str, Sample> {
     // Transform helpers
     m.insert("Copy", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
     m.insert("StopGradient", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
+    // File loading (io)
+    m.insert(
+        "Load",
+        s(
+            |a| {
+                let npy = kiln_core::io::to_npy_bytes(&ops::full(&[2, 3], 0.5, Dtype::F64)?)?;
+                ops::add(&a[0], &kiln_core::io::load_npy_bytes(npy)?)
+            },
+            &[any],
+        ),
+    );
     // Indexing: gather and scatter (index arrays are built inside: integer, not differentiated)
     {
         fn ix(v: &[i32]) -> Array {
