@@ -219,6 +219,16 @@ pub trait Backend: Send + Sync {
         let _ = (x, axis, out);
         Err(self.unavailable("sort"))
     }
+    /// Batched matrix product: `a` is `(..., m, k)`, `b` `(..., k, n)`, batch dims broadcast to `out.shape[..-2]`.
+    fn matmul(&self, a: &Array, b: &Array, out: &OutSpec<'_>) -> Result<Data> {
+        let _ = (a, b, out);
+        Err(self.unavailable("matmul"))
+    }
+    /// Gathered batched product: output batch `i` is `a[lhs[i]] @ b[rhs[i]]` (flat batch indices).
+    fn gather_mm(&self, a: &Array, b: &Array, lhs: &Array, rhs: &Array, out: &OutSpec<'_>) -> Result<Data> {
+        let _ = (a, b, lhs, rhs, out);
+        Err(self.unavailable("gather_mm"))
+    }
 
     /// The error for a kernel this backend lacks.
     fn unavailable(&self, kernel: &str) -> Error {

@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod compare;
 pub mod creation;
+pub mod matmul;
 pub mod reduce;
 pub mod scan;
 pub mod shape;
@@ -13,6 +14,7 @@ pub mod unary;
 pub use binary::*;
 pub use compare::*;
 pub use creation::*;
+pub use matmul::*;
 pub use reduce::*;
 pub use scan::*;
 pub use shape::*;

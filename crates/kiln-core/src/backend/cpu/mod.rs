@@ -2,6 +2,7 @@
 //! over large arrays, single-threaded for small ones.
 
 mod binary;
+pub(crate) mod gemm;
 pub mod math;
 mod reduce;
 mod scan;
@@ -82,5 +83,11 @@ impl Backend for CpuBackend {
     }
     fn sort(&self, x: &Array, axis: usize, out: &OutSpec<'_>) -> Result<Data> {
         sort::sort(x, axis, out)
+    }
+    fn matmul(&self, a: &Array, b: &Array, out: &OutSpec<'_>) -> Result<Data> {
+        gemm::matmul(a, b, out)
+    }
+    fn gather_mm(&self, a: &Array, b: &Array, lhs: &Array, rhs: &Array, out: &OutSpec<'_>) -> Result<Data> {
+        gemm::gather_mm(a, b, lhs, rhs, out)
     }
 }
