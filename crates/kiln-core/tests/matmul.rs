@@ -295,7 +295,8 @@ fn half_types_exact_on_small_integers() {
     let b: Vec<f32> = (0..12).map(|i| (i % 3) as f32 - 1.0).collect();
     let a = Array::from_slice(&a, &[3, 4]).unwrap();
     let b = Array::from_slice(&b, &[4, 3]).unwrap();
-    let want = host(&ops::matmul(&ops::astype(&a, Dtype::F64).unwrap(), &ops::astype(&b, Dtype::F64).unwrap()).unwrap());
+    let want =
+        host(&ops::matmul(&ops::astype(&a, Dtype::F64).unwrap(), &ops::astype(&b, Dtype::F64).unwrap()).unwrap());
     for d in [Dtype::F16, Dtype::BF16] {
         let y = ops::matmul(&ops::astype(&a, d).unwrap(), &ops::astype(&b, d).unwrap()).unwrap();
         assert_eq!(y.dtype(), d);
@@ -341,10 +342,17 @@ fn errors() {
     assert!(ops::einsum("ii->i", &[f(&[2, 3])]).is_err());
     assert!(ops::einsum("ij", &[]).is_err());
     assert!(ops::einsum("ij,jk", &[i.clone(), i.clone()]).is_err());
-    assert!(ops::block_masked_mm(&f(&[4, 4]), &f(&[4, 4]), 16, None, None, None).is_err());
+    // Without masks any block size is a plain product (as in MLX); with one it must be 32 or 64.
+    assert!(ops::block_masked_mm(&f(&[4, 4]), &f(&[4, 4]), 16, None, None, None).is_ok());
+    let m1 = ops::ones(&[1, 1], Dtype::Bool).unwrap();
+    assert!(ops::block_masked_mm(&f(&[4, 4]), &f(&[4, 4]), 16, Some(&m1), None, None).is_err());
+    // Masks of another dtype do not change the product's dtype.
+    let h = ops::ones(&[4, 4], Dtype::F16).unwrap();
+    let y = ops::block_masked_mm(&h, &h, 32, Some(&f(&[1, 1])), Some(&m1), None).unwrap();
+    assert_eq!(y.dtype(), Dtype::F16);
     let m = ops::ones(&[2, 2], Dtype::Bool).unwrap();
     assert!(ops::block_masked_mm(&f(&[40, 40]), &f(&[40, 40]), 32, Some(&m), Some(&f(&[1, 1])), None).is_err());
-    assert!(ops::block_masked_mm(&f(&[4]), &f(&[4, 4]), 32, None, None, None).is_err());
+    assert!(ops::block_masked_mm(&f(&[4]), &f(&[4, 4]), 32, Some(&m1), None, None).is_err());
     let idx = Array::from_slice(&[5u32], &[1]).unwrap();
     let r = ops::gather_mm(&f(&[3, 2, 2]), &f(&[2, 2]), Some(&idx), None, false).unwrap();
     assert_eq!(r.eval().unwrap_err().kind(), ErrorKind::OutOfRange);
@@ -387,7 +395,13 @@ fn matmul_grad_and_vmap() {
     check_vmap("matmul", |x| ops::matmul(&x[0], &x[1]), &[f64s(&mut rng, &[2, 4]), b.clone()], &[None, Some(0)]);
     check_vmap("matmul", |x| ops::matmul(&x[0], &x[1]), &[f64s(&mut rng, &[2, 4, 3]), b.clone()], &[Some(2), Some(0)]);
     check_vmap("matmul", |x| ops::matmul(&x[0], &x[1]), &[f64s(&mut rng, &[3, 4]), b.clone()], &[Some(0), Some(0)]);
-    check_vmap("matmul", |x| ops::matmul(&x[0], &x[1]), &[f64s(&mut rng, &[2, 2, 4, 3]), b], &[Some(3), None]);
+    check_vmap(
+        "matmul",
+        |x| ops::matmul(&x[0], &x[1]),
+        &[f64s(&mut rng, &[2, 2, 4, 3]), f64s(&mut rng, &[2, 4, 5])],
+        &[Some(3), None],
+    );
+    let _ = b;
     // vmap of the gradient (nested transforms).
     let g = |x: &[Array]| {
         let f = |y: &[Array]| Ok(vec![ops::sum(&ops::matmul(&y[0], &y[1])?, ops::Axes::All, false)?]);

@@ -6,7 +6,9 @@
 use super::binary::{add, equal, multiply};
 use super::creation::{arange_int, astype};
 use super::reduce::{sum, sum_to_shape};
-use super::shape::{align_batch_axes, broadcast_to, diagonal, expand_dims, moveaxis, repeat, reshape_to, transpose_perm};
+use super::shape::{
+    align_batch_axes, broadcast_to, diagonal, expand_dims, moveaxis, repeat, reshape_to, transpose_perm,
+};
 use super::slicing::slice;
 use super::unary::conjugate;
 use crate::array::{Array, Data};
@@ -320,7 +322,11 @@ pub fn vecdot(a: &Array, b: &Array, axis: i32) -> Result<Array> {
     if ax >= a.ndim() || ax >= b.ndim() {
         return Err(Error::invalid(
             op,
-            format!("axis is out of bounds for inputs with shapes {} and {}.", fmt_shape(a.shape()), fmt_shape(b.shape())),
+            format!(
+                "axis is out of bounds for inputs with shapes {} and {}.",
+                fmt_shape(a.shape()),
+                fmt_shape(b.shape())
+            ),
         ));
     }
     if a.shape()[ax] != b.shape()[ax] {
@@ -376,6 +382,10 @@ pub fn block_masked_mm(
     mask_rhs: Option<&Array>,
 ) -> Result<Array> {
     let op = "block_masked_mm";
+    if mask_out.is_none() && mask_lhs.is_none() && mask_rhs.is_none() {
+        // Nothing masked: a plain product (MLX accepts any block size here).
+        return matmul(a, b);
+    }
     if block_size != 32 && block_size != 64 {
         return Err(Error::invalid(op, format!("Only block_sizes 32, 64 are supported, got {block_size}.")));
     }
@@ -407,7 +417,8 @@ pub fn block_masked_mm(
                 ),
             ));
         }
-        let mk = if mask.dtype() == Dtype::Bool { astype(mask, d)? } else { mask.clone() };
+        // Bool masks select, numeric masks scale; either way in the product's dtype.
+        let mk = astype(mask, d)?;
         let e = repeat(&repeat(&mk, block_size as i64, Some(nd as i32 - 2))?, block_size as i64, Some(nd as i32 - 1))?;
         let mut stops: Vec<i64> = e.shape().iter().map(|&s| s as i64).collect();
         stops[nd - 2] = r as i64;
@@ -425,9 +436,6 @@ pub fn block_masked_mm(
     let mut out = matmul_raw(&x, &y)?;
     if let Some(mo) = mask_out {
         out = multiply(&out, &expand(mo, m, n, "out")?)?;
-    }
-    if out.dtype() != d {
-        out = astype(&out, d)?;
     }
     Ok(out)
 }
@@ -465,7 +473,8 @@ impl Primitive for GatherMM {
                     let gb = matmul_raw(&swap_last(&asel)?, g)?;
                     scatter_matrices(&gb, ri, b, &bax)
                 }
-                _ => Err(Error::unsupported("GatherMM", "Indices have no gradient.")),
+                // Integer indices: a zero cotangent.
+                _ => super::creation::zeros_like(&primals[i]),
             })
             .collect()
     }
@@ -652,7 +661,11 @@ fn parse_einsum(subscripts: &str, shapes: &[&[usize]]) -> Result<Spec> {
     if terms.len() != shapes.len() {
         return Err(Error::invalid(
             op,
-            format!("Number of operands, {}, does not match number of input subscripts, {}.", shapes.len(), terms.len()),
+            format!(
+                "Number of operands, {}, does not match number of input subscripts, {}.",
+                shapes.len(),
+                terms.len()
+            ),
         ));
     }
     let mut ell_max = 0usize;

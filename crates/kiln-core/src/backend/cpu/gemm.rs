@@ -17,7 +17,9 @@ use crate::primitive::OutSpec;
 use crate::shape::{broadcast_strides, numel, row_major_strides};
 
 /// Element types the GEMM kernel handles natively.
-pub(crate) trait GemmScalar: Copy + Send + Sync + 'static + std::ops::Mul<Output = Self> + std::ops::Add<Output = Self> {
+pub(crate) trait GemmScalar:
+    Copy + Send + Sync + 'static + std::ops::Mul<Output = Self> + std::ops::Add<Output = Self>
+{
     const ZERO: Self;
     const ONE: Self;
 }
@@ -81,7 +83,8 @@ pub(crate) unsafe fn gemm<T: GemmScalar>(
         unsafe { small_gemm(m, n, k, c, c_rs, c_cs, a, b, alpha, beta) };
         return;
     }
-    let par = if threads > 1 && m * n * k >= PAR_MNK { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    let par =
+        if threads > 1 && m * n * k >= PAR_MNK { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
     let (read, dst_scale) = match beta {
         Some(bt) => (true, bt),
         None => (false, T::ZERO),
@@ -91,24 +94,7 @@ pub(crate) unsafe fn gemm<T: GemmScalar>(
     // Its convention is dst = alpha·dst + beta·lhs·rhs, hence the swap.
     unsafe {
         gemm::gemm(
-            m,
-            n,
-            k,
-            c,
-            c_cs,
-            c_rs,
-            read,
-            a.ptr,
-            a.cs,
-            a.rs,
-            b.ptr,
-            b.cs,
-            b.rs,
-            dst_scale,
-            alpha,
-            false,
-            false,
-            false,
+            m, n, k, c, c_cs, c_rs, read, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, dst_scale, alpha, false, false, false,
             par,
         )
     }
@@ -318,6 +304,7 @@ pub fn gather_mm(a: &Array, b: &Array, lhs: &Array, rhs: &Array, out: &OutSpec<'
         Ok(flat)
     };
     let (ao, bo) = (idx(lhs, a)?, idx(rhs, b)?);
+    #[allow(clippy::too_many_arguments)]
     fn go<T: GemmScalar>(a: &Data, b: &Data, ao: &[isize], bo: &[isize], m: usize, n: usize, k: usize, out: *mut T) {
         let (sa, sb) = (a.strides(), b.strides());
         let am = Mat { ptr: a.ptr::<T>() as *const T, rs: sa[sa.len() - 2], cs: sa[sa.len() - 1] };
