@@ -169,6 +169,18 @@ fn samples() -> BTreeMap<&'static str, Sample> {
     // Transform helpers
     m.insert("Copy", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
     m.insert("StopGradient", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
+    // matmul family
+    m.insert("Matmul", s(|a| ops::matmul(&a[0], &a[1]), &[(&[2, 3], -2.0, 2.0), (&[3, 2], -2.0, 2.0)]));
+    m.insert(
+        "GatherMM",
+        s(
+            |a| {
+                let idx = Array::from_slice(&[2u32, 0], &[2])?;
+                ops::gather_mm(&a[0], &a[1], Some(&idx), None, false)
+            },
+            &[(&[3, 2, 3], -2.0, 2.0), (&[3, 2], -2.0, 2.0)],
+        ),
+    );
     // File loading (io)
     m.insert(
         "Load",

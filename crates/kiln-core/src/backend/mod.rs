@@ -287,6 +287,16 @@ pub trait Backend: Send + Sync {
         let _ = (key, out);
         Err(self.unavailable("random_bits"))
     }
+    /// Batched matrix product: `a` is `(..., m, k)`, `b` `(..., k, n)`, batch dims broadcast to `out.shape[..-2]`.
+    fn matmul(&self, a: &Array, b: &Array, out: &OutSpec<'_>) -> Result<Data> {
+        let _ = (a, b, out);
+        Err(self.unavailable("matmul"))
+    }
+    /// Gathered batched product: output batch `i` is `a[lhs[i]] @ b[rhs[i]]` (flat batch indices).
+    fn gather_mm(&self, a: &Array, b: &Array, lhs: &Array, rhs: &Array, out: &OutSpec<'_>) -> Result<Data> {
+        let _ = (a, b, lhs, rhs, out);
+        Err(self.unavailable("gather_mm"))
+    }
 
     /// A discrete Fourier transform of `x` over `axes` (in order; the last one
     /// is the real axis of a real transform, of real length `n_real`), scaled by `scale`.

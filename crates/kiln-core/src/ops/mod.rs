@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod compare;
 pub mod creation;
+pub mod matmul;
 pub mod index_api;
 pub mod indexing;
 pub mod linalg;
@@ -13,6 +14,7 @@ pub mod reduce;
 pub mod scan;
 pub mod shape;
 pub mod slicing;
+pub use matmul::*;
 pub mod sort;
 pub mod unary;
 

@@ -2,6 +2,7 @@
 //! over large arrays, single-threaded for small ones.
 
 mod binary;
+pub(crate) mod gemm;
 mod indexing;
 mod linalg;
 mod fft;
@@ -135,5 +136,11 @@ impl Backend for CpuBackend {
         out: &OutSpec<'_>,
     ) -> Result<Data> {
         indexing::scatter(op, a, indices, updates, axes, out)
+    }
+    fn matmul(&self, a: &Array, b: &Array, out: &OutSpec<'_>) -> Result<Data> {
+        gemm::matmul(a, b, out)
+    }
+    fn gather_mm(&self, a: &Array, b: &Array, lhs: &Array, rhs: &Array, out: &OutSpec<'_>) -> Result<Data> {
+        gemm::gather_mm(a, b, lhs, rhs, out)
     }
 }

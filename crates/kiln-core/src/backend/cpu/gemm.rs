@@ -1,0 +1,321 @@
+//! Matrix multiplication kernels: a thin wrapper over the `gemm` crate (packed,
+//! cache-blocked AVX-512/AVX2 micro-kernels, multi-threaded through rayon)
+//! plus a direct loop for tiny products, and the batched matmul kernel.
+//!
+//! Internal API for other kernels (convolution, …): [`gemm`] multiplies two
+//! strided matrices into a strided destination, optionally accumulating.
+//! f16/bf16 operands are widened to f32 (O(n²) next to the O(n³) product) and
+//! run through the f32 kernel.
+
+use super::simd::{num_threads, parallel_for, SendPtr};
+use super::strided::copy_into;
+use crate::array::{Array, Data};
+use crate::dtype::{c64, Dtype};
+use crate::error::{Error, Result};
+use crate::memory::Buffer;
+use crate::primitive::OutSpec;
+use crate::shape::{broadcast_strides, numel, row_major_strides};
+
+/// Element types the GEMM kernel handles natively.
+pub(crate) trait GemmScalar:
+    Copy + Send + Sync + 'static + std::ops::Mul<Output = Self> + std::ops::Add<Output = Self>
+{
+    const ZERO: Self;
+    const ONE: Self;
+}
+impl GemmScalar for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+}
+impl GemmScalar for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+}
+impl GemmScalar for c64 {
+    const ZERO: Self = c64::new(0.0, 0.0);
+    const ONE: Self = c64::new(1.0, 0.0);
+}
+
+/// A strided matrix operand: pointer to element (0, 0), row stride and column
+/// stride in elements (any sign; 0 for broadcast rows/columns).
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<T> {
+    pub ptr: *const T,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+/// Products with at most this many multiply-adds use the direct loop: the
+/// packing and dispatch of the blocked kernel cost more than they save.
+const SMALL_MNK: usize = 8 * 8 * 8;
+
+/// Above this many multiply-adds a single product is split across threads.
+const PAR_MNK: usize = 48 * 48 * 48;
+
+/// `C = alpha * A·B + beta * C` for an `m×k` A and a `k×n` B, with `beta`
+/// `None` meaning C is overwritten without being read. `threads` > 1 lets the
+/// kernel split the product across the rayon pool.
+///
+/// # Safety
+/// Every element addressed through the pointers and strides (rows `0..m`,
+/// columns `0..n`, depth `0..k`) must be valid; `c` must be writable and must
+/// not alias `a` or `b`, and distinct (row, col) of `c` must be distinct
+/// elements.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm<T: GemmScalar>(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut T,
+    c_rs: isize,
+    c_cs: isize,
+    a: Mat<T>,
+    b: Mat<T>,
+    alpha: T,
+    beta: Option<T>,
+    threads: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || m * n * k <= SMALL_MNK {
+        // SAFETY: forwarded contract.
+        unsafe { small_gemm(m, n, k, c, c_rs, c_cs, a, b, alpha, beta) };
+        return;
+    }
+    let par =
+        if threads > 1 && m * n * k >= PAR_MNK { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    let (read, dst_scale) = match beta {
+        Some(bt) => (true, bt),
+        None => (false, T::ZERO),
+    };
+    // SAFETY: the caller guarantees every addressed element is valid; the
+    // `gemm` crate reads `a`/`b` through the given strides and writes `c`.
+    // Its convention is dst = alpha·dst + beta·lhs·rhs, hence the swap.
+    unsafe {
+        gemm::gemm(
+            m, n, k, c, c_cs, c_rs, read, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, dst_scale, alpha, false, false, false,
+            par,
+        )
+    }
+}
+
+/// The direct triple loop for tiny products (and `k == 0`).
+///
+/// # Safety
+/// As for [`gemm`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn small_gemm<T: GemmScalar>(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut T,
+    c_rs: isize,
+    c_cs: isize,
+    a: Mat<T>,
+    b: Mat<T>,
+    alpha: T,
+    beta: Option<T>,
+) {
+    for i in 0..m as isize {
+        for j in 0..n as isize {
+            let mut acc = T::ZERO;
+            for p in 0..k as isize {
+                // SAFETY: (i, p) and (p, j) are inside A and B by the contract.
+                unsafe { acc = acc + *a.ptr.offset(i * a.rs + p * a.cs) * *b.ptr.offset(p * b.rs + j * b.cs) };
+            }
+            // SAFETY: (i, j) is inside C by the contract.
+            unsafe {
+                let o = c.offset(i * c_rs + j * c_cs);
+                *o = match beta {
+                    Some(bt) => alpha * acc + bt * *o,
+                    None => alpha * acc,
+                };
+            }
+        }
+    }
+}
+
+/// Offsets of the matrices of every batch element (row-major over `batch`)
+/// for an operand whose batch dims have `strides` (already broadcast).
+fn batch_offsets(batch: &[usize], strides: &[isize]) -> Vec<isize> {
+    let n = numel(batch);
+    let mut offs = Vec::with_capacity(n);
+    let mut idx = vec![0usize; batch.len()];
+    let mut off = 0isize;
+    for _ in 0..n {
+        offs.push(off);
+        for d in (0..batch.len()).rev() {
+            idx[d] += 1;
+            off += strides[d];
+            if idx[d] < batch[d] {
+                break;
+            }
+            off -= strides[d] * batch[d] as isize;
+            idx[d] = 0;
+        }
+    }
+    offs
+}
+
+/// Batched product of strided operands into the row-major `out` (`batch × m × n`).
+/// `a_off[i]`/`b_off[i]` are the element offsets of batch `i`'s matrices.
+#[allow(clippy::too_many_arguments)]
+fn batched<T: GemmScalar>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Mat<T>,
+    a_off: &[isize],
+    b: Mat<T>,
+    b_off: &[isize],
+    out: *mut T,
+) {
+    let nb = a_off.len();
+    let mnk = m * n * k;
+    let threads = num_threads();
+    let outp = SendPtr(out);
+    let (ap, bp) = (SendPtr(a.ptr as *mut T), SendPtr(b.ptr as *mut T));
+    let run = |i: usize, threads: usize| {
+        // SAFETY: batch offsets address matrices inside the operands' views;
+        // batch i writes only its own m×n block of the output.
+        unsafe {
+            gemm(
+                m,
+                n,
+                k,
+                outp.get().add(i * m * n),
+                n as isize,
+                1,
+                Mat { ptr: ap.get().offset(a_off[i]), ..a },
+                Mat { ptr: bp.get().offset(b_off[i]), ..b },
+                T::ONE,
+                None,
+                threads,
+            )
+        }
+    };
+    if nb >= 2 && threads > 1 && mnk < 256 * 256 * 256 {
+        // Many smaller products: one per task, each single-threaded.
+        parallel_for(nb, mnk.max(1), |r| {
+            for i in r {
+                run(i, 1);
+            }
+        });
+    } else {
+        for i in 0..nb {
+            run(i, threads);
+        }
+    }
+}
+
+/// Batched matmul kernel: `a` is `(..., m, k)`, `b` is `(..., k, n)` (batch
+/// dims broadcast to `out.shape[..-2]`), any strides; output row-major.
+pub fn matmul(a: &Array, b: &Array, out: &OutSpec<'_>) -> Result<Data> {
+    let nd = out.shape.len();
+    let (m, n) = (out.shape[nd - 2], out.shape[nd - 1]);
+    let k = a.shape()[a.ndim() - 1];
+    let batch = &out.shape[..nd - 2];
+    let buf = Buffer::alloc(numel(out.shape) * out.dtype.size())?;
+    let data = Data::contiguous(buf, out.shape);
+    if numel(out.shape) == 0 {
+        return Ok(data);
+    }
+    match out.dtype {
+        Dtype::F32 => run_typed::<f32>(a.shape(), &a.data(), b.shape(), &b.data(), batch, m, n, k, data.ptr()),
+        Dtype::F64 => run_typed::<f64>(a.shape(), &a.data(), b.shape(), &b.data(), batch, m, n, k, data.ptr()),
+        Dtype::C64 => run_typed::<c64>(a.shape(), &a.data(), b.shape(), &b.data(), batch, m, n, k, data.ptr()),
+        Dtype::F16 | Dtype::BF16 => {
+            // Widen both operands to f32, multiply, round the result once.
+            let widen = |x: &Array| -> Result<Data> {
+                let d = Data::contiguous(Buffer::alloc(x.size() * 4)?, x.shape());
+                copy_into(x, &x.data(), &d, Dtype::F32, 0, &row_major_strides(x.shape()));
+                Ok(d)
+            };
+            let (a32, b32) = (widen(a)?, widen(b)?);
+            let o32 = Data::contiguous(Buffer::alloc(numel(out.shape) * 4)?, out.shape);
+            run_typed::<f32>(a.shape(), &a32, b.shape(), &b32, batch, m, n, k, o32.ptr());
+            let o = Array::from_data(out.shape.to_vec(), Dtype::F32, o32.clone());
+            copy_into(&o, &o32, &data, out.dtype, 0, &row_major_strides(out.shape));
+        }
+        d => return Err(Error::invalid("matmul", format!("No matmul kernel for dtype {d}."))),
+    }
+    Ok(data)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_typed<T: GemmScalar>(
+    a_shape: &[usize],
+    ad: &Data,
+    b_shape: &[usize],
+    bd: &Data,
+    batch: &[usize],
+    m: usize,
+    n: usize,
+    k: usize,
+    out: *mut T,
+) {
+    let (na, nb) = (a_shape.len(), b_shape.len());
+    let a_bs = broadcast_strides(&a_shape[..na - 2], &ad.strides()[..na - 2], batch);
+    let b_bs = broadcast_strides(&b_shape[..nb - 2], &bd.strides()[..nb - 2], batch);
+    let a = Mat { ptr: ad.ptr::<T>() as *const T, rs: ad.strides()[na - 2], cs: ad.strides()[na - 1] };
+    let b = Mat { ptr: bd.ptr::<T>() as *const T, rs: bd.strides()[nb - 2], cs: bd.strides()[nb - 1] };
+    batched(m, n, k, a, &batch_offsets(batch, &a_bs), b, &batch_offsets(batch, &b_bs), out);
+}
+
+/// Gathered batched matmul: output batch element `i` is
+/// `a[lhs[i]] · b[rhs[i]]`, where `a` is `(..., m, k)` and `b` `(..., k, n)`
+/// viewed as flat stacks of matrices and `lhs`/`rhs` are int indices already
+/// broadcast to the output batch shape (validated by the op).
+pub fn gather_mm(a: &Array, b: &Array, lhs: &Array, rhs: &Array, out: &OutSpec<'_>) -> Result<Data> {
+    let nd = out.shape.len();
+    let (m, n) = (out.shape[nd - 2], out.shape[nd - 1]);
+    let k = a.shape()[a.ndim() - 1];
+    let batch = &out.shape[..nd - 2];
+    let buf = Buffer::alloc(numel(out.shape) * out.dtype.size())?;
+    let data = Data::contiguous(buf, out.shape);
+    if numel(out.shape) == 0 {
+        return Ok(data);
+    }
+    let idx = |x: &Array, mats: &Array| -> Result<Vec<isize>> {
+        let i64s = crate::dispatch_dtype!(x.dtype(), T => {
+            crate::backend::cpu::strided::gather_to_vec::<T>(&x.data(), x.shape())
+                .into_iter()
+                .map(|v| crate::dtype::Element::to_f64(v) as i64)
+                .collect::<Vec<i64>>()
+        });
+        // Offsets of the flat-indexed matrices of `mats`.
+        let nbd = mats.ndim() - 2;
+        let count = numel(&mats.shape()[..nbd]);
+        let offs = batch_offsets(&mats.shape()[..nbd], &mats.data().strides()[..nbd]);
+        let mut flat = Vec::with_capacity(numel(batch));
+        let ib = broadcast_strides(x.shape(), &row_major_strides(x.shape()), batch);
+        for pos in batch_offsets(batch, &ib) {
+            let v = i64s[pos as usize];
+            let v = if v < 0 { v + count as i64 } else { v };
+            if v < 0 || v >= count as i64 {
+                return Err(Error::out_of_range(
+                    "gather_mm",
+                    format!("Index {v} is out of range for {count} batch matrices."),
+                ));
+            }
+            flat.push(offs[v as usize]);
+        }
+        Ok(flat)
+    };
+    let (ao, bo) = (idx(lhs, a)?, idx(rhs, b)?);
+    #[allow(clippy::too_many_arguments)]
+    fn go<T: GemmScalar>(a: &Data, b: &Data, ao: &[isize], bo: &[isize], m: usize, n: usize, k: usize, out: *mut T) {
+        let (sa, sb) = (a.strides(), b.strides());
+        let am = Mat { ptr: a.ptr::<T>() as *const T, rs: sa[sa.len() - 2], cs: sa[sa.len() - 1] };
+        let bm = Mat { ptr: b.ptr::<T>() as *const T, rs: sb[sb.len() - 2], cs: sb[sb.len() - 1] };
+        batched(m, n, k, am, ao, bm, bo, out);
+    }
+    match out.dtype {
+        Dtype::F32 => go::<f32>(&a.data(), &b.data(), &ao, &bo, m, n, k, data.ptr()),
+        Dtype::F64 => go::<f64>(&a.data(), &b.data(), &ao, &bo, m, n, k, data.ptr()),
+        Dtype::C64 => go::<c64>(&a.data(), &b.data(), &ao, &bo, m, n, k, data.ptr()),
+        d => return Err(Error::invalid("gather_mm", format!("No gather_mm kernel for dtype {d}."))),
+    }
+    Ok(data)
+}
