@@ -143,4 +143,6 @@ pub const ALL_PRIMITIVES: &[&str] = &[
     "CumSum", "CumProd", "CumMax", "CumMin", "CumLogaddexp",
     // transforms
     "Copy", "StopGradient",
+    // convolution
+    "Convolution",
 ];

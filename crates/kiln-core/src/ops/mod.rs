@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod compare;
+pub mod conv;
 pub mod creation;
 pub mod reduce;
 pub mod scan;
@@ -12,6 +13,7 @@ pub mod unary;
 
 pub use binary::*;
 pub use compare::*;
+pub use conv::*;
 pub use creation::*;
 pub use reduce::*;
 pub use scan::*;

@@ -2,6 +2,7 @@
 //! over large arrays, single-threaded for small ones.
 
 mod binary;
+mod conv;
 pub mod math;
 mod reduce;
 mod scan;
@@ -82,5 +83,14 @@ impl Backend for CpuBackend {
     }
     fn sort(&self, x: &Array, axis: usize, out: &OutSpec<'_>) -> Result<Data> {
         sort::sort(x, axis, out)
+    }
+    fn conv(
+        &self,
+        input: &Array,
+        weight: &Array,
+        params: &crate::ops::conv::ConvParams,
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        conv::conv(input, weight, params, out)
     }
 }
