@@ -143,6 +143,8 @@ pub const ALL_PRIMITIVES: &[&str] = &[
     "CumSum", "CumProd", "CumMax", "CumMin", "CumLogaddexp",
     // transforms
     "Copy", "StopGradient",
+    // convolution
+    "Convolution",
     // matmul family
     "Matmul", "GatherMM",
     // file loading (io)

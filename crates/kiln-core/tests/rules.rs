@@ -169,6 +169,14 @@ fn samples() -> BTreeMap<&'static str, Sample> {
     // Transform helpers
     m.insert("Copy", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
     m.insert("StopGradient", s(|a| Ok(kiln_core::stop_gradient(&a[0])), &[any]));
+    // Convolution
+    m.insert(
+        "Convolution",
+        s(
+            |a| ops::conv_general(&a[0], &a[1], &[2], &[1], &[0], &[1], &[2], 1, true),
+            &[(&[1, 4, 2], -2.0, 2.0), (&[3, 2, 2], -2.0, 2.0)],
+        ),
+    );
     // matmul family
     m.insert("Matmul", s(|a| ops::matmul(&a[0], &a[1]), &[(&[2, 3], -2.0, 2.0), (&[3, 2], -2.0, 2.0)]));
     m.insert(

@@ -349,6 +349,18 @@ pub trait Backend: Send + Sync {
         Err(self.unavailable("scatter"))
     }
 
+    /// Convolution of channels-last `input` with `weight` (same dtype), see [`crate::ops::conv::ConvParams`].
+    fn conv(
+        &self,
+        input: &Array,
+        weight: &Array,
+        params: &crate::ops::conv::ConvParams,
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        let _ = (input, weight, params, out);
+        Err(self.unavailable("conv"))
+    }
+
     /// The error for a kernel this backend lacks.
     fn unavailable(&self, kernel: &str) -> Error {
         Error::unsupported(kernel, format!("No {} implementation of this kernel.", self.name()))

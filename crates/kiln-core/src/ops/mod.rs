@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod compare;
+pub mod conv;
 pub mod creation;
 pub mod matmul;
 pub mod index_api;
@@ -20,6 +21,7 @@ pub mod unary;
 
 pub use binary::*;
 pub use compare::*;
+pub use conv::*;
 pub use creation::*;
 pub use index_api::*;
 pub use indexing::*;

@@ -2,6 +2,7 @@
 //! over large arrays, single-threaded for small ones.
 
 mod binary;
+mod conv;
 pub(crate) mod gemm;
 mod indexing;
 mod linalg;
@@ -142,5 +143,14 @@ impl Backend for CpuBackend {
     }
     fn gather_mm(&self, a: &Array, b: &Array, lhs: &Array, rhs: &Array, out: &OutSpec<'_>) -> Result<Data> {
         gemm::gather_mm(a, b, lhs, rhs, out)
+    }
+    fn conv(
+        &self,
+        input: &Array,
+        weight: &Array,
+        params: &crate::ops::conv::ConvParams,
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        conv::conv(input, weight, params, out)
     }
 }

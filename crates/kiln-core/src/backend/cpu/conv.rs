@@ -1,0 +1,360 @@
+//! Convolution kernels (channels-last, see [`crate::ops::conv`]).
+//!
+//! Every convolution is computed as GEMMs over tiles of output positions:
+//! a tile's rows of the (implicit) im2col matrix are gathered into a small,
+//! cache-sized buffer — one contiguous run of `C_in / groups` channels per
+//! kernel tap, zeros where the tap falls into padding or between dilated
+//! input elements — and multiplied by the weight, viewed as a
+//! `(taps * C_in/groups) x C_out/groups` matrix without a copy. The output
+//! tile is written in place (row stride `C_out`). Taps are split into chunks
+//! when a row would not fit the cache (large kernels, e.g. weight gradients),
+//! accumulating into the output. Pointwise (1x1, unit stride, no padding)
+//! convolutions skip the gather and multiply the input directly.
+//!
+//! Tiles run in parallel, each with a single-threaded GEMM; a convolution with
+//! fewer tiles than threads lets the GEMM itself use the threads.
+//! f16/bf16 are computed in f32; f64 in f64.
+
+use super::simd::{num_threads, parallel_for, SendPtr};
+use super::strided::{alloc_out, gather_to_vec};
+use crate::array::{Array, Data};
+use crate::dtype::{bf16, f16, Dtype, Element};
+use crate::error::{Error, Result};
+use crate::ops::conv::ConvParams;
+use crate::primitive::OutSpec;
+use crate::shape::numel;
+use half::slice::HalfFloatSliceExt;
+use std::borrow::Cow;
+
+/// Element types the GEMM runs in.
+trait Real: Element + Copy + Send + Sync + 'static {
+    const ZERO: Self;
+    const ONE: Self;
+}
+impl Real for f32 {
+    const ZERO: f32 = 0.0;
+    const ONE: f32 = 1.0;
+}
+impl Real for f64 {
+    const ZERO: f64 = 0.0;
+    const ONE: f64 = 1.0;
+}
+
+/// Strided GEMM `dst = (accumulate ? dst : 0) + lhs * rhs` (`m x k` times `k x n`),
+/// strides in elements. This is the only place the convolution calls the
+/// `gemm` crate.
+///
+/// # Safety
+/// Every pointer must address the whole matrix its strides describe, and
+/// `dst` must not overlap `lhs` or `rhs`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_strided<T: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut T,
+    dst_rs: isize,
+    dst_cs: isize,
+    lhs: *const T,
+    lhs_rs: isize,
+    lhs_cs: isize,
+    rhs: *const T,
+    rhs_rs: isize,
+    rhs_cs: isize,
+    accumulate: bool,
+    threads: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: the caller guarantees the matrices are in bounds and disjoint.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs,
+            dst_rs,
+            accumulate,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            if accumulate { T::ONE } else { T::ZERO },
+            T::ONE,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// The elements of an evaluated array as a dense row-major slice (borrowed
+/// when already dense).
+fn dense<'a, T: Element>(a: &Array, d: &'a Data) -> Cow<'a, [T]> {
+    let n = a.size();
+    if d.is_row_contiguous() && n > 0 {
+        // SAFETY: a row-contiguous view holds `n` elements of T from its
+        // offset, kept alive by `d` for the slice's lifetime.
+        Cow::Borrowed(unsafe { std::slice::from_raw_parts(d.ptr::<T>() as *const T, n) })
+    } else {
+        Cow::Owned(gather_to_vec::<T>(d, a.shape()))
+    }
+}
+
+/// An array's elements as dense f32 (converting f16/bf16).
+fn dense_f32<'a>(a: &Array, d: &'a Data) -> Cow<'a, [f32]> {
+    match a.dtype() {
+        Dtype::F16 => {
+            let h = dense::<f16>(a, d);
+            let mut v = vec![0f32; h.len()];
+            h.convert_to_f32_slice(&mut v);
+            Cow::Owned(v)
+        }
+        Dtype::BF16 => {
+            let h = dense::<bf16>(a, d);
+            let mut v = vec![0f32; h.len()];
+            h.convert_to_f32_slice(&mut v);
+            Cow::Owned(v)
+        }
+        _ => dense::<f32>(a, d),
+    }
+}
+
+/// Convolution kernel entry point: `input` and `weight` share `out.dtype`.
+pub fn conv(input: &Array, weight: &Array, p: &ConvParams, out: &OutSpec<'_>) -> Result<Data> {
+    let (xd, wd) = (input.data(), weight.data());
+    let n_out = numel(out.shape);
+    let buf = alloc_out(out)?;
+    let geo = Geometry::new(input.shape(), weight.shape(), out.shape, p);
+    match out.dtype {
+        Dtype::F32 => {
+            let (x, w) = (dense::<f32>(input, &xd), dense::<f32>(weight, &wd));
+            // SAFETY: the buffer was allocated for `n_out` f32 elements.
+            let y = unsafe { std::slice::from_raw_parts_mut(buf.as_ptr() as *mut f32, n_out) };
+            run(&geo, &x, &w, y);
+        }
+        Dtype::F64 => {
+            let (x, w) = (dense::<f64>(input, &xd), dense::<f64>(weight, &wd));
+            // SAFETY: the buffer was allocated for `n_out` f64 elements.
+            let y = unsafe { std::slice::from_raw_parts_mut(buf.as_ptr() as *mut f64, n_out) };
+            run(&geo, &x, &w, y);
+        }
+        Dtype::F16 | Dtype::BF16 => {
+            let (x, w) = (dense_f32(input, &xd), dense_f32(weight, &wd));
+            let mut y = vec![0f32; n_out];
+            run(&geo, &x, &w, &mut y);
+            if out.dtype == Dtype::F16 {
+                // SAFETY: the buffer was allocated for `n_out` f16 elements.
+                let o = unsafe { std::slice::from_raw_parts_mut(buf.as_ptr() as *mut f16, n_out) };
+                o.convert_from_f32_slice(&y);
+            } else {
+                // SAFETY: the buffer was allocated for `n_out` bf16 elements.
+                let o = unsafe { std::slice::from_raw_parts_mut(buf.as_ptr() as *mut bf16, n_out) };
+                o.convert_from_f32_slice(&y);
+            }
+        }
+        d => return Err(Error::invalid("conv", format!("No CPU convolution for dtype {d}."))),
+    }
+    Ok(Data::contiguous(buf, out.shape))
+}
+
+/// Sizes of a convolution, with the spatial axes padded to three (missing
+/// axes have length 1 and trivial parameters).
+struct Geometry {
+    n: usize,
+    l: [usize; 3],
+    c: usize,
+    k: [usize; 3],
+    cg: usize,
+    o: [usize; 3],
+    cout: usize,
+    groups: usize,
+    /// Per axis, for each (output position, tap) pair: the input index, or -1
+    /// where the tap reads padding or a dilation hole. Indexed `o * K + k`
+    /// with the tap already flipped when `flip`.
+    taps: [Vec<i64>; 3],
+    /// Whether the im2col matrix is the input itself (1x1 kernel, unit
+    /// stride, no padding, no input dilation).
+    pointwise: bool,
+}
+
+impl Geometry {
+    fn new(xs: &[usize], ws: &[usize], ys: &[usize], p: &ConvParams) -> Geometry {
+        let nsp = xs.len() - 2;
+        let mut l = [1; 3];
+        let mut k = [1; 3];
+        let mut o = [1; 3];
+        let mut taps: [Vec<i64>; 3] = [vec![0], vec![0], vec![0]];
+        let mut pointwise = true;
+        for i in 0..nsp {
+            l[i] = xs[i + 1];
+            k[i] = ws[i + 1];
+            o[i] = ys[i + 1];
+            let (s, d, e, lo) =
+                (p.stride[i] as i64, p.kernel_dilation[i] as i64, p.input_dilation[i] as i64, p.padding_lo[i]);
+            pointwise &= k[i] == 1 && s == 1 && e == 1 && lo == 0 && o[i] == l[i];
+            let mut t = Vec::with_capacity(o[i] * k[i]);
+            for oi in 0..o[i] as i64 {
+                for ki in 0..k[i] as i64 {
+                    let kk = if p.flip { k[i] as i64 - 1 - ki } else { ki };
+                    let q = oi * s + kk * d - lo;
+                    let valid = q >= 0 && q % e == 0 && q / e < l[i] as i64;
+                    t.push(if valid { q / e } else { -1 });
+                }
+            }
+            taps[i] = t;
+        }
+        Geometry {
+            n: xs[0],
+            l,
+            c: xs[nsp + 1],
+            k,
+            cg: ws[nsp + 1],
+            o,
+            cout: ws[0],
+            groups: p.groups,
+            taps,
+            pointwise,
+        }
+    }
+}
+
+/// Bytes of im2col tile a task gathers at once (fits the L2 cache).
+const TILE_BYTES: usize = 640 * 1024;
+/// Output rows per tile.
+const TILE_ROWS: usize = 256;
+
+fn run<T: Real>(g: &Geometry, x: &[T], w: &[T], y: &mut [T]) {
+    let m = g.n * g.o[0] * g.o[1] * g.o[2];
+    if m == 0 || g.cout == 0 {
+        return;
+    }
+    let ntaps = g.k[0] * g.k[1] * g.k[2];
+    let kt = ntaps * g.cg;
+    if kt == 0 {
+        y.fill(T::ZERO);
+        return;
+    }
+    let og = g.cout / g.groups;
+    let yp = SendPtr(y.as_mut_ptr());
+    let threads = num_threads();
+    if g.pointwise {
+        // The input rows are the im2col rows: one GEMM per group.
+        let inner = if m >= 4 * TILE_ROWS { 1 } else { threads };
+        let tiles = m.div_ceil(TILE_ROWS);
+        parallel_for(tiles, TILE_ROWS * kt * g.cout, |range| {
+            for t in range {
+                let (r0, r1) = (t * TILE_ROWS, ((t + 1) * TILE_ROWS).min(m));
+                for gi in 0..g.groups {
+                    // SAFETY: rows r0..r1 of the input (stride c), the group's
+                    // weight block and output columns are in bounds; tiles
+                    // write disjoint output rows.
+                    unsafe {
+                        gemm_strided(
+                            r1 - r0,
+                            og,
+                            kt,
+                            yp.get().add(r0 * g.cout + gi * og),
+                            g.cout as isize,
+                            1,
+                            x.as_ptr().add(r0 * g.c + gi * g.cg),
+                            g.c as isize,
+                            1,
+                            w.as_ptr().add(gi * og * kt),
+                            1,
+                            kt as isize,
+                            false,
+                            inner,
+                        )
+                    };
+                }
+            }
+        });
+        return;
+    }
+    let esize = std::mem::size_of::<T>();
+    // Taps per chunk so a tile's gathered rows fit the cache.
+    let taps_per_chunk = (TILE_BYTES / (TILE_ROWS * g.cg * esize)).clamp(1, ntaps);
+    let chunks = ntaps.div_ceil(taps_per_chunk);
+    let tiles = m.div_ceil(TILE_ROWS);
+    let inner = if tiles >= 2 * threads { 1 } else { threads };
+    let cost = TILE_ROWS * kt * g.cout;
+    parallel_for(tiles, cost, |range| {
+        let kc_max = taps_per_chunk * g.cg;
+        let mut col: Vec<T> = vec![T::ZERO; TILE_ROWS * kc_max];
+        for t in range {
+            let (r0, r1) = (t * TILE_ROWS, ((t + 1) * TILE_ROWS).min(m));
+            for gi in 0..g.groups {
+                for ch in 0..chunks {
+                    let (t0, t1) = (ch * taps_per_chunk, ((ch + 1) * taps_per_chunk).min(ntaps));
+                    let kc = (t1 - t0) * g.cg;
+                    gather(g, x, gi, r0, r1, t0, t1, &mut col[..(r1 - r0) * kc]);
+                    // SAFETY: `col` holds (r1 - r0) rows of kc elements; the
+                    // weight block of group gi, taps t0..t1 spans rows
+                    // gi*og.. (stride kt) and columns t0*cg..t1*cg; output
+                    // rows r0..r1 of this group's columns are written only
+                    // by this tile.
+                    unsafe {
+                        gemm_strided(
+                            r1 - r0,
+                            og,
+                            kc,
+                            yp.get().add(r0 * g.cout + gi * og),
+                            g.cout as isize,
+                            1,
+                            col.as_ptr(),
+                            kc as isize,
+                            1,
+                            w.as_ptr().add(gi * og * kt + t0 * g.cg),
+                            1,
+                            kt as isize,
+                            ch > 0,
+                            inner,
+                        )
+                    };
+                }
+            }
+        }
+    });
+}
+
+/// Gathers im2col rows `r0..r1` for group `gi` and taps `t0..t1` into `col`
+/// (row-major, `(t1 - t0) * cg` columns).
+#[allow(clippy::too_many_arguments)]
+fn gather<T: Real>(g: &Geometry, x: &[T], gi: usize, r0: usize, r1: usize, t0: usize, t1: usize, col: &mut [T]) {
+    let cg = g.cg;
+    let kc = (t1 - t0) * cg;
+    let [o0, o1, o2] = g.o;
+    let [k0, k1, k2] = g.k;
+    let [l0, l1, l2] = g.l;
+    for (ri, r) in (r0..r1).enumerate() {
+        let row = &mut col[ri * kc..(ri + 1) * kc];
+        let p2 = r % o2;
+        let p1 = (r / o2) % o1;
+        let p0 = (r / (o2 * o1)) % o0;
+        let n = r / (o2 * o1 * o0);
+        let base_n = n * l0 * l1 * l2;
+        for (j, tap) in (t0..t1).enumerate() {
+            let a2 = tap % k2;
+            let a1 = (tap / k2) % k1;
+            let a0 = tap / (k2 * k1);
+            let i0 = g.taps[0][p0 * k0 + a0];
+            let i1 = g.taps[1][p1 * k1 + a1];
+            let i2 = g.taps[2][p2 * k2 + a2];
+            let dst = &mut row[j * cg..(j + 1) * cg];
+            if i0 < 0 || i1 < 0 || i2 < 0 {
+                dst.fill(T::ZERO);
+            } else {
+                let pos = base_n + (i0 as usize * l1 + i1 as usize) * l2 + i2 as usize;
+                let src = pos * g.c + gi * cg;
+                dst.copy_from_slice(&x[src..src + cg]);
+            }
+        }
+    }
+}

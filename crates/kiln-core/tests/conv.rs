@@ -1,0 +1,533 @@
+//! Convolution: MLX golden values, a randomized comparison against a naive
+//! direct convolution in f64, validation errors, and the transform rules
+//! (vjp/jvp by finite differences, grad of grad, vmap with batched inputs
+//! and weights).
+
+mod common;
+
+use common::{check_grad, check_vmap, Case, Rng};
+use kiln_core::{ops, Array, Dtype, Result};
+
+fn usize_list(v: Option<Vec<i64>>, n: usize, default: usize) -> Vec<usize> {
+    match v {
+        None => vec![default; n],
+        Some(v) if v.len() == 1 => vec![v[0] as usize; n],
+        Some(v) => v.iter().map(|&x| x as usize).collect(),
+    }
+}
+
+fn i64_list(v: Option<Vec<i64>>, n: usize) -> Vec<i64> {
+    match v {
+        None => vec![0; n],
+        Some(v) if v.len() == 1 => vec![v[0]; n],
+        Some(v) => v,
+    }
+}
+
+fn run_case(c: &Case) -> Result<Vec<Array>> {
+    let (x, w) = (&c.inputs[0], &c.inputs[1]);
+    let groups = c.kw_i64("groups").unwrap_or(1) as usize;
+    let nsp = if let Some(d) = c.op.strip_prefix("conv_transpose") {
+        d[..1].parse::<usize>().unwrap()
+    } else if let Some(d) = c.op.strip_prefix("conv") {
+        d.get(..1).and_then(|s| s.parse::<usize>().ok()).unwrap_or(x.ndim().saturating_sub(2))
+    } else {
+        unreachable!()
+    };
+    let stride = usize_list(c.kw_ints("stride"), nsp, 1);
+    let dilation = usize_list(c.kw_ints("dilation"), nsp, 1);
+    let y = match c.op.as_str() {
+        "conv_general" => {
+            let (lo, hi) = match c.kw("padding") {
+                Some(serde_json::Value::Array(a)) if a.first().is_some_and(|v| v.is_array()) => {
+                    let side =
+                        |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+                    (side(&a[0]), side(&a[1]))
+                }
+                _ => {
+                    let p = i64_list(c.kw_ints("padding"), nsp);
+                    (p.clone(), p)
+                }
+            };
+            let kd = usize_list(c.kw_ints("kernel_dilation"), nsp, 1);
+            let id = usize_list(c.kw_ints("input_dilation"), nsp, 1);
+            ops::conv_general(x, w, &stride, &lo, &hi, &kd, &id, groups, c.kw_bool("flip", false))?
+        }
+        op if op.starts_with("conv_transpose") => {
+            let pad = usize_list(c.kw_ints("padding"), nsp, 0);
+            let op_ = usize_list(c.kw_ints("output_padding"), nsp, 0);
+            match nsp {
+                1 => ops::conv_transpose1d(x, w, stride[0], pad[0], dilation[0], op_[0], groups)?,
+                2 => ops::conv_transpose2d(
+                    x,
+                    w,
+                    [stride[0], stride[1]],
+                    [pad[0], pad[1]],
+                    [dilation[0], dilation[1]],
+                    [op_[0], op_[1]],
+                    groups,
+                )?,
+                _ => ops::conv_transpose3d(
+                    x,
+                    w,
+                    [stride[0], stride[1], stride[2]],
+                    [pad[0], pad[1], pad[2]],
+                    [dilation[0], dilation[1], dilation[2]],
+                    [op_[0], op_[1], op_[2]],
+                    groups,
+                )?,
+            }
+        }
+        _ => {
+            let pad = i64_list(c.kw_ints("padding"), nsp);
+            if pad.iter().any(|&p| p < 0) {
+                // MLX accepts negative padding (cropping); Kiln's conv2d takes
+                // sizes, conv_general takes signed per-side padding.
+                ops::conv_general(x, w, &stride, &pad, &pad, &dilation, &[1], groups, false)?
+            } else {
+                let pad: Vec<usize> = pad.iter().map(|&p| p as usize).collect();
+                match nsp {
+                    1 => ops::conv1d(x, w, stride[0], pad[0], dilation[0], groups)?,
+                    2 => ops::conv2d(x, w, [stride[0], stride[1]], [pad[0], pad[1]], [dilation[0], dilation[1]], groups)?,
+                    _ => ops::conv3d(
+                        x,
+                        w,
+                        [stride[0], stride[1], stride[2]],
+                        [pad[0], pad[1], pad[2]],
+                        [dilation[0], dilation[1], dilation[2]],
+                        groups,
+                    )?,
+                }
+            }
+        }
+    };
+    Ok(vec![y])
+}
+
+#[test]
+fn golden_conv() {
+    let n = common::run_golden("conv.json", |c| {
+        if !c.op.starts_with("conv") {
+            return None;
+        }
+        // Accumulation order differs from MLX; half-precision outputs are
+        // checked separately with a tolerance scaled to the sum's length.
+        if matches!(c.out.first().map(|o| o.dtype()), Some(Dtype::F16 | Dtype::BF16)) {
+            return None;
+        }
+        Some(run_case(c))
+    });
+    assert!(n >= 50, "only {n} golden cases ran");
+}
+
+#[test]
+fn golden_conv_half() {
+    let mut ran = 0;
+    for c in common::load("conv.json") {
+        let Some(e) = c.out.first() else { continue };
+        if !matches!(e.dtype(), Dtype::F16 | Dtype::BF16) {
+            continue;
+        }
+        ran += 1;
+        let y = run_case(&c).unwrap_or_else(|err| panic!("{}: {err}", c.id))[0].clone();
+        assert_eq!(y.dtype(), e.dtype(), "{}", c.id);
+        assert_eq!(y.shape(), e.shape(), "{}", c.id);
+        // One rounding of the f32 result to the half type, on values of
+        // magnitude up to ~the number of taps.
+        let (rt, at) = if e.dtype() == Dtype::F16 { (2e-3, 2e-2) } else { (1.6e-2, 8e-2) };
+        common::compare(&y, e, rt, at).unwrap_or_else(|m| panic!("{}: {m}", c.id));
+    }
+    assert!(ran >= 10, "only {ran} half-precision cases");
+}
+
+// ---------------------------------------------------------------- naive reference
+
+/// A convolution setting for the reference comparison.
+#[derive(Clone, Debug)]
+struct Cfg {
+    x: Vec<usize>,
+    w: Vec<usize>,
+    stride: Vec<usize>,
+    lo: Vec<i64>,
+    hi: Vec<i64>,
+    kd: Vec<usize>,
+    id: Vec<usize>,
+    groups: usize,
+    flip: bool,
+}
+
+/// Direct convolution in f64 from the definition.
+fn naive(c: &Cfg, x: &[f64], w: &[f64]) -> (Vec<usize>, Vec<f64>) {
+    let nsp = c.x.len() - 2;
+    let pad3 = |v: &[usize], d: usize| -> [usize; 3] {
+        let mut a = [d; 3];
+        a[..nsp].copy_from_slice(&v[..nsp]);
+        a
+    };
+    let l = pad3(&c.x[1..], 1);
+    let k = pad3(&c.w[1..], 1);
+    let s = pad3(&c.stride, 1);
+    let kd = pad3(&c.kd, 1);
+    let id = pad3(&c.id, 1);
+    let mut lo = [0i64; 3];
+    let mut hi = [0i64; 3];
+    lo[..nsp].copy_from_slice(&c.lo);
+    hi[..nsp].copy_from_slice(&c.hi);
+    let mut o = [1usize; 3];
+    for i in 0..3 {
+        let padded = (l[i] as i64 - 1) * id[i] as i64 + 1 + lo[i] + hi[i];
+        o[i] = ((padded - ((k[i] as i64 - 1) * kd[i] as i64 + 1)) / s[i] as i64 + 1) as usize;
+    }
+    let (n, cin, cout) = (c.x[0], c.x[nsp + 1], c.w[0]);
+    let (cg, og) = (cin / c.groups, cout / c.groups);
+    let mut out = vec![0.0; n * o[0] * o[1] * o[2] * cout];
+    let mut shape = vec![n];
+    shape.extend_from_slice(&o[..nsp]);
+    shape.push(cout);
+    for b in 0..n {
+        for p0 in 0..o[0] {
+            for p1 in 0..o[1] {
+                for p2 in 0..o[2] {
+                    for co in 0..cout {
+                        let g = co / og;
+                        let mut acc = 0.0;
+                        for a0 in 0..k[0] {
+                            for a1 in 0..k[1] {
+                                for a2 in 0..k[2] {
+                                    let (pp, aa) = ([p0, p1, p2], [a0, a1, a2]);
+                                    let mut idx = [0usize; 3];
+                                    let mut ok = true;
+                                    for i in 0..3 {
+                                        let kk = if c.flip { k[i] - 1 - aa[i] } else { aa[i] };
+                                        let q = (pp[i] * s[i] + kk * kd[i]) as i64 - lo[i];
+                                        if q < 0 || q % id[i] as i64 != 0 || q / id[i] as i64 >= l[i] as i64 {
+                                            ok = false;
+                                        } else {
+                                            idx[i] = (q / id[i] as i64) as usize;
+                                        }
+                                    }
+                                    if !ok {
+                                        continue;
+                                    }
+                                    for ci in 0..cg {
+                                        let xi = (((b * l[0] + idx[0]) * l[1] + idx[1]) * l[2] + idx[2]) * cin
+                                            + g * cg
+                                            + ci;
+                                        let wi = (((co * k[0] + a0) * k[1] + a1) * k[2] + a2) * cg + ci;
+                                        acc += x[xi] * w[wi];
+                                    }
+                                }
+                            }
+                        }
+                        out[(((b * o[0] + p0) * o[1] + p1) * o[2] + p2) * cout + co] = acc;
+                    }
+                }
+            }
+        }
+    }
+    (shape, out)
+}
+
+fn random_cfg(rng: &mut Rng) -> Cfg {
+    let pick = |rng: &mut Rng, lo: usize, hi: usize| lo + (rng.next_u64() as usize) % (hi - lo + 1);
+    loop {
+        let nsp = pick(rng, 1, 3);
+        let groups = [1, 1, 2, 3][pick(rng, 0, 3)];
+        let cg = pick(rng, 1, 3);
+        let og = pick(rng, 1, 3);
+        let mut x = vec![pick(rng, 1, 2)];
+        let mut w = vec![og * groups];
+        let (mut stride, mut lo, mut hi, mut kd, mut id) = (vec![], vec![], vec![], vec![], vec![]);
+        let mut ok = true;
+        for _ in 0..nsp {
+            let l = pick(rng, 1, if nsp == 3 { 4 } else { 7 });
+            let k = pick(rng, 1, 3);
+            let (s, d, e) = (pick(rng, 1, 3), pick(rng, 1, 2), pick(rng, 1, 2));
+            let (a, b) = (pick(rng, 0, 3) as i64 - 1, pick(rng, 0, 3) as i64 - 1);
+            let padded = (l as i64 - 1) * e as i64 + 1 + a + b;
+            ok &= padded >= ((k - 1) * d + 1) as i64;
+            x.push(l);
+            w.push(k);
+            stride.push(s);
+            lo.push(a);
+            hi.push(b);
+            kd.push(d);
+            id.push(e);
+        }
+        x.push(cg * groups);
+        w.push(cg);
+        if ok {
+            return Cfg { x, w, stride, lo, hi, kd, id, groups, flip: rng.next_u64() % 2 == 0 };
+        }
+    }
+}
+
+fn kiln_conv(c: &Cfg, x: &Array, w: &Array) -> Result<Array> {
+    ops::conv_general(x, w, &c.stride, &c.lo, &c.hi, &c.kd, &c.id, c.groups, c.flip)
+}
+
+#[test]
+fn random_configs_match_naive_reference() {
+    let mut rng = Rng::new(2024);
+    for trial in 0..150 {
+        let c = random_cfg(&mut rng);
+        let xv = rng.vec(c.x.iter().product(), -1.0, 1.0);
+        let wv = rng.vec(c.w.iter().product(), -1.0, 1.0);
+        let (shape, expected) = naive(&c, &xv, &wv);
+        for dtype in [Dtype::F64, Dtype::F32] {
+            let x = ops::astype(&Array::from_vec(xv.clone(), &c.x).unwrap(), dtype).unwrap();
+            let w = ops::astype(&Array::from_vec(wv.clone(), &c.w).unwrap(), dtype).unwrap();
+            let y = kiln_conv(&c, &x, &w).unwrap_or_else(|e| panic!("trial {trial} {c:?}: {e}"));
+            assert_eq!(y.shape(), &shape[..], "trial {trial} {c:?}");
+            assert_eq!(y.dtype(), dtype);
+            let got = ops::astype(&y, Dtype::F64).unwrap().to_vec::<f64>().unwrap();
+            let tol = if dtype == Dtype::F64 { 1e-12 } else { 1e-5 };
+            for (i, (a, b)) in got.iter().zip(&expected).enumerate() {
+                assert!((a - b).abs() <= tol * (1.0 + b.abs()), "trial {trial} {c:?} elem {i}: {a} vs {b}");
+            }
+        }
+    }
+}
+
+/// Larger shapes: multi-tile, tap-chunked and pointwise paths, strided
+/// (non-contiguous) inputs, against the reference.
+#[test]
+fn large_and_strided_inputs_match_reference() {
+    let mut rng = Rng::new(99);
+    let cfgs = [
+        // 3x3 same padding, several output tiles (the fast path).
+        Cfg {
+            x: vec![2, 20, 18, 16],
+            w: vec![8, 3, 3, 16],
+            stride: vec![1, 1],
+            lo: vec![1, 1],
+            hi: vec![1, 1],
+            kd: vec![1, 1],
+            id: vec![1, 1],
+            groups: 1,
+            flip: false,
+        },
+        // A large kernel with many channels: taps are split into chunks.
+        Cfg {
+            x: vec![1, 12, 12, 160],
+            w: vec![4, 7, 7, 160],
+            stride: vec![1, 1],
+            lo: vec![2, 3],
+            hi: vec![3, 1],
+            kd: vec![1, 1],
+            id: vec![1, 1],
+            groups: 1,
+            flip: true,
+        },
+        // Pointwise with groups.
+        Cfg {
+            x: vec![3, 15, 13, 12],
+            w: vec![9, 1, 1, 4],
+            stride: vec![1, 1],
+            lo: vec![0, 0],
+            hi: vec![0, 0],
+            kd: vec![1, 1],
+            id: vec![1, 1],
+            groups: 3,
+            flip: false,
+        },
+    ];
+    for c in cfgs {
+        let xv = rng.vec(c.x.iter().product(), -1.0, 1.0);
+        let wv = rng.vec(c.w.iter().product(), -1.0, 1.0);
+        let (shape, expected) = naive(&c, &xv, &wv);
+        let x = Array::from_vec(xv.clone(), &c.x).unwrap();
+        let w = Array::from_vec(wv.clone(), &c.w).unwrap();
+        // A transposed (strided) view of the same input.
+        let mut perm: Vec<usize> = (0..c.x.len()).collect();
+        perm.swap(1, 2);
+        let mut tshape = c.x.clone();
+        tshape.swap(1, 2);
+        let xt = ops::transpose_axes(
+            &ops::contiguous(&ops::transpose_axes(&x, &perm.iter().map(|&p| p as i32).collect::<Vec<_>>()).unwrap(), false),
+            &perm.iter().map(|&p| p as i32).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        for input in [x, xt] {
+            for dtype in [Dtype::F64, Dtype::F32] {
+                let xi = ops::astype(&input, dtype).unwrap();
+                let wi = ops::astype(&w, dtype).unwrap();
+                let y = kiln_conv(&c, &xi, &wi).unwrap();
+                assert_eq!(y.shape(), &shape[..]);
+                let got = ops::astype(&y, Dtype::F64).unwrap().to_vec::<f64>().unwrap();
+                let tol = if dtype == Dtype::F64 { 1e-11 } else { 2e-5 };
+                for (i, (a, b)) in got.iter().zip(&expected).enumerate() {
+                    assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{c:?} {dtype} elem {i}: {a} vs {b}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn half_precision_computes_in_f32() {
+    let mut rng = Rng::new(5);
+    let x = rng.array(&[2, 9, 9, 8], -1.0, 1.0);
+    let w = rng.array(&[4, 3, 3, 8], -1.0, 1.0);
+    for dt in [Dtype::F16, Dtype::BF16] {
+        let (xh, wh) = (ops::astype(&x, dt).unwrap(), ops::astype(&w, dt).unwrap());
+        let y = ops::conv2d(&xh, &wh, [1, 1], [1, 1], [1, 1], 1).unwrap();
+        assert_eq!(y.dtype(), dt);
+        let r = ops::conv2d(&ops::astype(&xh, Dtype::F64).unwrap(), &ops::astype(&wh, Dtype::F64).unwrap(), [1, 1], [1, 1], [1, 1], 1)
+            .unwrap();
+        let r = ops::astype(&ops::astype(&r, dt).unwrap(), Dtype::F64).unwrap().to_vec::<f64>().unwrap();
+        let g = ops::astype(&y, Dtype::F64).unwrap().to_vec::<f64>().unwrap();
+        // Exactly the f64 result rounded once (up to ties of the f32 sum).
+        let eps = if dt == Dtype::F16 { 1e-3 } else { 8e-3 };
+        for (a, b) in g.iter().zip(&r) {
+            assert!((a - b).abs() <= eps * b.abs() + 1e-6, "{dt}: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn mixed_dtypes_promote() {
+    let x = ops::ones(&[1, 4, 4, 2], Dtype::F16).unwrap();
+    let w = ops::ones(&[3, 3, 3, 2], Dtype::F32).unwrap();
+    let y = ops::conv2d(&x, &w, [1, 1], [0, 0], [1, 1], 1).unwrap();
+    assert_eq!(y.dtype(), Dtype::F32);
+    assert_eq!(y.to_vec::<f32>().unwrap(), vec![18.0; 12]);
+    // An integer weight next to a float input is cast, as in MLX.
+    let wi = ops::ones(&[3, 3, 3, 2], Dtype::I32).unwrap();
+    let y = ops::conv2d(&ops::astype(&x, Dtype::F32).unwrap(), &wi, [1, 1], [0, 0], [1, 1], 1).unwrap();
+    assert_eq!(y.dtype(), Dtype::F32);
+}
+
+#[test]
+fn empty_shapes() {
+    let w = ops::ones(&[3, 3, 2], Dtype::F32).unwrap();
+    let y = ops::conv1d(&ops::ones(&[0, 5, 2], Dtype::F32).unwrap(), &w, 1, 0, 1, 1).unwrap();
+    assert_eq!(y.shape(), &[0, 3, 3]);
+    assert_eq!(y.to_vec::<f32>().unwrap().len(), 0);
+    let y = ops::conv1d(&ops::ones(&[2, 5, 0], Dtype::F32).unwrap(), &ops::ones(&[3, 3, 0], Dtype::F32).unwrap(), 1, 0, 1, 1)
+        .unwrap();
+    assert_eq!(y.to_vec::<f32>().unwrap(), vec![0.0; 18]);
+    let y = ops::conv1d(&ops::ones(&[2, 5, 2], Dtype::F32).unwrap(), &ops::ones(&[0, 3, 2], Dtype::F32).unwrap(), 1, 0, 1, 1)
+        .unwrap();
+    assert_eq!(y.shape(), &[2, 3, 0]);
+    assert_eq!(y.to_vec::<f32>().unwrap().len(), 0);
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let x = ops::ones(&[1, 5, 5, 4], Dtype::F32).unwrap();
+    let w = ops::ones(&[2, 3, 3, 4], Dtype::F32).unwrap();
+    let bad: Vec<(&str, Result<Array>)> = vec![
+        ("groups 0", ops::conv2d(&x, &w, [1, 1], [0, 0], [1, 1], 0)),
+        ("complex weight", ops::conv2d(&x, &ops::astype(&w, Dtype::C64).unwrap(), [1, 1], [0, 0], [1, 1], 1)),
+        ("complex input", ops::conv2d(&ops::astype(&x, Dtype::C64).unwrap(), &w, [1, 1], [0, 0], [1, 1], 1)),
+        ("int input", ops::conv2d(&ops::astype(&x, Dtype::I32).unwrap(), &w, [1, 1], [0, 0], [1, 1], 1)),
+        ("param length", ops::conv_general(&x, &w, &[1, 1, 1], &[0], &[0], &[1], &[1], 1, false)),
+        ("padding length", ops::conv_general(&x, &w, &[1], &[0, 0, 0], &[0], &[1], &[1], 1, false)),
+        ("empty param", ops::conv_general(&x, &w, &[], &[0], &[0], &[1], &[1], 1, false)),
+        ("1d on 2d input", ops::conv1d(&x, &w, 1, 0, 1, 1)),
+        ("3d on 2d input", ops::conv3d(&x, &w, [1; 3], [0; 3], [1; 3], 1)),
+        ("transpose rank", ops::conv_transpose1d(&x, &w, 1, 0, 1, 0, 1)),
+        ("rank 2", ops::conv_general(&ops::ones(&[5, 4], Dtype::F32).unwrap(), &w, &[1], &[0], &[0], &[1], &[1], 1, false)),
+        ("weight rank", ops::conv_general(&x, &ops::ones(&[2, 3, 4], Dtype::F32).unwrap(), &[1], &[0], &[0], &[1], &[1], 1, false)),
+        ("kernel too big", ops::conv_general(&x, &w, &[1], &[-2], &[0], &[1], &[1], 1, false)),
+        ("zero-size spatial", ops::conv2d(&ops::ones(&[1, 0, 5, 4], Dtype::F32).unwrap(), &w, [1, 1], [0, 0], [1, 1], 1)),
+        ("transpose channels", ops::conv_transpose2d(&x, &ops::ones(&[2, 3, 3, 3], Dtype::F32).unwrap(), [1, 1], [0, 0], [1, 1], [0, 0], 1)),
+    ];
+    for (name, r) in bad {
+        let e = r.err().unwrap_or_else(|| panic!("{name}: expected an error"));
+        assert_eq!(e.op(), "conv", "{name}");
+        assert!(e.message().len() > 20, "{name}: {}", e.message());
+    }
+}
+
+// ---------------------------------------------------------------- transforms
+
+fn cfg_fn(c: &Cfg) -> impl Fn(&[Array]) -> Result<Array> + Copy + '_ {
+    move |a: &[Array]| kiln_conv(c, &a[0], &a[1])
+}
+
+fn grad_cfgs() -> Vec<Cfg> {
+    let c = |x: &[usize], w: &[usize], s: &[usize], lo: &[i64], hi: &[i64], kd: &[usize], id: &[usize], g, f| Cfg {
+        x: x.to_vec(),
+        w: w.to_vec(),
+        stride: s.to_vec(),
+        lo: lo.to_vec(),
+        hi: hi.to_vec(),
+        kd: kd.to_vec(),
+        id: id.to_vec(),
+        groups: g,
+        flip: f,
+    };
+    vec![
+        c(&[2, 5, 2], &[3, 3, 2], &[1], &[0], &[0], &[1], &[1], 1, false),
+        c(&[1, 7, 2], &[2, 2, 2], &[2], &[1], &[2], &[2], &[1], 1, false),
+        c(&[2, 6, 4], &[4, 3, 2], &[3], &[-1], &[1], &[1], &[2], 2, true),
+        c(&[1, 4, 5, 2], &[2, 2, 3, 2], &[2, 1], &[1, 0], &[0, 2], &[1, 2], &[1, 1], 1, false),
+        c(&[1, 4, 4, 3], &[3, 2, 2, 1], &[1, 2], &[0, 1], &[1, -1], &[2, 1], &[2, 1], 3, true),
+        c(&[1, 3, 3, 3, 2], &[2, 2, 2, 2, 2], &[1, 2, 1], &[1, 0, 0], &[0, 1, 0], &[1, 1, 2], &[1, 2, 1], 1, false),
+    ]
+}
+
+#[test]
+fn vjp_and_jvp_match_finite_differences() {
+    let mut rng = Rng::new(11);
+    for c in grad_cfgs() {
+        let x = rng.array(&c.x, -1.0, 1.0);
+        let w = rng.array(&c.w, -1.0, 1.0);
+        check_grad(&format!("conv {c:?}"), cfg_fn(&c), &[x, w]);
+    }
+}
+
+#[test]
+fn transposed_conv_gradients() {
+    let mut rng = Rng::new(12);
+    let x = rng.array(&[1, 3, 4, 2], -1.0, 1.0);
+    let w = rng.array(&[3, 3, 2, 2], -1.0, 1.0);
+    check_grad("conv_transpose2d", |a| ops::conv_transpose2d(&a[0], &a[1], [2, 1], [1, 0], [1, 2], [1, 0], 1), &[x, w]);
+}
+
+#[test]
+fn grad_of_grad() {
+    let mut rng = Rng::new(13);
+    for c in grad_cfgs().into_iter().take(5) {
+        let x = rng.array(&c.x, -1.0, 1.0);
+        let w = rng.array(&c.w, -1.0, 1.0);
+        // f(x, w) = d/dx sum(conv(x, w)^2): its own vjp nests convolutions of convolutions.
+        let f = |a: &[Array]| -> Result<Array> {
+            let g = kiln_core::grad(
+                |b: &[Array]| {
+                    let y = kiln_conv(&c, &b[0], &b[1])?;
+                    Ok(vec![ops::sum(&ops::multiply(&y, &y)?, kiln_core::Axes::All, false)?])
+                },
+                &[0, 1],
+            )(a)?;
+            ops::add(&ops::sum(&g[0], kiln_core::Axes::All, false)?, &ops::sum(&ops::square(&g[1])?, kiln_core::Axes::All, false)?)
+        };
+        check_grad(&format!("grad of grad {c:?}"), f, &[x, w]);
+    }
+}
+
+#[test]
+fn vmap_over_input_weight_and_both() {
+    let mut rng = Rng::new(14);
+    for c in grad_cfgs() {
+        let f = cfg_fn(&c);
+        let mut xb = vec![3];
+        xb.extend(&c.x);
+        let mut wb = vec![3];
+        wb.extend(&c.w);
+        let (x, w) = (rng.array(&c.x, -1.0, 1.0), rng.array(&c.w, -1.0, 1.0));
+        let (xs, ws) = (rng.array(&xb, -1.0, 1.0), rng.array(&wb, -1.0, 1.0));
+        check_vmap("conv x", f, &[xs.clone(), w.clone()], &[Some(0), None]);
+        check_vmap("conv w", f, &[x.clone(), ws.clone()], &[None, Some(0)]);
+        check_vmap("conv both", f, &[xs, ws], &[Some(0), Some(0)]);
+        // Batch axis last on the input and in the middle of the weight.
+        let mut xl = c.x.clone();
+        xl.push(2);
+        let mut wm = c.w.clone();
+        wm.insert(1, 2);
+        let (xl, wm) = (rng.array(&xl, -1.0, 1.0), rng.array(&wm, -1.0, 1.0));
+        check_vmap("conv moved axes", f, &[xl, wm], &[Some(-1), Some(1)]);
+    }
+}
