@@ -792,3 +792,31 @@ fn vmap_matches_a_loop() {
         &[Some(1), None],
     );
 }
+
+/// Rough timings (run with `--ignored --nocapture`); not a benchmark.
+#[test]
+#[ignore]
+fn timings() {
+    let mut rng = Rng::new(11);
+    let time = |what: &str, f: &dyn Fn() -> Array| {
+        f().eval().unwrap();
+        let t = std::time::Instant::now();
+        let reps = 5;
+        for _ in 0..reps {
+            f().eval().unwrap();
+        }
+        println!("{what}: {:.3} ms", t.elapsed().as_secs_f64() * 1e3 / reps as f64);
+    };
+    for d in [Dtype::F32, Dtype::F64] {
+        let big = as_dtype(&well(&mut rng, &[256, 256], 16.0), d);
+        let small = as_dtype(&well(&mut rng, &[10000, 4, 4], 3.0), d);
+        let s = as_dtype(&spd(&rng.array(&[256, 256], -1.0, 1.0)).unwrap(), d);
+        time(&format!("inv 256x256 {d}"), &|| linalg::inv(&big).unwrap());
+        time(&format!("inv 10000x4x4 {d}"), &|| linalg::inv(&small).unwrap());
+        time(&format!("det 10000x4x4 {d}"), &|| linalg::det(&small).unwrap());
+        time(&format!("cholesky 256 {d}"), &|| linalg::cholesky(&s, false).unwrap());
+        time(&format!("svd values 256 {d}"), &|| linalg::svd(&big, false).unwrap().remove(0));
+        time(&format!("eigvalsh 256 {d}"), &|| linalg::eigvalsh(&s, "L").unwrap());
+        time(&format!("qr 256 {d}"), &|| linalg::qr(&big).unwrap().1);
+    }
+}

@@ -13,6 +13,21 @@
 //! failures are not errors: a singular matrix gives non-finite values from
 //! `inv`/`solve`, and a matrix that is not positive definite gives a NaN
 //! Cholesky factor.
+//!
+//! Differences from MLX 0.32.4, all deliberate:
+//! * float32 inputs are factorised in float64 and rounded once (more
+//!   accurate than MLX's float32 LAPACK calls; results agree to ~1e-6).
+//! * `eig`/`eigvals` return eigenvalues in faer's order (LAPACK's order is
+//!   unspecified too); `qr`/`svd` signs may differ from LAPACK's.
+//! * `solve`/`solve_triangular` broadcast batch dimensions of `a` and `b`
+//!   (MLX fails on some broadcasts with an internal `take_along_axis` error).
+//! * `det`/`slogdet` of float16/bfloat16 compute in float32 and cast back
+//!   (MLX returns NaN); batched float64 `det` keeps float64 precision (MLX
+//!   loses it).
+//! * `eigh`/`eigvalsh` accept only `UPLO` "L" or "U" (MLX treats anything
+//!   else as "L"); complex64 inputs to `svd`/`eig*` are not supported yet.
+//! * The matrix products inside composites and transform rules use a
+//!   broadcast multiply-and-sum helper until `ops::matmul` lands.
 
 use super::binary::{divide, greater, multiply, not_equal, power, subtract};
 use super::creation::{astype, eye, ones_like, tril, triu, zeros_like};
