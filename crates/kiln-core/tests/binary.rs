@@ -576,3 +576,22 @@ fn bench_fma_16m() {
     }
     println!("16-element add scalar incl. graph+eval: {:.0} ns", t.elapsed().as_secs_f64() / reps as f64 * 1e9);
 }
+
+/// Complex gradients follow MLX: the cotangent times the conjugate of the
+/// partial derivative (values from MLX 0.32.4: `mx.grad(lambda x: mx.real(x * c))`).
+#[test]
+fn complex_vjp_conjugates_the_partial() {
+    use num_complex::Complex32 as C;
+    let x = Array::scalar(C::new(1.0, 2.0));
+    let c = Array::scalar(C::new(2.0, 3.0));
+    let cases: [(&str, fn(&Array, &Array) -> kiln_core::Result<Array>, C); 2] = [
+        ("mul", |x, c| ops::real(&ops::multiply(x, c)?), C::new(2.0, -3.0)),
+        ("div", |x, c| ops::real(&ops::divide(x, c)?), C::new(2.0 / 13.0, 3.0 / 13.0)),
+    ];
+    for (name, f, want) in cases {
+        let c2 = c.clone();
+        let g = kiln_core::grad(move |a: &[Array]| Ok(vec![f(&a[0], &c2)?]), &[0])(&[x.clone()]).unwrap();
+        let got: C = g[0].item().unwrap();
+        assert!((got - want).norm() < 1e-6, "{name}: {got} vs {want}");
+    }
+}

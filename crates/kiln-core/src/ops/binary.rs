@@ -47,13 +47,15 @@ impl Primitive for Binary {
             return argnums.iter().map(|&i| zeros_like(&primals[i])).collect();
         }
         let mut out = Vec::with_capacity(argnums.len());
+        // Complex inputs follow MLX's convention: the cotangent times the conjugate partial.
+        let conj = |d: &Array| if d.dtype().is_complex() { super::unary::conjugate(d) } else { Ok(d.clone()) };
         for &i in argnums {
             let gi = match (self.op, i) {
                 (BinaryOp::Add, _) | (BinaryOp::Subtract, 0) => g.clone(),
                 (BinaryOp::Subtract, _) => negative(g)?,
-                (BinaryOp::Multiply, 0) => multiply(g, b)?,
-                (BinaryOp::Multiply, _) => multiply(g, a)?,
-                _ => multiply(g, &partial(self.op, a, b, Some(&outputs[0]), i)?)?,
+                (BinaryOp::Multiply, 0) => multiply(g, &conj(b)?)?,
+                (BinaryOp::Multiply, _) => multiply(g, &conj(a)?)?,
+                _ => multiply(g, &conj(&partial(self.op, a, b, Some(&outputs[0]), i)?)?)?,
             };
             out.push(sum_to_shape(&gi, primals[i].shape())?);
         }
