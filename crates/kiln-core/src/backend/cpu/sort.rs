@@ -2,8 +2,10 @@
 //!
 //! Real dtypes map each value to an unsigned integer key whose order is
 //! MLX's order (numeric, `-0.0 == 0.0`, every NaN equal and after `+inf`),
-//! then sort lines with a stable LSD radix sort on the key (8-bit digits,
-//! passes whose digit is constant across the line skipped), or, for short
+//! then sort lines with a stable LSD radix sort on the key (11-bit digits,
+//! passes whose digit is constant across the line skipped; values are
+//! decoded back from sorted keys alone unless the line holds a NaN or -0.0,
+//! whose keys merge bit patterns, when the values travel with the keys), or, for short
 //! lines, an unstable sort of `key << 32 | index` (the index tie-break makes
 //! it stable). Partition selects on the same combined key, so `partition`
 //! and `argpartition` produce the same permutation (the gradient of
@@ -40,20 +42,25 @@ impl SortMode {
 
 /// An order-preserving unsigned key.
 trait Key: Copy + Ord + Send + Sync + Default {
-    const BYTES: usize;
+    /// Radix passes of [`DIGIT_BITS`] bits.
+    const PASSES: usize;
     /// The key combined with a line index (key in the high half).
     type Wide: Copy + Ord + Send;
-    fn byte(self, p: usize) -> usize;
+    fn digit(self, p: usize) -> usize;
     fn wide(self, i: u32) -> Self::Wide;
     fn index(w: Self::Wide) -> u32;
 }
 
+/// Bits per radix digit (a 2048-entry histogram stays in L1).
+const DIGIT_BITS: usize = 11;
+const RADIX: usize = 1 << DIGIT_BITS;
+
 impl Key for u32 {
-    const BYTES: usize = 4;
+    const PASSES: usize = 3;
     type Wide = u64;
     #[inline(always)]
-    fn byte(self, p: usize) -> usize {
-        ((self >> (8 * p)) & 0xff) as usize
+    fn digit(self, p: usize) -> usize {
+        ((self >> (DIGIT_BITS * p)) as usize) & (RADIX - 1)
     }
     #[inline(always)]
     fn wide(self, i: u32) -> u64 {
@@ -66,11 +73,11 @@ impl Key for u32 {
 }
 
 impl Key for u64 {
-    const BYTES: usize = 8;
+    const PASSES: usize = 6;
     type Wide = u128;
     #[inline(always)]
-    fn byte(self, p: usize) -> usize {
-        ((self >> (8 * p)) & 0xff) as usize
+    fn digit(self, p: usize) -> usize {
+        ((self >> (DIGIT_BITS * p)) as usize) & (RADIX - 1)
     }
     #[inline(always)]
     fn wide(self, i: u32) -> u128 {
@@ -109,10 +116,35 @@ fn f64_key(v: f64) -> u64 {
 trait Keyed: Element {
     type K: Key;
     fn key(self) -> Self::K;
+    /// The value of a key, for lines where [`Keyed::plain`] holds.
+    fn from_key(k: Self::K) -> Self;
+    /// Whether `key` is invertible on this line (floats: no NaN, no -0.0,
+    /// whose keys merge several bit patterns).
+    fn plain(_line: &[Self]) -> bool {
+        true
+    }
+}
+
+#[inline(always)]
+fn f32_from_key(k: u32) -> f32 {
+    f32::from_bits(if k >> 31 == 1 { k & 0x7fff_ffff } else { !k })
+}
+
+#[inline(always)]
+fn f64_from_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
+fn plain_f32(line: impl Iterator<Item = f32>) -> bool {
+    let mut bad = false;
+    for v in line {
+        bad |= v.is_nan() | (v.to_bits() == 0x8000_0000);
+    }
+    !bad
 }
 
 macro_rules! keyed {
-    ($t:ty, $k:ty, |$v:ident| $e:expr) => {
+    ($t:ty, $k:ty, |$v:ident| $e:expr, |$kk:ident| $d:expr) => {
         impl Keyed for $t {
             type K = $k;
             #[inline(always)]
@@ -120,51 +152,90 @@ macro_rules! keyed {
                 let $v = self;
                 $e
             }
+            #[inline(always)]
+            fn from_key($kk: $k) -> $t {
+                $d
+            }
+        }
+    };
+    ($t:ty, $k:ty, |$v:ident| $e:expr, |$kk:ident| $d:expr, |$l:ident| $p:expr) => {
+        impl Keyed for $t {
+            type K = $k;
+            #[inline(always)]
+            fn key(self) -> $k {
+                let $v = self;
+                $e
+            }
+            #[inline(always)]
+            fn from_key($kk: $k) -> $t {
+                $d
+            }
+            fn plain($l: &[$t]) -> bool {
+                $p
+            }
         }
     };
 }
-keyed!(bool, u32, |v| v as u32);
-keyed!(u8, u32, |v| v as u32);
-keyed!(u16, u32, |v| v as u32);
-keyed!(u32, u32, |v| v);
-keyed!(u64, u64, |v| v);
-keyed!(i8, u32, |v| (v as i32 as u32) ^ 0x8000_0000);
-keyed!(i16, u32, |v| (v as i32 as u32) ^ 0x8000_0000);
-keyed!(i32, u32, |v| (v as u32) ^ 0x8000_0000);
-keyed!(i64, u64, |v| (v as u64) ^ (1 << 63));
-keyed!(f16, u32, |v| f32_key(v.to_f32()));
-keyed!(bf16, u32, |v| f32_key(v.to_f32()));
-keyed!(f32, u32, |v| f32_key(v));
-keyed!(f64, u64, |v| f64_key(v));
+keyed!(bool, u32, |v| v as u32, |k| k != 0);
+keyed!(u8, u32, |v| v as u32, |k| k as u8);
+keyed!(u16, u32, |v| v as u32, |k| k as u16);
+keyed!(u32, u32, |v| v, |k| k);
+keyed!(u64, u64, |v| v, |k| k);
+keyed!(i8, u32, |v| (v as i32 as u32) ^ 0x8000_0000, |k| (k ^ 0x8000_0000) as i32 as i8);
+keyed!(i16, u32, |v| (v as i32 as u32) ^ 0x8000_0000, |k| (k ^ 0x8000_0000) as i32 as i16);
+keyed!(i32, u32, |v| (v as u32) ^ 0x8000_0000, |k| (k ^ 0x8000_0000) as i32);
+keyed!(i64, u64, |v| (v as u64) ^ (1 << 63), |k| (k ^ (1 << 63)) as i64);
+keyed!(f16, u32, |v| f32_key(v.to_f32()), |k| f16::from_f32(f32_from_key(k)), |l| plain_f32(
+    l.iter().map(|v| v.to_f32())
+));
+keyed!(bf16, u32, |v| f32_key(v.to_f32()), |k| bf16::from_f32(f32_from_key(k)), |l| plain_f32(
+    l.iter().map(|v| v.to_f32())
+));
+keyed!(f32, u32, |v| f32_key(v), |k| f32_from_key(k), |l| plain_f32(l.iter().copied()));
+keyed!(f64, u64, |v| f64_key(v), |k| f64_from_key(k), |l| {
+    let mut bad = false;
+    for &v in l {
+        bad |= v.is_nan() | (v.to_bits() == 1 << 63);
+    }
+    !bad
+});
 
 /// Lines shorter than this use a comparison sort on the combined key.
 const RADIX_MIN: usize = 256;
 
-/// Stable LSD radix sort of `keys` carrying `pay`; `tk`/`tp` are scratch of the same length.
+/// Stable LSD radix sort of `keys` carrying `pay` (`P = ()` sorts keys
+/// alone); `tk`/`tp` are scratch of the same length.
 fn radix<K: Key, P: Copy>(keys: &mut Vec<K>, pay: &mut Vec<P>, tk: &mut Vec<K>, tp: &mut Vec<P>) {
     let n = keys.len();
-    let mut hist = vec![[0u32; 256]; K::BYTES];
+    assert!(pay.len() == n && tk.len() == n && tp.len() == n && n < u32::MAX as usize);
+    let mut hist = vec![[0u32; RADIX]; K::PASSES];
     for &k in keys.iter() {
         for (p, h) in hist.iter_mut().enumerate() {
-            h[k.byte(p)] += 1;
+            h[k.digit(p)] += 1;
         }
     }
     for (p, h) in hist.iter().enumerate() {
         if h.iter().any(|&c| c as usize == n) {
             continue; // every key has the same digit here
         }
-        let mut off = [0u32; 256];
+        let mut off = [0u32; RADIX];
         let mut acc = 0u32;
         for (o, &c) in off.iter_mut().zip(h.iter()) {
             *o = acc;
             acc += c;
         }
+        let (dk, dp) = (tk.as_mut_ptr(), tp.as_mut_ptr());
         for (&k, &v) in keys.iter().zip(pay.iter()) {
-            let d = k.byte(p);
+            let d = k.digit(p);
             let o = off[d] as usize;
             off[d] += 1;
-            tk[o] = k;
-            tp[o] = v;
+            // SAFETY: off[d] starts at the number of keys with a smaller
+            // digit and is bumped once per key with digit d, so every o is
+            // below n = tk.len() = tp.len() (asserted above).
+            unsafe {
+                *dk.add(o) = k;
+                *dp.add(o) = v;
+            }
         }
         std::mem::swap(keys, tk);
         std::mem::swap(pay, tp);
@@ -201,7 +272,14 @@ fn keyed_line<T: Keyed>(
             s.keys.clear();
             s.keys.extend(s.line.iter().map(|v| v.key()));
             s.tk.resize(n, T::K::default());
-            if mode == SortMode::Values {
+            if mode == SortMode::Values && T::plain(&s.line) {
+                let mut unit = vec![(); n];
+                let mut tunit = vec![(); n];
+                radix(&mut s.keys, &mut unit, &mut s.tk, &mut tunit);
+                for (k, &key) in s.keys.iter().enumerate() {
+                    out_v(k, T::from_key(key));
+                }
+            } else if mode == SortMode::Values {
                 s.vals.clear();
                 s.vals.extend_from_slice(&s.line);
                 s.tv.resize(n, T::default());
