@@ -334,7 +334,7 @@ pub fn conv_general(
             ),
         ));
     }
-    let p = ConvParams {
+    let mut p = ConvParams {
         stride: per_axis("stride", stride, nsp)?,
         padding_lo: per_axis("padding", padding_lo, nsp)?,
         padding_hi: per_axis("padding", padding_hi, nsp)?,
@@ -343,8 +343,22 @@ pub fn conv_general(
         groups,
         flip,
     };
-    check(input, weight, &p)?;
-    conv_raw(input, weight, &p)
+    // As MLX: negative padding crops whole input elements before the input
+    // is dilated (the primitive itself crops the dilated input).
+    let mut x = input.clone();
+    for i in 0..nsp {
+        let (lo, hi) = (p.padding_lo[i], p.padding_hi[i]);
+        if lo < 0 || hi < 0 {
+            let l = x.shape()[i + 1] as i64;
+            let start = (-lo).max(0).min(l);
+            let len = (l - start - (-hi).max(0)).max(0);
+            x = super::slicing::slice_axis(&x, i + 1, start as isize, len as usize, 1)?;
+            p.padding_lo[i] = lo.max(0);
+            p.padding_hi[i] = hi.max(0);
+        }
+    }
+    check(&x, weight, &p)?;
+    conv_raw(&x, weight, &p)
 }
 
 /// Validates dtypes, channels, groups and sizes with MLX's messages.
