@@ -263,7 +263,7 @@ fn random_cfg(rng: &mut Rng) -> Cfg {
         x.push(cg * groups);
         w.push(cg);
         if ok {
-            return Cfg { x, w, stride, lo, hi, kd, id, groups, flip: rng.next_u64() % 2 == 0 };
+            return Cfg { x, w, stride, lo, hi, kd, id, groups, flip: rng.next_u64().is_multiple_of(2) };
         }
     }
 }
@@ -643,4 +643,25 @@ fn bench_conv2d_target() {
         best = best.min(t.elapsed().as_secs_f64());
     }
     println!("kiln conv2d 8x56x56x64 -> 64, 3x3, pad 1, f32: {:.2} ms, {:.1} GFLOP/s", best * 1e3, flops / best / 1e9);
+}
+
+/// The same FLOPs as [`bench_conv2d_target`] as a pointwise convolution (a
+/// plain GEMM: 25088 x 576 times 576 x 64), separating GEMM speed from the
+/// convolution's own overheads.
+#[test]
+#[ignore]
+fn bench_conv2d_pointwise_same_flops() {
+    let mut rng = Rng::new(2);
+    let x = ops::astype(&rng.array(&[8, 56, 56, 576], -1.0, 1.0), Dtype::F32).unwrap();
+    let w = ops::astype(&rng.array(&[64, 1, 1, 576], -1.0, 1.0), Dtype::F32).unwrap();
+    x.eval().unwrap();
+    w.eval().unwrap();
+    let flops = 2.0 * (8 * 56 * 56 * 64 * 576) as f64;
+    let mut best = f64::MAX;
+    for _ in 0..10 {
+        let t = std::time::Instant::now();
+        ops::conv2d(&x, &w, [1, 1], [0, 0], [1, 1], 1).unwrap().eval().unwrap();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    println!("kiln pointwise GEMM 25088x576x64 f32: {:.2} ms, {:.1} GFLOP/s", best * 1e3, flops / best / 1e9);
 }

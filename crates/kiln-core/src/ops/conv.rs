@@ -118,7 +118,8 @@ impl Primitive for Convolution {
                         broadcast_to(&super::shape::expand_dims(x, 0)?, &s)?
                     }
                 };
-                let nd = x.ndim() - 1; // unbatched rank
+                // Unbatched rank.
+                let nd = x.ndim() - 1;
                 // (B, N, sp..., C) -> (N, sp..., B, C) -> (N, sp..., B*C)
                 let mut perm: Vec<usize> = (1..nd).collect();
                 perm.push(0);
@@ -377,11 +378,17 @@ fn check(x: &Array, w: &Array, p: &ConvParams) -> Result<()> {
     if !out.is_floating() {
         return Err(Error::invalid(
             "conv",
-            format!("Invalid weight array with type {}. Convolution currently only supports floating point types.", w.dtype()),
+            format!(
+                "Invalid weight array with type {}. Convolution currently only supports floating point types.",
+                w.dtype()
+            ),
         ));
     }
     if p.stride.contains(&0) {
-        return Err(Error::invalid("conv", format!("Stride sizes must be positive. Got strides {}.", fmt_list(&p.stride))));
+        return Err(Error::invalid(
+            "conv",
+            format!("Stride sizes must be positive. Got strides {}.", fmt_list(&p.stride)),
+        ));
     }
     if p.kernel_dilation.contains(&0) {
         return Err(Error::invalid(
@@ -399,7 +406,7 @@ fn check(x: &Array, w: &Array, p: &ConvParams) -> Result<()> {
         return Err(Error::invalid("conv", "The number of groups must be positive, got 0."));
     }
     let cin = x.shape()[nsp + 1];
-    if cin % p.groups != 0 {
+    if !cin.is_multiple_of(p.groups) {
         return Err(Error::invalid(
             "conv",
             format!(
@@ -410,7 +417,7 @@ fn check(x: &Array, w: &Array, p: &ConvParams) -> Result<()> {
         ));
     }
     let cout = w.shape()[0];
-    if p.groups > 1 && cout % p.groups != 0 {
+    if p.groups > 1 && !cout.is_multiple_of(p.groups) {
         return Err(Error::invalid(
             "conv",
             format!(

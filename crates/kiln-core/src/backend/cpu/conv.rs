@@ -457,11 +457,7 @@ fn shifted<T: Real>(g: &Geometry, x: &[T], w: &[T], y: &mut [T]) {
             // it and source positions src..src + (b - a) lie in row (n, i0,
             // i1) of x. Rows are disjoint across tasks.
             unsafe {
-                std::ptr::copy_nonoverlapping(
-                    x.as_ptr().add(src * c),
-                    xpp.get().add((r * lp[2] + a) * c),
-                    (b - a) * c,
-                )
+                std::ptr::copy_nonoverlapping(x.as_ptr().add(src * c), xpp.get().add((r * lp[2] + a) * c), (b - a) * c)
             };
         }
     });
