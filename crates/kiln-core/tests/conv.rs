@@ -88,7 +88,9 @@ fn run_case(c: &Case) -> Result<Vec<Array>> {
                 let pad: Vec<usize> = pad.iter().map(|&p| p as usize).collect();
                 match nsp {
                     1 => ops::conv1d(x, w, stride[0], pad[0], dilation[0], groups)?,
-                    2 => ops::conv2d(x, w, [stride[0], stride[1]], [pad[0], pad[1]], [dilation[0], dilation[1]], groups)?,
+                    2 => {
+                        ops::conv2d(x, w, [stride[0], stride[1]], [pad[0], pad[1]], [dilation[0], dilation[1]], groups)?
+                    }
                     _ => ops::conv3d(
                         x,
                         w,
@@ -169,10 +171,14 @@ fn naive(c: &Cfg, x: &[f64], w: &[f64]) -> (Vec<usize>, Vec<f64>) {
     let s = pad3(&c.stride, 1);
     let kd = pad3(&c.kd, 1);
     let id = pad3(&c.id, 1);
+    // Negative padding crops whole input elements before dilation (as MLX),
+    // i.e. `-p * dilation` positions of the dilated input.
     let mut lo = [0i64; 3];
     let mut hi = [0i64; 3];
-    lo[..nsp].copy_from_slice(&c.lo);
-    hi[..nsp].copy_from_slice(&c.hi);
+    for i in 0..nsp {
+        lo[i] = if c.lo[i] < 0 { c.lo[i] * id[i] as i64 } else { c.lo[i] };
+        hi[i] = if c.hi[i] < 0 { c.hi[i] * id[i] as i64 } else { c.hi[i] };
+    }
     let mut o = [1usize; 3];
     for i in 0..3 {
         let padded = (l[i] as i64 - 1) * id[i] as i64 + 1 + lo[i] + hi[i];
@@ -210,9 +216,8 @@ fn naive(c: &Cfg, x: &[f64], w: &[f64]) -> (Vec<usize>, Vec<f64>) {
                                         continue;
                                     }
                                     for ci in 0..cg {
-                                        let xi = (((b * l[0] + idx[0]) * l[1] + idx[1]) * l[2] + idx[2]) * cin
-                                            + g * cg
-                                            + ci;
+                                        let xi =
+                                            (((b * l[0] + idx[0]) * l[1] + idx[1]) * l[2] + idx[2]) * cin + g * cg + ci;
                                         let wi = (((co * k[0] + a0) * k[1] + a1) * k[2] + a2) * cg + ci;
                                         acc += x[xi] * w[wi];
                                     }
@@ -244,8 +249,9 @@ fn random_cfg(rng: &mut Rng) -> Cfg {
             let k = pick(rng, 1, 3);
             let (s, d, e) = (pick(rng, 1, 3), pick(rng, 1, 2), pick(rng, 1, 2));
             let (a, b) = (pick(rng, 0, 3) as i64 - 1, pick(rng, 0, 3) as i64 - 1);
-            let padded = (l as i64 - 1) * e as i64 + 1 + a + b;
-            ok &= padded >= ((k - 1) * d + 1) as i64;
+            let (ea, eb) = (if a < 0 { a * e as i64 } else { a }, if b < 0 { b * e as i64 } else { b });
+            let padded = (l as i64 - 1) * e as i64 + 1 + ea + eb;
+            ok &= padded >= ((k - 1) * d + 1) as i64 && l as i64 + a.min(0) + b.min(0) >= 1;
             x.push(l);
             w.push(k);
             stride.push(s);
@@ -257,7 +263,7 @@ fn random_cfg(rng: &mut Rng) -> Cfg {
         x.push(cg * groups);
         w.push(cg);
         if ok {
-            return Cfg { x, w, stride, lo, hi, kd, id, groups, flip: rng.next_u64() % 2 == 0 };
+            return Cfg { x, w, stride, lo, hi, kd, id, groups, flip: rng.next_u64().is_multiple_of(2) };
         }
     }
 }
@@ -319,6 +325,41 @@ fn large_and_strided_inputs_match_reference() {
             groups: 1,
             flip: true,
         },
+        // Strided, many channels and taps: the im2col path splits taps into chunks.
+        Cfg {
+            x: vec![1, 13, 13, 160],
+            w: vec![4, 5, 5, 160],
+            stride: vec![2, 2],
+            lo: vec![1, 0],
+            hi: vec![0, 2],
+            kd: vec![1, 1],
+            id: vec![1, 1],
+            groups: 1,
+            flip: false,
+        },
+        // Shifted path in 1-D with cropping padding, and in 3-D with dilation.
+        Cfg {
+            x: vec![2, 30, 40],
+            w: vec![5, 3, 40],
+            stride: vec![1],
+            lo: vec![-1],
+            hi: vec![2],
+            kd: vec![1],
+            id: vec![1],
+            groups: 1,
+            flip: true,
+        },
+        Cfg {
+            x: vec![2, 5, 6, 7, 16],
+            w: vec![3, 2, 3, 3, 16],
+            stride: vec![1, 1, 1],
+            lo: vec![-1, 1, 0],
+            hi: vec![1, 1, 2],
+            kd: vec![2, 2, 1],
+            id: vec![1, 1, 1],
+            groups: 1,
+            flip: false,
+        },
         // Pointwise with groups.
         Cfg {
             x: vec![3, 15, 13, 12],
@@ -344,7 +385,10 @@ fn large_and_strided_inputs_match_reference() {
         let mut tshape = c.x.clone();
         tshape.swap(1, 2);
         let xt = ops::transpose_axes(
-            &ops::contiguous(&ops::transpose_axes(&x, &perm.iter().map(|&p| p as i32).collect::<Vec<_>>()).unwrap(), false),
+            &ops::contiguous(
+                &ops::transpose_axes(&x, &perm.iter().map(|&p| p as i32).collect::<Vec<_>>()).unwrap(),
+                false,
+            ),
             &perm.iter().map(|&p| p as i32).collect::<Vec<_>>(),
         )
         .unwrap();
@@ -373,8 +417,15 @@ fn half_precision_computes_in_f32() {
         let (xh, wh) = (ops::astype(&x, dt).unwrap(), ops::astype(&w, dt).unwrap());
         let y = ops::conv2d(&xh, &wh, [1, 1], [1, 1], [1, 1], 1).unwrap();
         assert_eq!(y.dtype(), dt);
-        let r = ops::conv2d(&ops::astype(&xh, Dtype::F64).unwrap(), &ops::astype(&wh, Dtype::F64).unwrap(), [1, 1], [1, 1], [1, 1], 1)
-            .unwrap();
+        let r = ops::conv2d(
+            &ops::astype(&xh, Dtype::F64).unwrap(),
+            &ops::astype(&wh, Dtype::F64).unwrap(),
+            [1, 1],
+            [1, 1],
+            [1, 1],
+            1,
+        )
+        .unwrap();
         let r = ops::astype(&ops::astype(&r, dt).unwrap(), Dtype::F64).unwrap().to_vec::<f64>().unwrap();
         let g = ops::astype(&y, Dtype::F64).unwrap().to_vec::<f64>().unwrap();
         // Exactly the f64 result rounded once (up to ties of the f32 sum).
@@ -404,11 +455,25 @@ fn empty_shapes() {
     let y = ops::conv1d(&ops::ones(&[0, 5, 2], Dtype::F32).unwrap(), &w, 1, 0, 1, 1).unwrap();
     assert_eq!(y.shape(), &[0, 3, 3]);
     assert_eq!(y.to_vec::<f32>().unwrap().len(), 0);
-    let y = ops::conv1d(&ops::ones(&[2, 5, 0], Dtype::F32).unwrap(), &ops::ones(&[3, 3, 0], Dtype::F32).unwrap(), 1, 0, 1, 1)
-        .unwrap();
+    let y = ops::conv1d(
+        &ops::ones(&[2, 5, 0], Dtype::F32).unwrap(),
+        &ops::ones(&[3, 3, 0], Dtype::F32).unwrap(),
+        1,
+        0,
+        1,
+        1,
+    )
+    .unwrap();
     assert_eq!(y.to_vec::<f32>().unwrap(), vec![0.0; 18]);
-    let y = ops::conv1d(&ops::ones(&[2, 5, 2], Dtype::F32).unwrap(), &ops::ones(&[0, 3, 2], Dtype::F32).unwrap(), 1, 0, 1, 1)
-        .unwrap();
+    let y = ops::conv1d(
+        &ops::ones(&[2, 5, 2], Dtype::F32).unwrap(),
+        &ops::ones(&[0, 3, 2], Dtype::F32).unwrap(),
+        1,
+        0,
+        1,
+        1,
+    )
+    .unwrap();
     assert_eq!(y.shape(), &[2, 3, 0]);
     assert_eq!(y.to_vec::<f32>().unwrap().len(), 0);
 }
@@ -428,11 +493,31 @@ fn bad_inputs_are_errors() {
         ("1d on 2d input", ops::conv1d(&x, &w, 1, 0, 1, 1)),
         ("3d on 2d input", ops::conv3d(&x, &w, [1; 3], [0; 3], [1; 3], 1)),
         ("transpose rank", ops::conv_transpose1d(&x, &w, 1, 0, 1, 0, 1)),
-        ("rank 2", ops::conv_general(&ops::ones(&[5, 4], Dtype::F32).unwrap(), &w, &[1], &[0], &[0], &[1], &[1], 1, false)),
-        ("weight rank", ops::conv_general(&x, &ops::ones(&[2, 3, 4], Dtype::F32).unwrap(), &[1], &[0], &[0], &[1], &[1], 1, false)),
-        ("kernel too big", ops::conv_general(&x, &w, &[1], &[-2], &[0], &[1], &[1], 1, false)),
-        ("zero-size spatial", ops::conv2d(&ops::ones(&[1, 0, 5, 4], Dtype::F32).unwrap(), &w, [1, 1], [0, 0], [1, 1], 1)),
-        ("transpose channels", ops::conv_transpose2d(&x, &ops::ones(&[2, 3, 3, 3], Dtype::F32).unwrap(), [1, 1], [0, 0], [1, 1], [0, 0], 1)),
+        (
+            "rank 2",
+            ops::conv_general(&ops::ones(&[5, 4], Dtype::F32).unwrap(), &w, &[1], &[0], &[0], &[1], &[1], 1, false),
+        ),
+        (
+            "weight rank",
+            ops::conv_general(&x, &ops::ones(&[2, 3, 4], Dtype::F32).unwrap(), &[1], &[0], &[0], &[1], &[1], 1, false),
+        ),
+        ("kernel too big", ops::conv_general(&x, &w, &[1], &[-3], &[0], &[1], &[1], 1, false)),
+        (
+            "zero-size spatial",
+            ops::conv2d(&ops::ones(&[1, 0, 5, 4], Dtype::F32).unwrap(), &w, [1, 1], [0, 0], [1, 1], 1),
+        ),
+        (
+            "transpose channels",
+            ops::conv_transpose2d(
+                &x,
+                &ops::ones(&[2, 3, 3, 3], Dtype::F32).unwrap(),
+                [1, 1],
+                [0, 0],
+                [1, 1],
+                [0, 0],
+                1,
+            ),
+        ),
     ];
     for (name, r) in bad {
         let e = r.err().unwrap_or_else(|| panic!("{name}: expected an error"));
@@ -502,7 +587,10 @@ fn grad_of_grad() {
                 },
                 &[0, 1],
             )(a)?;
-            ops::add(&ops::sum(&g[0], kiln_core::Axes::All, false)?, &ops::sum(&ops::square(&g[1])?, kiln_core::Axes::All, false)?)
+            ops::add(
+                &ops::sum(&g[0], kiln_core::Axes::All, false)?,
+                &ops::sum(&ops::square(&g[1])?, kiln_core::Axes::All, false)?,
+            )
         };
         check_grad(&format!("grad of grad {c:?}"), f, &[x, w]);
     }
@@ -530,4 +618,50 @@ fn vmap_over_input_weight_and_both() {
         let (xl, wm) = (rng.array(&xl, -1.0, 1.0), rng.array(&wm, -1.0, 1.0));
         check_vmap("conv moved axes", f, &[xl, wm], &[Some(-1), Some(1)]);
     }
+}
+
+/// Times the target workload (conv2d, batch 8, 64 -> 64 channels, 56x56, 3x3,
+/// padding 1, f32). Run with
+/// `cargo test -p kiln-core --test conv -- --ignored --nocapture bench_conv2d`
+/// (`KILN_CONV_IM2COL=1` times the im2col path instead of the shifted GEMM).
+#[test]
+#[ignore]
+fn bench_conv2d_target() {
+    let (n, h, wd, c, co) = (8usize, 56usize, 56usize, 64usize, 64usize);
+    let mut rng = Rng::new(1);
+    let x = ops::astype(&rng.array(&[n, h, wd, c], -1.0, 1.0), Dtype::F32).unwrap();
+    let w = ops::astype(&rng.array(&[co, 3, 3, c], -1.0, 1.0), Dtype::F32).unwrap();
+    x.eval().unwrap();
+    w.eval().unwrap();
+    let flops = 2.0 * (n * h * wd * co * 9 * c) as f64;
+    let reps: usize = std::env::var("REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let mut best = f64::MAX;
+    for _ in 0..reps {
+        let t = std::time::Instant::now();
+        let y = ops::conv2d(&x, &w, [1, 1], [1, 1], [1, 1], 1).unwrap();
+        y.eval().unwrap();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    println!("kiln conv2d 8x56x56x64 -> 64, 3x3, pad 1, f32: {:.2} ms, {:.1} GFLOP/s", best * 1e3, flops / best / 1e9);
+}
+
+/// The same FLOPs as [`bench_conv2d_target`] as a pointwise convolution (a
+/// plain GEMM: 25088 x 576 times 576 x 64), separating GEMM speed from the
+/// convolution's own overheads.
+#[test]
+#[ignore]
+fn bench_conv2d_pointwise_same_flops() {
+    let mut rng = Rng::new(2);
+    let x = ops::astype(&rng.array(&[8, 56, 56, 576], -1.0, 1.0), Dtype::F32).unwrap();
+    let w = ops::astype(&rng.array(&[64, 1, 1, 576], -1.0, 1.0), Dtype::F32).unwrap();
+    x.eval().unwrap();
+    w.eval().unwrap();
+    let flops = 2.0 * (8 * 56 * 56 * 64 * 576) as f64;
+    let mut best = f64::MAX;
+    for _ in 0..10 {
+        let t = std::time::Instant::now();
+        ops::conv2d(&x, &w, [1, 1], [0, 0], [1, 1], 1).unwrap().eval().unwrap();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    println!("kiln pointwise GEMM 25088x576x64 f32: {:.2} ms, {:.1} GFLOP/s", best * 1e3, flops / best / 1e9);
 }

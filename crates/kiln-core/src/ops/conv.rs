@@ -118,7 +118,8 @@ impl Primitive for Convolution {
                         broadcast_to(&super::shape::expand_dims(x, 0)?, &s)?
                     }
                 };
-                let nd = x.ndim() - 1; // unbatched rank
+                // Unbatched rank.
+                let nd = x.ndim() - 1;
                 // (B, N, sp..., C) -> (N, sp..., B, C) -> (N, sp..., B*C)
                 let mut perm: Vec<usize> = (1..nd).collect();
                 perm.push(0);
@@ -334,7 +335,7 @@ pub fn conv_general(
             ),
         ));
     }
-    let p = ConvParams {
+    let mut p = ConvParams {
         stride: per_axis("stride", stride, nsp)?,
         padding_lo: per_axis("padding", padding_lo, nsp)?,
         padding_hi: per_axis("padding", padding_hi, nsp)?,
@@ -343,8 +344,22 @@ pub fn conv_general(
         groups,
         flip,
     };
-    check(input, weight, &p)?;
-    conv_raw(input, weight, &p)
+    // As MLX: negative padding crops whole input elements before the input
+    // is dilated (the primitive itself crops the dilated input).
+    let mut x = input.clone();
+    for i in 0..nsp {
+        let (lo, hi) = (p.padding_lo[i], p.padding_hi[i]);
+        if lo < 0 || hi < 0 {
+            let l = x.shape()[i + 1] as i64;
+            let start = (-lo).max(0).min(l);
+            let len = (l - start - (-hi).max(0)).max(0);
+            x = super::slicing::slice_axis(&x, i + 1, start as isize, len as usize, 1)?;
+            p.padding_lo[i] = lo.max(0);
+            p.padding_hi[i] = hi.max(0);
+        }
+    }
+    check(&x, weight, &p)?;
+    conv_raw(&x, weight, &p)
 }
 
 /// Validates dtypes, channels, groups and sizes with MLX's messages.
@@ -363,11 +378,17 @@ fn check(x: &Array, w: &Array, p: &ConvParams) -> Result<()> {
     if !out.is_floating() {
         return Err(Error::invalid(
             "conv",
-            format!("Invalid weight array with type {}. Convolution currently only supports floating point types.", w.dtype()),
+            format!(
+                "Invalid weight array with type {}. Convolution currently only supports floating point types.",
+                w.dtype()
+            ),
         ));
     }
     if p.stride.contains(&0) {
-        return Err(Error::invalid("conv", format!("Stride sizes must be positive. Got strides {}.", fmt_list(&p.stride))));
+        return Err(Error::invalid(
+            "conv",
+            format!("Stride sizes must be positive. Got strides {}.", fmt_list(&p.stride)),
+        ));
     }
     if p.kernel_dilation.contains(&0) {
         return Err(Error::invalid(
@@ -385,7 +406,7 @@ fn check(x: &Array, w: &Array, p: &ConvParams) -> Result<()> {
         return Err(Error::invalid("conv", "The number of groups must be positive, got 0."));
     }
     let cin = x.shape()[nsp + 1];
-    if cin % p.groups != 0 {
+    if !cin.is_multiple_of(p.groups) {
         return Err(Error::invalid(
             "conv",
             format!(
@@ -396,7 +417,7 @@ fn check(x: &Array, w: &Array, p: &ConvParams) -> Result<()> {
         ));
     }
     let cout = w.shape()[0];
-    if p.groups > 1 && cout % p.groups != 0 {
+    if p.groups > 1 && !cout.is_multiple_of(p.groups) {
         return Err(Error::invalid(
             "conv",
             format!(

@@ -35,7 +35,13 @@ def encf(x):
 def enc(a):
     mx.eval(a)
     dt = str(a.dtype).split(".")[-1]
-    n = np.array(a.astype(mx.float64) if dt != "float64" else a, dtype=np.float64)
+    if dt == "bool_":
+        dt = "bool"
+    if dt in ("bool", "int32"):
+        n = np.array(a).reshape(-1)
+        data = [bool(v) for v in n] if dt == "bool" else [int(v) for v in n]
+        return {"shape": [int(s) for s in a.shape], "dtype": dt, "data": data}
+    n = np.array(a.astype(mx.float32) if dt in ("float16", "bfloat16") else a).astype(np.float64)
     return {"shape": [int(s) for s in a.shape], "dtype": dt, "data": [encf(v) for v in n.reshape(-1)]}
 
 
