@@ -697,3 +697,50 @@ fn kiln_written_files_load_in_mlx() {
     println!("{}", text.trim());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Throughput of loading (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn io_speed() {
+    let dir = tmpdir("speed");
+    let n = 16 << 20;
+    let a = ops::full(&[n], 0.25f32, Dtype::F32).unwrap();
+    let p = dir.join("big.safetensors");
+    io::save_safetensors(&p, &[("a".to_string(), a)].into(), &BTreeMap::new()).unwrap();
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let (m, _) = io::load_safetensors(&p).unwrap();
+        m["a"].eval().unwrap();
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "safetensors f32 load+eval: {:.1} MB in {:.1} ms = {:.2} GB/s",
+            n as f64 * 4e-6,
+            s * 1e3,
+            n as f64 * 4e-9 / s
+        );
+    }
+    // Q4_K and Q8_0 dequantization: random blocks with sane float16 scales.
+    let mut rng = Rng::new(3);
+    for (ty, id, bb) in [(GgmlType::Q4_K, 12u32, 144usize), (GgmlType::Q8_0, 8, 34)] {
+        let elems = 4 << 20;
+        let blocks = elems / ty.block_size();
+        let mut g = G::new(1, 0).tensor("q", &[elems as u64], id, 0).data(0).0;
+        for _ in 0..blocks {
+            let mut b: Vec<u8> = (0..bb).map(|_| rng.next_u64() as u8).collect();
+            b[0..2].copy_from_slice(&kiln_core::f16::from_f32(0.01).to_bits().to_le_bytes());
+            b[2..4].copy_from_slice(&kiln_core::f16::from_f32(0.02).to_bits().to_le_bytes());
+            g.extend_from_slice(&b);
+        }
+        let (m, _) = io::load_gguf_bytes(g).unwrap();
+        let t = std::time::Instant::now();
+        m["q"].eval().unwrap();
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "{ty:?} dequantize: {} M elements in {:.1} ms = {:.0} M elements/s",
+            elems >> 20,
+            s * 1e3,
+            elems as f64 * 1e-6 / s
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -502,6 +502,33 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
     }
 }
 
+/// One Q4_K (`FIVE = false`) or Q5_K block: 4 groups of 64 values, each two
+/// sub-blocks of 32 with their own 6-bit scale and minimum.
+#[inline(always)]
+fn kquant<const FIVE: bool>(b: &[u8], y: &mut [f32]) {
+    let d = h(b, 0);
+    let dmin = h(b, 2);
+    let scales = &b[4..16];
+    let (qh, qs): (&[u8; 32], &[u8; 128]) = if FIVE {
+        (b[16..48].try_into().unwrap(), b[48..176].try_into().unwrap())
+    } else {
+        (&[0; 32], b[16..144].try_into().unwrap())
+    };
+    let y: &mut [f32; 256] = (&mut y[..256]).try_into().unwrap();
+    for g in 0..4 {
+        let (s1, m1) = scale_min_k4(2 * g, scales);
+        let (s2, m2) = scale_min_k4(2 * g + 1, scales);
+        let (d1, m1, d2, m2) = (d * s1, dmin * m1, d * s2, dmin * m2);
+        for l in 0..32 {
+            let q = qs[32 * g + l];
+            let lo = (q & 0xF) as u32 + (((qh[l] >> (2 * g)) & 1) as u32) * 16;
+            let hi = (q >> 4) as u32 + (((qh[l] >> (2 * g + 1)) & 1) as u32) * 16;
+            y[64 * g + l] = d1 * lo as f32 - m1;
+            y[64 * g + 32 + l] = d2 * hi as f32 - m2;
+        }
+    }
+}
+
 /// Dequantizes one block into `y` (`block_size` values).
 fn dequant_block(t: GgmlType, b: &[u8], y: &mut [f32]) {
     use GgmlType::*;
@@ -532,26 +559,8 @@ fn dequant_block(t: GgmlType, b: &[u8], y: &mut [f32]) {
                 y[j] = (b[2 + j] as i8) as f32 * d;
             }
         }
-        Q4_K | Q5_K => {
-            let d = h(b, 0);
-            let dmin = h(b, 2);
-            let scales = &b[4..16];
-            let (qh, qs) = if t == Q4_K { (&b[0..0], &b[16..144]) } else { (&b[16..48], &b[48..176]) };
-            for g in 0..4 {
-                let (s1, m1) = scale_min_k4(2 * g, scales);
-                let (s2, m2) = scale_min_k4(2 * g + 1, scales);
-                let q = &qs[32 * g..32 * g + 32];
-                for l in 0..32 {
-                    let (mut lo, mut hi) = ((q[l] & 0xF) as f32, (q[l] >> 4) as f32);
-                    if t == Q5_K {
-                        lo += ((qh[l] >> (2 * g)) & 1) as f32 * 16.0;
-                        hi += ((qh[l] >> (2 * g + 1)) & 1) as f32 * 16.0;
-                    }
-                    y[64 * g + l] = d * s1 * lo - dmin * m1;
-                    y[64 * g + 32 + l] = d * s2 * hi - dmin * m2;
-                }
-            }
-        }
+        Q4_K => kquant::<false>(b, y),
+        Q5_K => kquant::<true>(b, y),
         Q6_K => {
             let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
             let d = h(b, 208);
@@ -579,6 +588,15 @@ fn dequant_block(t: GgmlType, b: &[u8], y: &mut [f32]) {
 pub(crate) fn dequantize_into(t: GgmlType, src: &[u8], dst: &mut [u8]) {
     use rayon::prelude::*;
     let (bs, bb) = (t.block_size(), t.block_bytes());
+    // SAFETY: every bit pattern is a valid f32; `align_to_mut` only reinterprets
+    // the aligned middle part, and the fallback below handles any remainder.
+    let (pre, mid, post) = unsafe { dst.align_to_mut::<f32>() };
+    if pre.is_empty() && post.is_empty() && cfg!(target_endian = "little") {
+        mid.par_chunks_mut(bs).zip(src.par_chunks(bb)).with_min_len(256).for_each(|(out, blk)| {
+            dequant_block(t, blk, out);
+        });
+        return;
+    }
     dst.par_chunks_mut(bs * 4).zip(src.par_chunks(bb)).with_min_len(256).for_each(|(out, blk)| {
         let mut y = [0f32; 256];
         dequant_block(t, blk, &mut y[..bs]);
