@@ -291,7 +291,7 @@ fn random_gather_scatter_vs_host() {
                     .map(|_| {
                         let v = (rng.next_u64() % room as u64) as i64;
                         // Negative form when it wraps to the same position.
-                        if rng.next_u64() % 2 == 0 && v - (shape[ax] as i64) >= -(shape[ax] as i64) {
+                        if rng.next_u64() & 1 == 0 {
                             v - shape[ax] as i64
                         } else {
                             v
@@ -366,7 +366,7 @@ fn row_gather_large_and_strided() {
     let (n, d, m) = (4096usize, 33usize, 20000usize);
     let table = ops::astype(&rng.array(&[n, d], -1.0, 1.0), Dtype::F32).unwrap();
     let tv = table.to_vec::<f32>().unwrap();
-    let idx: Vec<i64> = (0..m).map(|_| (rng.next_u64() % n as u64) as i64 - if m % 2 == 0 { 0 } else { 1 }).collect();
+    let idx: Vec<i64> = (0..m).map(|_| (rng.next_u64() % n as u64) as i64).collect();
     let ia = Array::from_slice(&idx, &[m]).unwrap();
     let g = ops::take(&table, &ia, Some(0)).unwrap().to_vec::<f32>().unwrap();
     for (r, &i) in idx.iter().enumerate() {
