@@ -224,7 +224,7 @@ EXPRS = {
     "array_last": (Ellipsis, i_c),
     "array2d": (i_2d,),
     "adjacent_pair": (SL(None), i_a, i_c),
-    "adjacent_broadcast": (iarr([[1], [2]]), iarr([0, 2, 4])),
+    "adjacent_broadcast": (iarr([[1], [2]]), iarr([0, 2, 3])),
     "separated": (i_a, SL(None), i_c),
     "separated_by_newaxis": (i_a, None, iarr([1, 2, 3])),
     "int_and_array_adjacent": (SL(None), 1, i_c),
