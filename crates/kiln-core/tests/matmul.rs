@@ -559,3 +559,16 @@ fn bench_matmul() {
     }
     println!("4x4 f32 matmul (op + eval): {:.2} us", best * 1e6);
 }
+
+/// Complex gradients use the adjoint (values from MLX 0.32.4:
+/// `mx.grad(lambda a: mx.real(mx.sum(a @ b)))`).
+#[test]
+fn complex_matmul_vjp_is_the_adjoint() {
+    use num_complex::Complex32 as C;
+    let a = Array::from_vec(vec![C::new(1.0, 2.0), C::new(3.0, -1.0)], &[1, 2]).unwrap();
+    let b = Array::from_vec(vec![C::new(2.0, 1.0), C::new(1.0, -3.0)], &[2, 1]).unwrap();
+    let f = |x: &[Array]| Ok(vec![ops::sum(&ops::real(&ops::matmul(&x[0], &x[1])?)?, kiln_core::Axes::All, false)?]);
+    let g = kiln_core::grad(f, &[0, 1])(&[a, b]).unwrap();
+    assert_eq!(g[0].to_vec::<C>().unwrap(), vec![C::new(2.0, -1.0), C::new(1.0, 3.0)]);
+    assert_eq!(g[1].to_vec::<C>().unwrap(), vec![C::new(1.0, -2.0), C::new(3.0, 1.0)]);
+}

@@ -37,10 +37,19 @@ impl Primitive for Matmul {
         argnums
             .iter()
             .map(|&i| {
+                // Complex operands: the adjoint (conjugate transpose), MLX's convention.
+                let adj = |x: &Array| {
+                    let t = swap_last(x)?;
+                    if t.dtype().is_complex() {
+                        super::unary::conjugate(&t)
+                    } else {
+                        Ok(t)
+                    }
+                };
                 if i == 0 {
-                    sum_to_shape(&matmul_raw(g, &swap_last(b)?)?, a.shape())
+                    sum_to_shape(&matmul_raw(g, &adj(b)?)?, a.shape())
                 } else {
-                    sum_to_shape(&matmul_raw(&swap_last(a)?, g)?, b.shape())
+                    sum_to_shape(&matmul_raw(&adj(a)?, g)?, b.shape())
                 }
             })
             .collect()
