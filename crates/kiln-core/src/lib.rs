@@ -37,8 +37,8 @@ pub use memory::{
     clear_cache, get_active_memory, get_cache_memory, get_memory_limit, get_peak_memory, reset_peak_memory,
     set_cache_limit, set_memory_limit,
 };
-pub use ops::linalg;
 pub use ops::fft;
+pub use ops::linalg;
 pub use ops::random;
 pub use ops::{Axes, Operand};
 pub use transforms::{

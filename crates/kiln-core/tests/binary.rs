@@ -584,7 +584,8 @@ fn complex_vjp_conjugates_the_partial() {
     use num_complex::Complex32 as C;
     let x = Array::scalar(C::new(1.0, 2.0));
     let c = Array::scalar(C::new(2.0, 3.0));
-    let cases: [(&str, fn(&Array, &Array) -> kiln_core::Result<Array>, C); 2] = [
+    type F = fn(&Array, &Array) -> kiln_core::Result<Array>;
+    let cases: [(&str, F, C); 2] = [
         ("mul", |x, c| ops::real(&ops::multiply(x, c)?), C::new(2.0, -3.0)),
         ("div", |x, c| ops::real(&ops::divide(x, c)?), C::new(2.0 / 13.0, 3.0 / 13.0)),
     ];

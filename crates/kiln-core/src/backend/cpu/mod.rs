@@ -3,10 +3,10 @@
 
 mod binary;
 mod conv;
+mod fft;
 pub(crate) mod gemm;
 mod indexing;
 mod linalg;
-mod fft;
 pub mod math;
 mod random;
 mod reduce;
