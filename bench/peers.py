@@ -43,6 +43,10 @@ GELU_C = math.sqrt(2.0 / math.pi)
 ELEM_N = 16 * 1024 * 1024
 RED_SHAPE = (4096, 4096)
 CHAIN = dict(n=16, chain=1000)
+CONV = dict(n=8, h=56, w=56, cin=64, cout=64, k=3, padding=1)
+SORT_N = 1 << 20
+GATHER_TABLE = (1 << 16, 64)     # 64K x 64 f32 table (16 MiB)
+GATHER_ROWS = 1 << 20            # 1M gathered rows (256 MiB out)
 
 
 class Workload:
@@ -57,6 +61,10 @@ class Workload:
 
 def gbs(nbytes):
     return lambda s: nbytes / s / 1e9
+
+
+def gflops(flops):
+    return lambda s: flops / s / 1e9
 
 
 WORKLOADS = {w.name: w for w in [
@@ -76,6 +84,22 @@ WORKLOADS = {w.name: w for w in [
              dict(n=CHAIN["n"], chain=CHAIN["chain"], dtype="float32",
                   op="y = y + x (chain), then one eval/sync"),
              lambda s: s / CHAIN["chain"] * 1e6, warmup=3),
+    *[Workload(f"matmul_f32_{n}", "GFLOP/s", dict(m=n, k=n, n=n, dtype="float32"),
+               gflops(2 * n ** 3), warmup=3) for n in (256, 1024, 2048)],
+    Workload("matmul_f32_batched_32x128x64x128", "GFLOP/s",
+             dict(batch=32, m=128, k=64, n=128, dtype="float32"),
+             gflops(2 * 32 * 128 * 64 * 128), warmup=3),
+    Workload("matmul_bf16_1024", "GFLOP/s", dict(m=1024, k=1024, n=1024, dtype="bfloat16"),
+             gflops(2 * 1024 ** 3), warmup=3),
+    Workload("conv2d_b8_64to64_56x56_k3", "GFLOP/s",
+             dict(**CONV, dtype="float32", layout="NHWC in, (Cout,kh,kw,Cin) weights; torch: best of NCHW/channels_last"),
+             gflops(2 * CONV["n"] * CONV["h"] * CONV["w"] * CONV["cout"] * CONV["cin"] * CONV["k"] ** 2),
+             warmup=3),
+    Workload("sort_1m_f32", "Melem/s", dict(n=SORT_N, dtype="float32", axis=-1),
+             lambda s: SORT_N / s / 1e6, warmup=3),
+    Workload("gather_1m_rows", "GB/s",
+             dict(table=list(GATHER_TABLE), rows=GATHER_ROWS, dtype="float32", index_dtype="int32"),
+             gbs(2 * 4 * GATHER_ROWS * GATHER_TABLE[1] + 4 * GATHER_ROWS), warmup=3),
 ]}
 
 
@@ -130,6 +154,28 @@ class NumpyPeer:
         return f
 
 
+    def _matmul(self, p):
+        np = self.np
+        a, b = self.rand(p["m"], p["k"]), self.rand(p["k"], p["n"])
+        return lambda: a @ b
+
+    matmul_f32_256 = matmul_f32_1024 = matmul_f32_2048 = _matmul
+
+    def matmul_f32_batched_32x128x64x128(self, p):
+        a, b = self.rand(p["batch"], p["m"], p["k"]), self.rand(p["batch"], p["k"], p["n"])
+        return lambda: a @ b
+
+    def sort_1m_f32(self, p):
+        x = self.rand(p["n"])
+        return lambda: self.np.sort(x)
+
+    def gather_1m_rows(self, p):
+        np = self.np
+        t = self.rand(*p["table"])
+        idx = self.rng.integers(0, p["table"][0], p["rows"]).astype(np.int32)
+        return lambda: np.take(t, idx, axis=0)
+
+
 class MlxPeer:
     def __init__(self, args):
         import mlx.core as mx
@@ -177,6 +223,38 @@ class MlxPeer:
         return f
 
 
+    def _matmul(self, p):
+        mx = self.mx
+        dt = getattr(mx, p["dtype"])
+        a, b = self.rand(p["m"], p["k"]).astype(dt), self.rand(p["k"], p["n"]).astype(dt)
+        mx.eval(a, b)
+        return lambda: mx.eval(a @ b)
+
+    matmul_f32_256 = matmul_f32_1024 = matmul_f32_2048 = matmul_bf16_1024 = _matmul
+
+    def matmul_f32_batched_32x128x64x128(self, p):
+        mx = self.mx
+        a, b = self.rand(p["batch"], p["m"], p["k"]), self.rand(p["batch"], p["k"], p["n"])
+        return lambda: mx.eval(a @ b)
+
+    def conv2d_b8_64to64_56x56_k3(self, p):
+        mx = self.mx
+        x = self.rand(p["n"], p["h"], p["w"], p["cin"])
+        w = self.rand(p["cout"], p["k"], p["k"], p["cin"])
+        return lambda: mx.eval(mx.conv2d(x, w, padding=p["padding"]))
+
+    def sort_1m_f32(self, p):
+        mx, x = self.mx, self.rand(p["n"])
+        return lambda: mx.eval(mx.sort(x))
+
+    def gather_1m_rows(self, p):
+        mx = self.mx
+        t = self.rand(*p["table"])
+        idx = mx.random.randint(0, p["table"][0], (p["rows"],)).astype(mx.int32)
+        mx.eval(idx)
+        return lambda: mx.eval(mx.take(t, idx, axis=0))
+
+
 class TorchPeer:
     def __init__(self, args):
         import torch
@@ -218,6 +296,54 @@ class TorchPeer:
                 y = y + x
             return y
         return f
+
+
+    def _matmul(self, p):
+        torch = self.torch
+        dt = getattr(torch, p["dtype"])
+        a, b = self.rand(p["m"], p["k"]).to(dt), self.rand(p["k"], p["n"]).to(dt)
+        return lambda: a @ b
+
+    matmul_f32_256 = matmul_f32_1024 = matmul_f32_2048 = matmul_bf16_1024 = _matmul
+
+    def matmul_f32_batched_32x128x64x128(self, p):
+        a, b = self.rand(p["batch"], p["m"], p["k"]), self.rand(p["batch"], p["k"], p["n"])
+        return lambda: a @ b
+
+    impl_conv2d_b8_64to64_56x56_k3 = "F.conv2d, the faster of NCHW and channels_last"
+
+    def conv2d_b8_64to64_56x56_k3(self, p):
+        torch = self.torch
+        x = self.rand(p["n"], p["cin"], p["h"], p["w"])
+        w = self.rand(p["cout"], p["cin"], p["k"], p["k"])
+        best = None
+        with torch.no_grad():
+            for fmt in (torch.contiguous_format, torch.channels_last):
+                xx, ww = x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt)
+                f = (lambda xx, ww: lambda: torch.nn.functional.conv2d(xx, ww, padding=p["padding"]))(xx, ww)
+                f()
+                t0 = time.perf_counter()
+                for _ in range(3):
+                    f()
+                t = time.perf_counter() - t0
+                if best is None or t < best[0]:
+                    best = (t, f, str(fmt))
+        self.impl_conv2d_b8_64to64_56x56_k3 = "F.conv2d " + best[2].replace("torch.", "")
+
+        def run():
+            with torch.no_grad():
+                return best[1]()
+        return run
+
+    def sort_1m_f32(self, p):
+        x = self.rand(p["n"])
+        return lambda: self.torch.sort(x)
+
+    def gather_1m_rows(self, p):
+        torch = self.torch
+        t = self.rand(*p["table"])
+        idx = torch.randint(0, p["table"][0], (p["rows"],), dtype=torch.int32)
+        return lambda: torch.index_select(t, 0, idx)
 
 
 class JaxPeer:
@@ -270,6 +396,45 @@ class JaxPeer:
                 y = y + x
             y.block_until_ready()
         return f
+
+
+    def _matmul(self, p):
+        jnp = self.jnp
+        dt = getattr(jnp, p["dtype"])
+        a, b = self.rand(p["m"], p["k"]).astype(dt), self.rand(p["k"], p["n"]).astype(dt)
+        f = self.jax.jit(lambda a, b: a @ b)
+        return lambda: f(a, b).block_until_ready()
+
+    matmul_f32_256 = matmul_f32_1024 = matmul_f32_2048 = matmul_bf16_1024 = _matmul
+
+    def matmul_f32_batched_32x128x64x128(self, p):
+        a, b = self.rand(p["batch"], p["m"], p["k"]), self.rand(p["batch"], p["k"], p["n"])
+        f = self.jax.jit(lambda a, b: a @ b)
+        return lambda: f(a, b).block_until_ready()
+
+    impl_conv2d_b8_64to64_56x56_k3 = "jax.lax.conv_general_dilated NHWC/OHWI, jit"
+
+    def conv2d_b8_64to64_56x56_k3(self, p):
+        jax = self.jax
+        x = self.rand(p["n"], p["h"], p["w"], p["cin"])
+        w = self.rand(p["cout"], p["k"], p["k"], p["cin"])
+        pad = [(p["padding"], p["padding"])] * 2
+        f = jax.jit(lambda x, w: jax.lax.conv_general_dilated(
+            x, w, (1, 1), pad, dimension_numbers=("NHWC", "OHWI", "NHWC")))
+        return lambda: f(x, w).block_until_ready()
+
+    def sort_1m_f32(self, p):
+        x = self.rand(p["n"])
+        f = self.jax.jit(self.jnp.sort)
+        return lambda: f(x).block_until_ready()
+
+    def gather_1m_rows(self, p):
+        jax, jnp = self.jax, self.jnp
+        t = self.rand(*p["table"])
+        self.key, k = jax.random.split(self.key)
+        idx = jax.random.randint(k, (p["rows"],), 0, p["table"][0], dtype=jnp.int32)
+        f = jax.jit(lambda t, i: jnp.take(t, i, axis=0))
+        return lambda: f(t, idx).block_until_ready()
 
 
 PEERS = dict(numpy=NumpyPeer, mlx=MlxPeer, torch=TorchPeer, jax=JaxPeer)

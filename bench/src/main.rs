@@ -37,6 +37,10 @@ const RED_ROWS: usize = 4096;
 const RED_COLS: usize = 4096;
 const CHAIN_N: usize = 16;
 const CHAIN_LEN: usize = 1000;
+const CONV: [usize; 6] = [8, 56, 56, 64, 64, 3]; // n, h, w, cin, cout, k (padding 1)
+const SORT_N: usize = 1 << 20;
+const GATHER_TABLE: [usize; 2] = [1 << 16, 64];
+const GATHER_ROWS: usize = 1 << 20;
 /// sqrt(2 / pi)
 const GELU_C: f64 = 0.797_884_560_802_865_4;
 
@@ -58,6 +62,32 @@ struct Workload {
 
 fn gbs(bytes: usize, s: f64) -> f64 {
     bytes as f64 / s / 1e9
+}
+
+fn gflops(flops: usize, s: f64) -> f64 {
+    flops as f64 / s / 1e9
+}
+
+fn ints(v: &[usize]) -> Json {
+    Json::Arr(v.iter().map(|&x| x.into()).collect())
+}
+
+fn mm_params(m: usize, k: usize, n: usize, dtype: &str) -> Json {
+    obj(vec![("m", m.into()), ("k", k.into()), ("n", n.into()), ("dtype", dtype.into())])
+}
+
+fn mm_workload(name: &'static str, n: usize, setup: fn(&mut Rng) -> R<Thunk>, value: fn(f64) -> f64) -> Workload {
+    let dtype = if name.contains("bf16") { "bfloat16" } else { "float32" };
+    Workload {
+        name,
+        metric: "GFLOP/s",
+        params: mm_params(n, n, n, dtype),
+        desc: "kiln::ops::matmul",
+        warmup: 3,
+        budget_scale: 1.0,
+        value,
+        setup,
+    }
 }
 
 fn workloads() -> Vec<Workload> {
@@ -134,7 +164,121 @@ fn workloads() -> Vec<Workload> {
             value: |s| s / CHAIN_LEN as f64 * 1e6,
             setup: setup_chain,
         },
+        mm_workload("matmul_f32_256", 256, |r| setup_matmul(r, 256, false), |s| gflops(2 * 256usize.pow(3), s)),
+        mm_workload("matmul_f32_1024", 1024, |r| setup_matmul(r, 1024, false), |s| gflops(2 * 1024usize.pow(3), s)),
+        mm_workload("matmul_f32_2048", 2048, |r| setup_matmul(r, 2048, false), |s| gflops(2 * 2048usize.pow(3), s)),
+        Workload {
+            name: "matmul_f32_batched_32x128x64x128",
+            metric: "GFLOP/s",
+            params: obj(vec![
+                ("batch", 32usize.into()),
+                ("m", 128usize.into()),
+                ("k", 64usize.into()),
+                ("n", 128usize.into()),
+                ("dtype", "float32".into()),
+            ]),
+            desc: "kiln::ops::matmul (batched)",
+            warmup: 3,
+            budget_scale: 1.0,
+            value: |s| gflops(2 * 32 * 128 * 64 * 128, s),
+            setup: setup_matmul_batched,
+        },
+        mm_workload("matmul_bf16_1024", 1024, |r| setup_matmul(r, 1024, true), |s| gflops(2 * 1024usize.pow(3), s)),
+        Workload {
+            name: "conv2d_b8_64to64_56x56_k3",
+            metric: "GFLOP/s",
+            params: obj(vec![
+                ("n", CONV[0].into()),
+                ("h", CONV[1].into()),
+                ("w", CONV[2].into()),
+                ("cin", CONV[3].into()),
+                ("cout", CONV[4].into()),
+                ("k", CONV[5].into()),
+                ("padding", 1usize.into()),
+                ("dtype", "float32".into()),
+                ("layout", "NHWC in, (Cout,kh,kw,Cin) weights; torch: best of NCHW/channels_last".into()),
+            ]),
+            desc: "kiln::ops::conv2d (NHWC)",
+            warmup: 3,
+            budget_scale: 1.0,
+            value: |s| gflops(2 * CONV[0] * CONV[1] * CONV[2] * CONV[4] * CONV[3] * CONV[5] * CONV[5], s),
+            setup: setup_conv2d,
+        },
+        Workload {
+            name: "sort_1m_f32",
+            metric: "Melem/s",
+            params: obj(vec![("n", SORT_N.into()), ("dtype", "float32".into()), ("axis", (-1i64).into())]),
+            desc: "kiln::ops::sort(x, Some(-1))",
+            warmup: 3,
+            budget_scale: 1.0,
+            value: |s| SORT_N as f64 / s / 1e6,
+            setup: setup_sort,
+        },
+        Workload {
+            name: "gather_1m_rows",
+            metric: "GB/s",
+            params: obj(vec![
+                ("table", ints(&GATHER_TABLE)),
+                ("rows", GATHER_ROWS.into()),
+                ("dtype", "float32".into()),
+                ("index_dtype", "int32".into()),
+            ]),
+            desc: "kiln::ops::take(table, idx, Some(0))",
+            warmup: 3,
+            budget_scale: 1.0,
+            value: |s| gbs(2 * 4 * GATHER_ROWS * GATHER_TABLE[1] + 4 * GATHER_ROWS, s),
+            setup: setup_gather,
+        },
     ]
+}
+
+fn setup_matmul(rng: &mut Rng, n: usize, bf16: bool) -> R<Thunk> {
+    let (mut a, mut b) = (rng.normal_array(&[n, n])?, rng.normal_array(&[n, n])?);
+    if bf16 {
+        a = kiln::ops::astype(&a, kiln::Dtype::BF16)?;
+        b = kiln::ops::astype(&b, kiln::Dtype::BF16)?;
+        kiln::eval(&[&a, &b])?;
+    }
+    Ok(Box::new(move || {
+        kiln::ops::matmul(&a, &b)?.eval()?;
+        Ok(())
+    }))
+}
+
+fn setup_matmul_batched(rng: &mut Rng) -> R<Thunk> {
+    let (a, b) = (rng.normal_array(&[32, 128, 64])?, rng.normal_array(&[32, 64, 128])?);
+    Ok(Box::new(move || {
+        kiln::ops::matmul(&a, &b)?.eval()?;
+        Ok(())
+    }))
+}
+
+fn setup_conv2d(rng: &mut Rng) -> R<Thunk> {
+    let [n, h, w, cin, cout, k] = CONV;
+    let x = rng.normal_array(&[n, h, w, cin])?;
+    let wt = rng.normal_array(&[cout, k, k, cin])?;
+    Ok(Box::new(move || {
+        kiln::ops::conv2d(&x, &wt, [1, 1], [1, 1], [1, 1], 1)?.eval()?;
+        Ok(())
+    }))
+}
+
+fn setup_sort(rng: &mut Rng) -> R<Thunk> {
+    let x = rng.normal_array(&[SORT_N])?;
+    Ok(Box::new(move || {
+        kiln::ops::sort(&x, Some(-1))?.eval()?;
+        Ok(())
+    }))
+}
+
+fn setup_gather(rng: &mut Rng) -> R<Thunk> {
+    let t = rng.normal_array(&GATHER_TABLE)?;
+    let idx: Vec<i32> = (0..GATHER_ROWS).map(|_| (rng.next_u64() % GATHER_TABLE[0] as u64) as i32).collect();
+    let idx = Array::from_vec(idx, &[GATHER_ROWS])?;
+    Ok(Box::new(move || {
+        kiln::ops::take(&t, &idx, Some(0))?.eval()?;
+        Ok(())
+    }))
 }
 
 /// `gelu_tanh(x*1.5+0.5)` spelled as the same 11 elementwise ops as the peers:
