@@ -572,3 +572,31 @@ fn complex_matmul_vjp_is_the_adjoint() {
     assert_eq!(g[0].to_vec::<C>().unwrap(), vec![C::new(2.0, -1.0), C::new(1.0, 3.0)]);
     assert_eq!(g[1].to_vec::<C>().unwrap(), vec![C::new(1.0, -2.0), C::new(3.0, 1.0)]);
 }
+
+/// bf16 products large enough for the AMX tile path (when the CPU has it;
+/// otherwise the widening path) against f32 products of the same bf16 values:
+/// edge blocks (sizes not multiples of 32), transposed and strided operands,
+/// broadcast batches, and k deeper than one k-block.
+#[test]
+fn bf16_large_products_match_f32() {
+    let mut rng = Rng::new(11);
+    let cases: &[(&[usize], &[usize], bool)] = &[
+        (&[70, 300], &[300, 45], false),
+        (&[64, 64], &[64, 64], false),
+        (&[33, 600], &[45, 600], true),
+        (&[3, 40, 96], &[96, 50], false),
+        (&[2, 1, 32, 40], &[3, 33, 40], true),
+    ];
+    for &(sa, sb, transpose_b) in cases {
+        let a = ops::astype(&rng.array(sa, -1.0, 1.0), Dtype::BF16).unwrap();
+        let b = ops::astype(&rng.array(sb, -1.0, 1.0), Dtype::BF16).unwrap();
+        let b = if transpose_b { ops::swapaxes(&b, -1, -2).unwrap() } else { b };
+        let got = ops::astype(&ops::matmul(&a, &b).unwrap(), Dtype::F32).unwrap();
+        let want = ops::matmul(&ops::astype(&a, Dtype::F32).unwrap(), &ops::astype(&b, Dtype::F32).unwrap()).unwrap();
+        assert_eq!(got.shape(), want.shape());
+        let (g, w) = (got.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+        for (i, (x, y)) in g.iter().zip(&w).enumerate() {
+            assert!((x - y).abs() <= 1e-2 * y.abs().max(1.0), "{sa:?}@{sb:?} [{i}]: {x} vs {y}");
+        }
+    }
+}

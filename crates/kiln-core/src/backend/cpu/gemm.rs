@@ -225,6 +225,19 @@ pub fn matmul(a: &Array, b: &Array, out: &OutSpec<'_>) -> Result<Data> {
         Dtype::F32 => run_typed::<f32>(a.shape(), &a.data(), b.shape(), &b.data(), batch, m, n, k, data.ptr()),
         Dtype::F64 => run_typed::<f64>(a.shape(), &a.data(), b.shape(), &b.data(), batch, m, n, k, data.ptr()),
         Dtype::C64 => run_typed::<c64>(a.shape(), &a.data(), b.shape(), &b.data(), batch, m, n, k, data.ptr()),
+        #[cfg(target_arch = "x86_64")]
+        Dtype::BF16
+            if a.dtype() == Dtype::BF16
+                && b.dtype() == Dtype::BF16
+                && m * n * k >= 32 * 32 * 32
+                && super::amx::available() =>
+        {
+            // AMX tiles multiply bf16 natively with f32 accumulation; round the result once.
+            let o32 = Data::contiguous(Buffer::alloc(numel(out.shape) * 4)?, out.shape);
+            amx_batched(a.shape(), &a.data(), b.shape(), &b.data(), batch, m, n, k, o32.ptr());
+            let o = Array::from_data(out.shape.to_vec(), Dtype::F32, o32.clone());
+            copy_into(&o, &o32, &data, out.dtype, 0, &row_major_strides(out.shape));
+        }
         Dtype::F16 | Dtype::BF16 => {
             // Widen both operands to f32, multiply, round the result once.
             let widen = |x: &Array| -> Result<Data> {
@@ -241,6 +254,37 @@ pub fn matmul(a: &Array, b: &Array, out: &OutSpec<'_>) -> Result<Data> {
         d => return Err(Error::invalid("matmul", format!("No matmul kernel for dtype {d}."))),
     }
     Ok(data)
+}
+
+/// The bf16 batched product on AMX tiles into the row-major f32 `out`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn amx_batched(
+    a_shape: &[usize],
+    ad: &Data,
+    b_shape: &[usize],
+    bd: &Data,
+    batch: &[usize],
+    m: usize,
+    n: usize,
+    k: usize,
+    out: *mut f32,
+) {
+    use super::amx::{gemm_bf16, Mat as AmxMat};
+    let (na, nb) = (a_shape.len(), b_shape.len());
+    let a_bs = broadcast_strides(&a_shape[..na - 2], &ad.strides()[..na - 2], batch);
+    let b_bs = broadcast_strides(&b_shape[..nb - 2], &bd.strides()[..nb - 2], batch);
+    let (a_off, b_off) = (batch_offsets(batch, &a_bs), batch_offsets(batch, &b_bs));
+    let (ap, bp) = (ad.ptr::<half::bf16>() as *const half::bf16, bd.ptr::<half::bf16>() as *const half::bf16);
+    for i in 0..a_off.len() {
+        // SAFETY: the offsets and strides address the operands' own views (validated shapes);
+        // batch i writes only its m×n block of `out`; AMX availability was checked by the caller.
+        unsafe {
+            let a = AmxMat { ptr: ap.offset(a_off[i]), rs: ad.strides()[na - 2], cs: ad.strides()[na - 1] };
+            let b = AmxMat { ptr: bp.offset(b_off[i]), rs: bd.strides()[nb - 2], cs: bd.strides()[nb - 1] };
+            gemm_bf16(m, n, k, a, b, out.add(i * m * n), n, false);
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1,6 +1,8 @@
 //! The CPU backend: SIMD kernels with run-time ISA dispatch, multi-threaded
 //! over large arrays, single-threaded for small ones.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod binary;
 mod conv;
 mod fft;
