@@ -1,8 +1,20 @@
-//! The `kiln` command line. `kiln demo` builds a small lazy computation,
-//! differentiates and vectorises it, and prints the results.
+//! The `kiln` command line:
+//! - `kiln train` trains a GPT-style character model on a text (the main job),
+//! - `kiln sample` generates text from a checkpoint,
+//! - `kiln demo` builds, differentiates and vectorises a small computation.
+
+mod args;
+mod train;
 
 use kiln::{ops, Array, Axes, Result};
 use std::process::ExitCode;
+
+const HELP: &str = "usage: kiln <command> [flags]
+
+commands:
+  train    train a character-level transformer language model (kiln train --help)
+  sample   generate text from a checkpoint (kiln sample --help)
+  demo     build, differentiate and vectorise a small computation";
 
 fn demo() -> Result<()> {
     let x = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
@@ -31,18 +43,34 @@ fn demo() -> Result<()> {
     Ok(())
 }
 
+fn report(r: Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or(&[]);
+    let wants_help = rest.iter().any(|a| a == "--help" || a == "-h");
     match args.first().map(String::as_str) {
-        Some("demo") | None => match demo() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Some("--help") | Some("-h") | Some("help") => {
-            println!("usage: kiln [demo]\n\n  demo   build, differentiate and vectorise a small computation (default)");
+        Some("train") if wants_help => {
+            println!("{}", train::TRAIN_HELP);
+            ExitCode::SUCCESS
+        }
+        Some("sample") if wants_help => {
+            println!("{}", train::SAMPLE_HELP);
+            ExitCode::SUCCESS
+        }
+        Some("train") => report(train::train(rest)),
+        Some("sample") => report(train::sample(rest)),
+        Some("demo") => report(demo()),
+        None | Some("--help") | Some("-h") | Some("help") => {
+            println!("{HELP}");
             ExitCode::SUCCESS
         }
         Some(other) => {
