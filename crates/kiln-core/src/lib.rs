@@ -45,3 +45,4 @@ pub use transforms::{
     grad, jvp, stop_gradient, tree_flatten, tree_map, tree_unflatten, value_and_grad, value_and_grad_tree, vjp, vmap,
     Tree,
 };
+pub use transforms::{compile, compile_shapeless, compile_with_state, disable_compile, enable_compile};
