@@ -368,7 +368,7 @@ fn setup_mlp(rng: &mut Rng, compiled: bool) -> R<Thunk> {
     for w in MLP.windows(2) {
         let scale = 1.0 / (w[0] as f64).sqrt();
         xs.push(kiln::ops::multiply(&rng.normal_array(&[w[0], w[1]])?, scale)?);
-        xs.push(kiln::ops::zeros(&[w[1]], kiln::Dtype::Float32)?);
+        xs.push(kiln::ops::zeros(&[w[1]], kiln::Dtype::F32)?);
     }
     kiln::eval(&xs.iter().collect::<Vec<_>>())?;
     let argnums: Vec<usize> = (2..8).collect();

@@ -23,11 +23,11 @@ fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
 }
 
 fn f32s(a: &Array) -> Vec<f32> {
-    ops::astype(a, Dtype::Float32).unwrap().to_vec::<f32>().unwrap()
+    ops::astype(a, Dtype::F32).unwrap().to_vec::<f32>().unwrap()
 }
 
 fn rand32(rng: &mut Rng, shape: &[usize]) -> Array {
-    ops::astype(&rng.array(shape, -1.0, 1.0), Dtype::Float32).unwrap()
+    ops::astype(&rng.array(shape, -1.0, 1.0), Dtype::F32).unwrap()
 }
 
 /// Asserts equal shapes and values within `rtol` (0 means bit-exact; NaNs and
@@ -94,9 +94,16 @@ impl Program {
         let pick = |rng: &mut Rng, n: usize| (rng.next_u64() % n as u64) as usize;
         while ins.len() < len {
             let n = shapes.len();
-            let a = pick(rng, n);
-            let b = pick(rng, n);
+            // w (input 3) only enters through Matmul.
+            let operand = |i: usize| if i == 3 { 0 } else { i };
+            let a = operand(pick(rng, n));
+            let b = operand(pick(rng, n));
             let sa = shapes[a].clone();
+            let compat = |x: &[usize], y: &[usize]| {
+                x.iter().rev().zip(y.iter().rev()).all(|(p, q)| p == q || *p == 1 || *q == 1)
+            };
+            // An operand that does not broadcast with `a` is replaced by `a`.
+            let b = if compat(&sa, &shapes[b]) { b } else { a };
             let bshape = |x: &[usize], y: &[usize]| -> Vec<usize> {
                 let nd = x.len().max(y.len());
                 (0..nd)
@@ -140,7 +147,8 @@ impl Program {
                     (Ins::LogSumExp(a), s)
                 }
                 9 => {
-                    let cc = pick(rng, n);
+                    let cc = operand(pick(rng, n));
+                    let cc = if compat(&sa, &shapes[cc]) && compat(&shapes[b], &shapes[cc]) { cc } else { a };
                     let s = bshape(&bshape(&shapes[cc], &sa), &shapes[b]);
                     (Ins::Where(cc, a, b), s)
                 }
@@ -199,7 +207,7 @@ impl Program {
             Ins::Softmax(a) => ops::softmax(&v[a], -1, true)?,
             Ins::LogSumExp(a) => ops::logsumexp(&v[a], -1, true)?,
             Ins::Where(c, a, b) => ops::where_(&ops::greater(&v[c], 0.0)?, &v[a], &v[b])?,
-            Ins::Cast(a) => ops::astype(&ops::tanh(&ops::astype(&v[a], Dtype::Float64)?)?, Dtype::Float32)?,
+            Ins::Cast(a) => ops::astype(&ops::tanh(&ops::astype(&v[a], Dtype::F64)?)?, Dtype::F32)?,
             Ins::Repeat(k) => self.step(&self.ins[k], v)?,
         })
     }
@@ -338,9 +346,9 @@ fn cache_stays_bounded_with_thousands_of_shapes() {
         |x: &[Array]| Ok(vec![ops::exp(&x[0])?]),
         CompileOptions { cache_capacity: 16, ..Default::default() },
     );
-    let keep = ops::zeros(&[1], Dtype::Float32).unwrap();
+    let keep = ops::zeros(&[1], Dtype::F32).unwrap();
     for n in 2..3002 {
-        let x = ops::zeros(&[n], Dtype::Float32).unwrap();
+        let x = ops::zeros(&[n], Dtype::F32).unwrap();
         assert_eq!(cf.call(&[x]).unwrap()[0].shape(), &[n]);
         // A shape used all the time stays cached (least recently used eviction).
         cf.call(std::slice::from_ref(&keep)).unwrap();
@@ -351,7 +359,7 @@ fn cache_stays_bounded_with_thousands_of_shapes() {
     assert_eq!(cf.call(&[keep]).unwrap()[0].to_vec::<f32>().unwrap(), vec![1.0]);
     assert_eq!(cf.trace_count(), 3001);
     // An evicted shape retraces.
-    cf.call(&[ops::zeros(&[2], Dtype::Float32).unwrap()]).unwrap();
+    cf.call(&[ops::zeros(&[2], Dtype::F32).unwrap()]).unwrap();
     assert_eq!(cf.trace_count(), 3002);
     cf.clear_cache();
     assert_eq!(cf.cache_len(), 0);
@@ -364,14 +372,14 @@ fn cache_key_is_shapes_dtypes_and_count() {
         |x: &[Array]| Ok(vec![x.iter().skip(1).try_fold(x[0].clone(), |a, b| ops::add(&a, b))?]),
         CompileOptions::default(),
     );
-    let a = ops::ones(&[2], Dtype::Float32).unwrap();
+    let a = ops::ones(&[2], Dtype::F32).unwrap();
     cf.call(std::slice::from_ref(&a)).unwrap();
     cf.call(std::slice::from_ref(&a)).unwrap();
     assert_eq!(cf.trace_count(), 1);
-    cf.call(&[ops::ones(&[3], Dtype::Float32).unwrap()]).unwrap();
+    cf.call(&[ops::ones(&[3], Dtype::F32).unwrap()]).unwrap();
     assert_eq!(cf.trace_count(), 2);
-    let y = cf.call(&[ops::ones(&[2], Dtype::Int32).unwrap()]).unwrap();
-    assert_eq!((cf.trace_count(), y[0].dtype()), (3, Dtype::Int32));
+    let y = cf.call(&[ops::ones(&[2], Dtype::I32).unwrap()]).unwrap();
+    assert_eq!((cf.trace_count(), y[0].dtype()), (3, Dtype::I32));
     let y = cf.call(&[a.clone(), a.clone()]).unwrap();
     assert_eq!((cf.trace_count(), y[0].to_vec::<f32>().unwrap()), (4, vec![2.0, 2.0]));
 }
@@ -384,26 +392,26 @@ fn shapeless_retraces_only_on_dtype_or_rank() {
         CompileOptions { shapeless: true, ..Default::default() },
     );
     for n in 2..40 {
-        let x = ops::ones(&[3, n], Dtype::Float32).unwrap();
+        let x = ops::ones(&[3, n], Dtype::F32).unwrap();
         assert_eq!(cf.call(&[x]).unwrap()[0].to_vec::<f32>().unwrap(), vec![2.0 * n as f32; 3]);
     }
     assert_eq!(cf.trace_count(), 1);
-    cf.call(&[ops::ones(&[3, 4], Dtype::Float64).unwrap()]).unwrap();
+    cf.call(&[ops::ones(&[3, 4], Dtype::F64).unwrap()]).unwrap();
     assert_eq!(cf.trace_count(), 2);
-    let y = cf.call(&[ops::ones(&[2, 3, 4], Dtype::Float32).unwrap()]).unwrap();
+    let y = cf.call(&[ops::ones(&[2, 3, 4], Dtype::F32).unwrap()]).unwrap();
     assert_eq!((cf.trace_count(), y[0].shape()), (3, &[2usize, 3][..]));
     // The public wrapper too.
     let f = compile_shapeless(|x: &[Array]| Ok(vec![ops::matmul(&x[0], &x[1])?]));
     for (m, k, n) in [(2, 3, 4), (5, 1, 2), (1, 7, 3)] {
-        let a = ops::ones(&[m, k], Dtype::Float32).unwrap();
-        let b = ops::ones(&[k, n], Dtype::Float32).unwrap();
+        let a = ops::ones(&[m, k], Dtype::F32).unwrap();
+        let b = ops::ones(&[k, n], Dtype::F32).unwrap();
         let y = f(&[a, b]).unwrap();
         assert_eq!(y[0].shape(), &[m, n]);
         assert_eq!(y[0].to_vec::<f32>().unwrap(), vec![k as f32; m * n]);
     }
     // Incompatible new shapes are reported, not silently broadcast.
-    let a = ops::ones(&[2, 3], Dtype::Float32).unwrap();
-    let b = ops::ones(&[4, 2], Dtype::Float32).unwrap();
+    let a = ops::ones(&[2, 3], Dtype::F32).unwrap();
+    let b = ops::ones(&[4, 2], Dtype::F32).unwrap();
     let e = f(&[a, b]).unwrap_err();
     assert!(e.to_string().contains("matmul"), "{e}");
 }
@@ -435,24 +443,32 @@ fn simplify_merges_common_subexpressions_and_scalars() {
 fn compile_of_grad_removes_copies_and_keeps_values() {
     let _g = shared();
     let f = |x: &[Array]| Ok(vec![ops::sum(&ops::multiply(&ops::sin(&x[0])?, &x[0])?, None::<i32>, false)?]);
-    let g = compile(value_and_grad(f, &[0]));
+    let vg = value_and_grad(f, &[0]);
+    let g = compile(move |x: &[Array]| {
+        let (mut v, g) = vg(x)?;
+        v.extend(g);
+        Ok(v)
+    });
     let x = Array::from_slice(&[0.5f32, -1.0, 2.0], &[3]).unwrap();
     let out = g(std::slice::from_ref(&x)).unwrap();
-    let (v, dx) = value_and_grad(f, &[0])(std::slice::from_ref(&x)).unwrap();
-    assert_close("value", &out[0], &v[0], 1e-6);
-    assert_close("grad", &out[1], &dx[0], 1e-6);
     // No transform boundary (Copy) survives in the replayed graph.
     let mut stack = out.clone();
+    let mut nodes = 0;
     let mut seen = std::collections::HashSet::new();
     while let Some(a) = stack.pop() {
         if !seen.insert(a.id()) {
             continue;
         }
         if let Some(p) = a.primitive() {
+            nodes += 1;
             assert_ne!(p.name(), "Copy");
         }
         stack.extend(a.inputs());
     }
+    assert!(nodes > 3, "walked the lazy graph ({nodes} nodes)");
+    let (v, dx) = value_and_grad(f, &[0])(std::slice::from_ref(&x)).unwrap();
+    assert_close("value", &out[0], &v[0], 1e-6);
+    assert_close("grad", &out[1], &dx[0], 1e-6);
 }
 
 #[test]
@@ -532,9 +548,9 @@ impl Mlp {
             let scale = 1.0 / (w[0] as f64).sqrt();
             m.insert(
                 "weight".to_string(),
-                Tree::Leaf(ops::astype(&rng.array(&[w[0], w[1]], -scale, scale), Dtype::Float32).unwrap()),
+                Tree::Leaf(ops::astype(&rng.array(&[w[0], w[1]], -scale, scale), Dtype::F32).unwrap()),
             );
-            m.insert("bias".to_string(), Tree::Leaf(ops::zeros(&[w[1]], Dtype::Float32).unwrap()));
+            m.insert("bias".to_string(), Tree::Leaf(ops::zeros(&[w[1]], Dtype::F32).unwrap()));
             layers.push(Tree::Map(m));
         }
         let mut root = BTreeMap::new();
@@ -646,12 +662,12 @@ fn errors_are_reported() {
         let v = s.item::<f32>()?;
         Ok(vec![ops::multiply(&x[0], v)?])
     });
-    let e = f(&[ops::ones(&[2], Dtype::Float32).unwrap()]).unwrap_err();
+    let e = f(&[ops::ones(&[2], Dtype::F32).unwrap()]).unwrap_err();
     assert_eq!(e.op(), "compile");
     assert!(e.message().contains("Cannot evaluate"), "{e}");
     // Shapeless with an op that fixes a shape
     let g = compile_shapeless(|x: &[Array]| Ok(vec![ops::broadcast_to(&x[0], &[3, 2])?]));
-    let e = g(&[ops::ones(&[2], Dtype::Float32).unwrap()]).unwrap_err();
+    let e = g(&[ops::ones(&[2], Dtype::F32).unwrap()]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     assert!(e.message().contains("Broadcast") && e.message().contains("shapeless"), "{e}");
     // A general reshape traced shapeless replays only on its traced shape.
@@ -659,15 +675,15 @@ fn errors_are_reported() {
         |x: &[Array]| Ok(vec![ops::reshape(&x[0], &[-1])?]),
         CompileOptions { shapeless: true, ..Default::default() },
     );
-    let e = cf.call(&[ops::ones(&[2, 3], Dtype::Float32).unwrap()]).unwrap_err();
+    let e = cf.call(&[ops::ones(&[2, 3], Dtype::F32).unwrap()]).unwrap_err();
     assert!(e.message().contains("Reshape"), "{e}");
     // Errors of the function pass through, and a failed trace does not poison the cache.
     let h = Compiled::new(|x: &[Array]| Ok(vec![ops::matmul(&x[0], &x[1])?]), CompileOptions::default());
-    let a = ops::ones(&[2, 3], Dtype::Float32).unwrap();
+    let a = ops::ones(&[2, 3], Dtype::F32).unwrap();
     let e = h.call(&[a.clone(), a.clone()]).unwrap_err();
     assert!(e.to_string().contains("matmul"), "{e}");
     assert_eq!(h.cache_len(), 0);
-    let b = ops::ones(&[3, 2], Dtype::Float32).unwrap();
+    let b = ops::ones(&[3, 2], Dtype::F32).unwrap();
     assert_eq!(h.call(&[a, b]).unwrap()[0].to_vec::<f32>().unwrap(), vec![3.0; 4]);
 }
 
