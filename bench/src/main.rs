@@ -360,6 +360,9 @@ fn mlp_loss(xs: &[Array]) -> kiln::Result<Vec<Array>> {
     Ok(vec![ops::mean(&ops::subtract(&lse, &picked)?, None::<i32>, false)?])
 }
 
+/// A value-and-grad step: inputs -> [loss, grads...].
+type StepFn = Box<dyn Fn(&[Array]) -> kiln::Result<Vec<Array>>>;
+
 fn setup_mlp(rng: &mut Rng, compiled: bool) -> R<Thunk> {
     let mut xs = vec![rng.normal_array(&[MLP_BATCH, MLP[0]])?];
     let labels: Vec<f32> =
@@ -372,7 +375,7 @@ fn setup_mlp(rng: &mut Rng, compiled: bool) -> R<Thunk> {
     }
     kiln::eval(&xs.iter().collect::<Vec<_>>())?;
     let argnums: Vec<usize> = (2..8).collect();
-    let step: Box<dyn Fn(&[Array]) -> kiln::Result<Vec<Array>>> = if compiled {
+    let step: StepFn = if compiled {
         let vg = kiln::value_and_grad(mlp_loss, &argnums);
         Box::new(kiln::compile(move |a: &[Array]| {
             let (mut v, g) = vg(a)?;

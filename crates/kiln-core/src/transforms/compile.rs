@@ -314,9 +314,9 @@ fn prune(nodes: Vec<Option<TapeNode>>, consts: Vec<Array>, outputs: Vec<Src>) ->
     for s in &outputs {
         mark(s, &mut live, &mut live_const);
     }
-    for i in (0..nodes.len()).rev() {
+    for (i, n) in nodes.iter().enumerate().rev() {
         if live[i] {
-            for s in &nodes[i].as_ref().expect("live nodes are kept").inputs {
+            for s in &n.as_ref().expect("live nodes are kept").inputs {
                 mark(s, &mut live, &mut live_const);
             }
         }
@@ -537,7 +537,7 @@ type TracedFn = dyn Fn(&[Array], &mut Tree) -> Result<Vec<Array>>;
 /// let opts = CompileOptions { shapeless: true, ..Default::default() };
 /// let f = Compiled::new(|x: &[Array]| Ok(vec![ops::sum(&ops::square(&x[0])?, -1, false)?]), opts);
 /// for n in 1..5 {
-///     let x = ops::ones(&[3, n], kiln_core::Dtype::Float32).unwrap();
+///     let x = ops::ones(&[3, n], kiln_core::Dtype::F32).unwrap();
 ///     assert_eq!(f.call(&[x]).unwrap()[0].to_vec::<f32>().unwrap(), vec![n as f32; 3]);
 /// }
 /// assert_eq!(f.trace_count(), 1); // new sizes did not retrace
@@ -726,7 +726,7 @@ fn explain_trace_error(e: Error) -> Error {
 ///
 /// ```
 /// use kiln_core::{compile, grad, ops, Array};
-/// let f = |x: &[Array]| Ok(vec![ops::sum(&ops::sin(&x[0])?, None, false)?]);
+/// let f = |x: &[Array]| Ok(vec![ops::sum(&ops::sin(&x[0])?, None::<i32>, false)?]);
 /// let df = compile(grad(f, &[0])); // a compiled gradient
 /// let x = Array::from_slice(&[0.0f32, 1.0], &[2]).unwrap();
 /// let g = df(&[x]).unwrap();
@@ -749,8 +749,8 @@ where
 /// ```
 /// use kiln_core::{compile_shapeless, ops, Array};
 /// let f = compile_shapeless(|x: &[Array]| Ok(vec![ops::exp(&x[0])?]));
-/// let a = f(&[ops::zeros(&[2], kiln_core::Dtype::Float32).unwrap()]).unwrap();
-/// let b = f(&[ops::zeros(&[5], kiln_core::Dtype::Float32).unwrap()]).unwrap();
+/// let a = f(&[ops::zeros(&[2], kiln_core::Dtype::F32).unwrap()]).unwrap();
+/// let b = f(&[ops::zeros(&[5], kiln_core::Dtype::F32).unwrap()]).unwrap();
 /// assert_eq!((a[0].shape(), b[0].shape()), (&[2usize][..], &[5usize][..]));
 /// ```
 pub fn compile_shapeless<F>(f: F) -> impl Fn(&[Array]) -> Result<Vec<Array>>

@@ -7,9 +7,12 @@
 //! Arrays created while a transform traces are *tracers*: evaluating them
 //! keeps their graph, which an outer transform may still walk.
 
-mod tree;
 pub mod compile;
-pub use compile::{compile, compile_shapeless, compile_with_state, disable_compile, enable_compile, is_compile_enabled, CompileOptions, Compiled, State};
+mod tree;
+pub use compile::{
+    compile, compile_shapeless, compile_with_state, disable_compile, enable_compile, is_compile_enabled,
+    CompileOptions, Compiled, State,
+};
 
 pub use tree::{tree_flatten, tree_map, tree_unflatten, Tree};
 
