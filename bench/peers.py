@@ -47,6 +47,8 @@ CONV = dict(n=8, h=56, w=56, cin=64, cout=64, k=3, padding=1)
 SORT_N = 1 << 20
 GATHER_TABLE = (1 << 16, 64)     # 64K x 64 f32 table (16 MiB)
 GATHER_ROWS = 1 << 20            # 1M gathered rows (256 MiB out)
+MLP_SIZES = (784, 512, 512, 10)  # value_and_grad of a relu MLP + cross-entropy
+MLP_BATCH = 256
 
 
 class Workload:
@@ -100,7 +102,32 @@ WORKLOADS = {w.name: w for w in [
     Workload("gather_1m_rows", "GB/s",
              dict(table=list(GATHER_TABLE), rows=GATHER_ROWS, dtype="float32", index_dtype="int32"),
              gbs(2 * 4 * GATHER_ROWS * GATHER_TABLE[1] + 4 * GATHER_ROWS), warmup=3),
+    *[Workload("mlp_value_and_grad_784_512_512_10_b256" + ("_compiled" if mode == "compiled" else ""), "ms/step",
+               dict(sizes=list(MLP_SIZES), batch=MLP_BATCH, dtype="float32",
+                    loss="cross_entropy(relu MLP logits, one-hot), mean over batch", mode=mode),
+               lambda s: s * 1e3, warmup=2 if mode == "eager" else 3) for mode in ("eager", "compiled")],
 ]}
+
+
+def mlp_data(rand, asarray):
+    """Inputs of the MLP workloads: x, one-hot labels, then (w, b) per layer."""
+    import numpy as np
+    n = MLP_SIZES[-1]
+    labels = np.array([[1.0 if j == i % n else 0.0 for j in range(n)] for i in range(MLP_BATCH)], np.float32)
+    xs = [rand(MLP_BATCH, MLP_SIZES[0]), asarray(labels)]
+    for a, b in zip(MLP_SIZES[:-1], MLP_SIZES[1:]):
+        xs += [rand(a, b) * (1.0 / math.sqrt(a)), asarray(np.zeros(b, np.float32))]
+    return xs
+
+
+def mlp_loss(params, x, y, relu, logsumexp):
+    """Mean cross-entropy of a relu MLP; params = [w1, b1, w2, b2, w3, b3]."""
+    h = x
+    for i in range(0, len(params), 2):
+        h = h @ params[i] + params[i + 1]
+        if i + 2 < len(params):
+            h = relu(h)
+    return (logsumexp(h) - (h * y).sum(-1)).mean()
 
 
 def gelu_chain(x, tanh):
@@ -255,6 +282,27 @@ class MlxPeer:
         return lambda: mx.eval(mx.take(t, idx, axis=0))
 
 
+    def _mlp(self, compiled):
+        mx = self.mx
+        x, y, *params = mlp_data(self.rand, mx.array)
+        loss = lambda ps, x, y: mlp_loss(ps, x, y, lambda h: mx.maximum(h, 0.0),
+                                          lambda h: mx.logsumexp(h, axis=-1))
+        vg = mx.value_and_grad(loss)
+        if compiled:
+            vg = mx.compile(vg)
+        return lambda: mx.eval(vg(params, x, y))
+
+    impl_mlp_value_and_grad_784_512_512_10_b256 = "mx.value_and_grad (no compile)"
+
+    def mlp_value_and_grad_784_512_512_10_b256(self, p):
+        return self._mlp(False)
+
+    impl_mlp_value_and_grad_784_512_512_10_b256_compiled = "mx.compile(mx.value_and_grad)"
+
+    def mlp_value_and_grad_784_512_512_10_b256_compiled(self, p):
+        return self._mlp(True)
+
+
 class TorchPeer:
     def __init__(self, args):
         import torch
@@ -346,6 +394,26 @@ class TorchPeer:
         return lambda: torch.index_select(t, 0, idx)
 
 
+    def _mlp(self, compiled):
+        torch = self.torch
+        x, y, *params = mlp_data(self.rand, torch.from_numpy)
+        loss = lambda ps, x, y: mlp_loss(ps, x, y, torch.relu, lambda h: torch.logsumexp(h, dim=-1))
+        vg = torch.func.grad_and_value(loss)
+        if compiled:
+            vg = torch.compile(vg)
+        return lambda: vg(params, x, y)
+
+    impl_mlp_value_and_grad_784_512_512_10_b256 = "torch.func.grad_and_value (eager)"
+
+    def mlp_value_and_grad_784_512_512_10_b256(self, p):
+        return self._mlp(False)
+
+    impl_mlp_value_and_grad_784_512_512_10_b256_compiled = "torch.compile(torch.func.grad_and_value)"
+
+    def mlp_value_and_grad_784_512_512_10_b256_compiled(self, p):
+        return self._mlp(True)
+
+
 class JaxPeer:
     def __init__(self, args):
         import jax
@@ -435,6 +503,27 @@ class JaxPeer:
         idx = jax.random.randint(k, (p["rows"],), 0, p["table"][0], dtype=jnp.int32)
         f = jax.jit(lambda t, i: jnp.take(t, i, axis=0))
         return lambda: f(t, idx).block_until_ready()
+
+
+    def _mlp(self, compiled):
+        jax, jnp = self.jax, self.jnp
+        x, y, *params = mlp_data(self.rand, jnp.asarray)
+        loss = lambda ps, x, y: mlp_loss(ps, x, y, jax.nn.relu,
+                                          lambda h: jax.scipy.special.logsumexp(h, axis=-1))
+        vg = jax.value_and_grad(loss)
+        if compiled:
+            vg = jax.jit(vg)
+        return lambda: jax.block_until_ready(vg(params, x, y))
+
+    impl_mlp_value_and_grad_784_512_512_10_b256 = "jax.value_and_grad, eager op-by-op (no jit)"
+
+    def mlp_value_and_grad_784_512_512_10_b256(self, p):
+        return self._mlp(False)
+
+    impl_mlp_value_and_grad_784_512_512_10_b256_compiled = "jax.jit(jax.value_and_grad)"
+
+    def mlp_value_and_grad_784_512_512_10_b256_compiled(self, p):
+        return self._mlp(True)
 
 
 PEERS = dict(numpy=NumpyPeer, mlx=MlxPeer, torch=TorchPeer, jax=JaxPeer)

@@ -117,17 +117,36 @@ fn workloads() -> Vec<Workload> {
             value: |s| gbs(2 * 4 * ELEM_N, s),
             setup: setup_gelu,
         },
-        // Peers run their compiler here (jax.jit, torch.compile, mx.compile); Kiln
-        // evaluates the same lazy graph, so this row compares Kiln with compiled peers.
+        // Peers run their compiler here (jax.jit, torch.compile, mx.compile).
         Workload {
             name: "elementwise_gelu_compiled",
             metric: "GB/s",
             params: gelu_params("compiled"),
-            desc: "lazy graph of 11 elementwise ops, one eval",
+            desc: "kiln::compile of the 11-op chain (traced once, replayed; fused when fusion is on)",
             warmup: 3,
             budget_scale: 1.0,
             value: |s| gbs(2 * 4 * ELEM_N, s),
-            setup: setup_gelu,
+            setup: setup_gelu_compiled,
+        },
+        Workload {
+            name: "mlp_value_and_grad_784_512_512_10_b256",
+            metric: "ms/step",
+            params: mlp_params("eager"),
+            desc: "kiln::value_and_grad of a 3-layer relu MLP + cross-entropy, one eval",
+            warmup: 2,
+            budget_scale: 1.0,
+            value: |s| s * 1e3,
+            setup: |r| setup_mlp(r, false),
+        },
+        Workload {
+            name: "mlp_value_and_grad_784_512_512_10_b256_compiled",
+            metric: "ms/step",
+            params: mlp_params("compiled"),
+            desc: "kiln::compile(value_and_grad(...)) of the same MLP loss",
+            warmup: 3,
+            budget_scale: 1.0,
+            value: |s| s * 1e3,
+            setup: |r| setup_mlp(r, true),
         },
         Workload {
             name: "sum_lastaxis_4096x4096",
@@ -296,6 +315,84 @@ fn setup_gelu(rng: &mut Rng) -> R<Thunk> {
     Ok(Box::new(move || {
         let y = gelu_chain(&x)?;
         y.eval()?;
+        Ok(())
+    }))
+}
+
+fn setup_gelu_compiled(rng: &mut Rng) -> R<Thunk> {
+    let x = rng.normal_array(&[ELEM_N])?;
+    let g = kiln::compile(|v: &[Array]| {
+        Ok(vec![gelu_chain(&v[0]).map_err(|e| kiln::Error::runtime("gelu", e.to_string()))?])
+    });
+    Ok(Box::new(move || {
+        let y = g(std::slice::from_ref(&x))?;
+        y[0].eval()?;
+        Ok(())
+    }))
+}
+
+/// Layer sizes and batch of the MLP workloads.
+const MLP: [usize; 4] = [784, 512, 512, 10];
+const MLP_BATCH: usize = 256;
+
+fn mlp_params(mode: &str) -> Json {
+    obj(vec![
+        ("sizes", ints(&MLP)),
+        ("batch", MLP_BATCH.into()),
+        ("dtype", "float32".into()),
+        ("loss", "cross_entropy(relu MLP logits, one-hot), mean over batch".into()),
+        ("mode", mode.into()),
+    ])
+}
+
+/// `xs = [x, onehot, w1, b1, w2, b2, w3, b3]` -> mean cross-entropy.
+fn mlp_loss(xs: &[Array]) -> kiln::Result<Vec<Array>> {
+    use kiln::ops;
+    let mut h = xs[0].clone();
+    for l in 0..3 {
+        h = ops::add(&ops::matmul(&h, &xs[2 + 2 * l])?, &xs[3 + 2 * l])?;
+        if l < 2 {
+            h = ops::maximum(&h, 0.0)?;
+        }
+    }
+    let lse = ops::logsumexp(&h, -1, false)?;
+    let picked = ops::sum(&ops::multiply(&h, &xs[1])?, -1, false)?;
+    Ok(vec![ops::mean(&ops::subtract(&lse, &picked)?, None::<i32>, false)?])
+}
+
+/// A value-and-grad step: inputs -> [loss, grads...].
+type StepFn = Box<dyn Fn(&[Array]) -> kiln::Result<Vec<Array>>>;
+
+fn setup_mlp(rng: &mut Rng, compiled: bool) -> R<Thunk> {
+    let mut xs = vec![rng.normal_array(&[MLP_BATCH, MLP[0]])?];
+    let labels: Vec<f32> =
+        (0..MLP_BATCH * MLP[3]).map(|i| if i % MLP[3] == (i / MLP[3]) % MLP[3] { 1.0 } else { 0.0 }).collect();
+    xs.push(Array::from_slice(&labels, &[MLP_BATCH, MLP[3]])?);
+    for w in MLP.windows(2) {
+        let scale = 1.0 / (w[0] as f64).sqrt();
+        xs.push(kiln::ops::multiply(&rng.normal_array(&[w[0], w[1]])?, scale)?);
+        xs.push(kiln::ops::zeros(&[w[1]], kiln::Dtype::F32)?);
+    }
+    kiln::eval(&xs.iter().collect::<Vec<_>>())?;
+    let argnums: Vec<usize> = (2..8).collect();
+    let step: StepFn = if compiled {
+        let vg = kiln::value_and_grad(mlp_loss, &argnums);
+        Box::new(kiln::compile(move |a: &[Array]| {
+            let (mut v, g) = vg(a)?;
+            v.extend(g);
+            Ok(v)
+        }))
+    } else {
+        let vg = kiln::value_and_grad(mlp_loss, &argnums);
+        Box::new(move |a: &[Array]| {
+            let (mut v, g) = vg(a)?;
+            v.extend(g);
+            Ok(v)
+        })
+    };
+    Ok(Box::new(move || {
+        let outs = step(&xs)?;
+        kiln::eval(&outs.iter().collect::<Vec<_>>())?;
         Ok(())
     }))
 }

@@ -102,6 +102,18 @@ pub trait Primitive: Send + Sync + 'static {
             Rule::Yes => Error::unsupported(self.name(), format!("{rule} is not implemented.")),
         }
     }
+
+    /// Output shapes for `inputs` whose shapes may differ from the ones the
+    /// node was recorded with; needed by shapeless compile, which replays a
+    /// traced graph on new sizes. Ops whose parameters fix a shape (reshape
+    /// to a given shape, `broadcast_to`, slices) keep this default error.
+    fn output_shapes(&self, inputs: &[Array]) -> Result<Vec<Vec<usize>>> {
+        let _ = inputs;
+        Err(Error::unsupported(
+            self.name(),
+            "cannot infer its output shapes from new input shapes (needed by shapeless compile).",
+        ))
+    }
 }
 
 /// Implements `as_any` and an `is_equivalent` that compares parameters with `PartialEq`.

@@ -87,6 +87,9 @@ impl Primitive for Binary {
         let (a, b, ax) = super::shape::align_batch_axes(&inputs[0], axes[0], &inputs[1], axes[1])?;
         Ok((vec![binary_same(self.op, &a, &b, out_dtype(self.op, a.dtype()))?], vec![ax]))
     }
+    fn output_shapes(&self, inputs: &[Array]) -> Result<Vec<Vec<usize>>> {
+        Ok(vec![broadcast_shapes(inputs[0].shape(), inputs[1].shape())?])
+    }
     crate::prim_common!();
 }
 
@@ -436,6 +439,10 @@ impl Primitive for DivMod {
         let (a, b, ax) = super::shape::align_batch_axes(&inputs[0], axes[0], &inputs[1], axes[1])?;
         let (q, r) = divmod(&a, &b)?;
         Ok((vec![q, r], vec![ax, ax]))
+    }
+    fn output_shapes(&self, inputs: &[Array]) -> Result<Vec<Vec<usize>>> {
+        let s = broadcast_shapes(inputs[0].shape(), inputs[1].shape())?;
+        Ok(vec![s.clone(), s])
     }
     crate::prim_common!();
 }

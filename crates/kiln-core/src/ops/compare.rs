@@ -78,6 +78,10 @@ impl Primitive for Select {
         }
         Ok((vec![select_same(&v[0], &v[1], &v[2])?], vec![Some(0)]))
     }
+    fn output_shapes(&self, inputs: &[Array]) -> Result<Vec<Vec<usize>>> {
+        let s = crate::shape::broadcast_shapes(inputs[0].shape(), inputs[1].shape())?;
+        Ok(vec![crate::shape::broadcast_shapes(&s, inputs[2].shape())?])
+    }
     crate::prim_common!();
 }
 

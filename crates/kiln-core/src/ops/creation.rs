@@ -151,6 +151,9 @@ impl Primitive for AsType {
     fn vmap(&self, inputs: &[Array], axes: &[Option<usize>]) -> Result<(Vec<Array>, Vec<Option<usize>>)> {
         Ok((vec![astype(&inputs[0], self.dtype)?], vec![axes[0]]))
     }
+    fn output_shapes(&self, inputs: &[Array]) -> Result<Vec<Vec<usize>>> {
+        Ok(vec![inputs[0].shape().to_vec()])
+    }
     crate::prim_common!();
 }
 

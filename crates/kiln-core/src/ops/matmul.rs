@@ -70,6 +70,15 @@ impl Primitive for Matmul {
         let (a, b, ax) = align_batch_axes(&inputs[0], axes[0], &inputs[1], axes[1])?;
         Ok((vec![matmul_raw(&a, &b)?], vec![ax]))
     }
+    fn output_shapes(&self, inputs: &[Array]) -> Result<Vec<Vec<usize>>> {
+        let (a, b) = (inputs[0].shape(), inputs[1].shape());
+        if a.len() < 2 || b.len() < 2 || a[a.len() - 1] != b[b.len() - 2] {
+            return Err(shape_mismatch(a, b));
+        }
+        let mut s = broadcast_shapes(&a[..a.len() - 2], &b[..b.len() - 2])?;
+        s.extend([a[a.len() - 2], b[b.len() - 1]]);
+        Ok(vec![s])
+    }
     crate::prim_common!();
 }
 

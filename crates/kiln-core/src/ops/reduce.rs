@@ -77,6 +77,13 @@ impl Primitive for Reduce {
         };
         Ok((vec![reduce_keep(self.op, &inputs[0], &shift_axes(&self.axes, ax))?], vec![Some(ax)]))
     }
+    fn output_shapes(&self, inputs: &[Array]) -> Result<Vec<Vec<usize>>> {
+        let mut s = inputs[0].shape().to_vec();
+        for &ax in &self.axes {
+            *s.get_mut(ax).ok_or_else(|| Error::out_of_range(self.name(), format!("Axis {ax} is out of range.")))? = 1;
+        }
+        Ok(vec![s])
+    }
     crate::prim_common!();
 }
 
@@ -359,6 +366,9 @@ impl Primitive for Softmax {
             ax => Ok((vec![softmax_last(x, self.precise)?], vec![ax])),
         }
     }
+    fn output_shapes(&self, inputs: &[Array]) -> Result<Vec<Vec<usize>>> {
+        Ok(vec![inputs[0].shape().to_vec()])
+    }
     crate::prim_common!();
 }
 
@@ -389,6 +399,13 @@ impl Primitive for LogSumExp {
             Some(ax) if ax == x.ndim() - 1 => Ok((vec![logsumexp_last(&moveaxis(x, ax as i32, 0)?)?], vec![Some(0)])),
             ax => Ok((vec![logsumexp_last(x)?], vec![ax])),
         }
+    }
+    fn output_shapes(&self, inputs: &[Array]) -> Result<Vec<Vec<usize>>> {
+        let mut s = inputs[0].shape().to_vec();
+        if let Some(last) = s.last_mut() {
+            *last = 1;
+        }
+        Ok(vec![s])
     }
     crate::prim_common!();
 }
@@ -421,6 +438,11 @@ impl Primitive for ArgReduce {
             _ => self.axis,
         };
         Ok((vec![arg_reduce_keep(self.op, &inputs[0], axis)], vec![axes[0]]))
+    }
+    fn output_shapes(&self, inputs: &[Array]) -> Result<Vec<Vec<usize>>> {
+        let mut s = inputs[0].shape().to_vec();
+        *s.get_mut(self.axis).ok_or_else(|| Error::out_of_range(self.name(), "Axis is out of range."))? = 1;
+        Ok(vec![s])
     }
     crate::prim_common!();
 }

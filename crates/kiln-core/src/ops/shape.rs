@@ -206,6 +206,13 @@ impl Primitive for Transpose {
         perm.extend(self.perm.iter().map(|p| p + 1));
         Ok((vec![transpose_perm(&x, &perm)?], vec![Some(0)]))
     }
+    fn output_shapes(&self, inputs: &[Array]) -> Result<Vec<Vec<usize>>> {
+        let s = inputs[0].shape();
+        if s.len() != self.perm.len() {
+            return Err(Error::invalid(self.name(), "The permutation does not match the input's rank."));
+        }
+        Ok(vec![self.perm.iter().map(|&p| s[p]).collect()])
+    }
     crate::prim_common!();
 }
 

@@ -72,6 +72,9 @@ impl Primitive for Unary {
     fn vmap(&self, inputs: &[Array], axes: &[Option<usize>]) -> Result<(Vec<Array>, Vec<Option<usize>>)> {
         Ok((vec![unary(self.op, &inputs[0])?], vec![axes[0]]))
     }
+    fn output_shapes(&self, inputs: &[Array]) -> Result<Vec<Vec<usize>>> {
+        Ok(vec![inputs[0].shape().to_vec()])
+    }
     crate::prim_common!();
 }
 
@@ -308,6 +311,9 @@ impl Primitive for NanToNum {
     fn vmap(&self, inputs: &[Array], axes: &[Option<usize>]) -> Result<(Vec<Array>, Vec<Option<usize>>)> {
         let out = nan_to_num(&inputs[0], self.nan, Some(self.posinf), Some(self.neginf))?;
         Ok((vec![out], vec![axes[0]]))
+    }
+    fn output_shapes(&self, inputs: &[Array]) -> Result<Vec<Vec<usize>>> {
+        Ok(vec![inputs[0].shape().to_vec()])
     }
     crate::prim_common!();
 }

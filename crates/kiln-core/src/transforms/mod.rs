@@ -7,7 +7,12 @@
 //! Arrays created while a transform traces are *tracers*: evaluating them
 //! keeps their graph, which an outer transform may still walk.
 
+pub mod compile;
 mod tree;
+pub use compile::{
+    compile, compile_shapeless, compile_with_state, disable_compile, enable_compile, is_compile_enabled,
+    CompileOptions, Compiled, State,
+};
 
 pub use tree::{tree_flatten, tree_map, tree_unflatten, Tree};
 
@@ -39,6 +44,9 @@ impl Primitive for Copy {
     fn vmap(&self, inputs: &[Array], axes: &[Option<usize>]) -> Result<(Vec<Array>, Vec<Option<usize>>)> {
         Ok((vec![inputs[0].clone()], vec![axes[0]]))
     }
+    fn output_shapes(&self, inputs: &[Array]) -> Result<Vec<Vec<usize>>> {
+        Ok(vec![inputs[0].shape().to_vec()])
+    }
     crate::prim_common!();
 }
 
@@ -68,6 +76,9 @@ impl Primitive for StopGradient {
     }
     fn vmap(&self, inputs: &[Array], axes: &[Option<usize>]) -> Result<(Vec<Array>, Vec<Option<usize>>)> {
         Ok((vec![stop_gradient(&inputs[0])], vec![axes[0]]))
+    }
+    fn output_shapes(&self, inputs: &[Array]) -> Result<Vec<Vec<usize>>> {
+        Ok(vec![inputs[0].shape().to_vec()])
     }
     crate::prim_common!();
 }
