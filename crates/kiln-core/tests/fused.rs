@@ -58,11 +58,7 @@ fn same(
         assert_eq!(a.dtype(), b.dtype(), "{name}: output {k} dtype");
         let (x, y) = (bits(a), bits(b));
         if let Some(i) = (0..x.len()).find(|&i| x[i] != y[i]) {
-            panic!(
-                "{name}: output {k}[{i}]: unfused {} fused {}",
-                f64::from_bits(x[i]),
-                f64::from_bits(y[i])
-            );
+            panic!("{name}: output {k}[{i}]: unfused {} fused {}", f64::from_bits(x[i]), f64::from_bits(y[i]));
         }
     }
     fused
@@ -94,7 +90,8 @@ const UNARY: [UnaryOp; 32] = {
     use UnaryOp::*;
     [
         Abs, Negative, Sign, Floor, Ceil, Round, Trunc, Sqrt, Rsqrt, Square, Reciprocal, Exp, Expm1, Log, Log2, Log10,
-        Log1p, Sin, Cos, Tan, ArcSin, ArcCos, ArcTan, Sinh, Cosh, Tanh, ArcSinh, ArcCosh, ArcTanh, Erf, ErfInv, Sigmoid,
+        Log1p, Sin, Cos, Tan, ArcSin, ArcCos, ArcTan, Sinh, Cosh, Tanh, ArcSinh, ArcCosh, ArcTanh, Erf, ErfInv,
+        Sigmoid,
     ]
 };
 
@@ -261,8 +258,9 @@ fn random_chains_with_broadcasting_and_strided_inputs() {
                 let pick = |g: &mut Rng, pool: &Vec<Array>| pool[(g.next_u64() as usize) % pool.len()].clone();
                 let v = match g.next_u64() % 6 {
                     0 | 1 => {
-                        let op = [UnaryOp::Tanh, UnaryOp::Sin, UnaryOp::Exp, UnaryOp::Abs, UnaryOp::Sigmoid, UnaryOp::Erf]
-                            [(g.next_u64() % 6) as usize];
+                        let op =
+                            [UnaryOp::Tanh, UnaryOp::Sin, UnaryOp::Exp, UnaryOp::Abs, UnaryOp::Sigmoid, UnaryOp::Erf]
+                                [(g.next_u64() % 6) as usize];
                         ops::unary(op, &pick(&mut g, &pool))?
                     }
                     2 | 3 => {
@@ -374,10 +372,12 @@ fn transforms_through_fused_nodes() {
     let b = rng.array(&[4], -1.0, 1.0);
     check_grad("fused gelu*b", f1, &[x.clone(), b.clone()]);
     check_vmap("fused gelu*b", f1, &[rng.array(&[5, 3, 4], -2.0, 2.0), b.clone()], &[Some(0), None]);
-    check_vmap("fused gelu*b axis1", f1, &[rng.array(&[3, 5, 4], -2.0, 2.0), rng.array(&[4, 5], -1.0, 1.0)], &[
-        Some(1),
-        Some(1),
-    ]);
+    check_vmap(
+        "fused gelu*b axis1",
+        f1,
+        &[rng.array(&[3, 5, 4], -2.0, 2.0), rng.array(&[4, 5], -1.0, 1.0)],
+        &[Some(1), Some(1)],
+    );
     // Select, compare, astype and a squared argument inside the group.
     let f2 = |a: &[Array]| -> Result<Array> {
         let m = ops::greater(&a[0], &a[1])?;
@@ -398,7 +398,9 @@ fn transforms_through_fused_nodes() {
     check_grad("fused two outputs", f3, std::slice::from_ref(&x));
     // Grad of grad through a fused node.
     let g = kiln_core::grad(
-        |a: &[Array]| Ok(vec![ops::sum(&fuse_graph(&[ops::tanh(&ops::multiply(&a[0], &a[0])?)?])[0], Axes::All, false)?]),
+        |a: &[Array]| {
+            Ok(vec![ops::sum(&fuse_graph(&[ops::tanh(&ops::multiply(&a[0], &a[0])?)?])[0], Axes::All, false)?])
+        },
         &[0],
     );
     let gg = kiln_core::grad(move |a: &[Array]| Ok(vec![ops::sum(&g(a)?[0], Axes::All, false)?]), &[0]);
@@ -411,8 +413,8 @@ fn transforms_through_fused_nodes() {
         assert!((gv - want).abs() < 1e-9, "grad of grad {gv} vs {want}");
     }
     // jvp of a fused node against the unfused graph.
-    let (_, t1) = kiln_core::jvp(|a: &[Array]| Ok(vec![f1(a)?]), &[x.clone(), b.clone()], &[x.clone(), b.clone()])
-        .unwrap();
+    let (_, t1) =
+        kiln_core::jvp(|a: &[Array]| Ok(vec![f1(a)?]), &[x.clone(), b.clone()], &[x.clone(), b.clone()]).unwrap();
     let (_, t2) = kiln_core::jvp(
         |a: &[Array]| Ok(vec![ops::add(&ops::multiply(&gelu(&a[0])?, &a[1])?, &ops::sigmoid(&a[1])?)?]),
         &[x.clone(), b.clone()],

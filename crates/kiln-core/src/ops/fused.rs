@@ -401,12 +401,7 @@ fn build_group(
     for (j, &k) in idx.iter().enumerate() {
         let a = &order[k];
         let args: Vec<usize> = a.inputs().iter().map(|i| reg[&i.id()]).collect();
-        insts.push(FusedInst {
-            op: fop[&a.id()],
-            args,
-            dtype: a.dtype(),
-            prim: a.primitive().expect("lazy node"),
-        });
+        insts.push(FusedInst { op: fop[&a.id()], args, dtype: a.dtype(), prim: a.primitive().expect("lazy node") });
         reg.insert(a.id(), n_inputs + j);
         let external = consumers.get(&a.id()).is_some_and(|c| c.iter().any(|c| group_of.get(c) != Some(&g)));
         if k == mem[0] || requested.contains_key(&a.id()) || external {

@@ -526,9 +526,7 @@ impl Kernel<'_> {
             let dst = self.out_ptr[k].get();
             match self.dtypes[r] {
                 Dtype::F16 => slice_mut::<f16>(dst.wrapping_add(i0 * 2), len).convert_from_f32_slice(slice(src, len)),
-                Dtype::BF16 => {
-                    slice_mut::<bf16>(dst.wrapping_add(i0 * 2), len).convert_from_f32_slice(slice(src, len))
-                }
+                Dtype::BF16 => slice_mut::<bf16>(dst.wrapping_add(i0 * 2), len).convert_from_f32_slice(slice(src, len)),
                 d => {
                     let c = csize(class(d)?);
                     // SAFETY: the slot holds len elements; the output has n ≥ i0 + len.
@@ -585,7 +583,9 @@ pub fn fused(prog: &FusedProgram, inputs: &[Array], outs: &[OutSpec<'_>]) -> Res
         class(*d)?;
     }
     if inputs.len() != prog.n_inputs
-        || inputs.iter().any(|a| crate::shape::broadcast_shapes(a.shape(), &prog.shape).ok().as_deref() != Some(&prog.shape[..]))
+        || inputs
+            .iter()
+            .any(|a| crate::shape::broadcast_shapes(a.shape(), &prog.shape).ok().as_deref() != Some(&prog.shape[..]))
     {
         return Err(Error::invalid("Fused", "inputs must match the program and broadcast to its shape"));
     }
@@ -729,8 +729,8 @@ fn inst_cost(op: FusedOp) -> usize {
         FusedOp::Unary(Exp | Expm1 | Log | Log2 | Log10 | Sigmoid) => 4,
         FusedOp::Unary(Sqrt | Rsqrt | Reciprocal) => 2,
         FusedOp::Unary(
-            Sin | Cos | Tan | ArcSin | ArcCos | ArcTan | Sinh | Cosh | Tanh | Erf | Log1p | ArcSinh | ArcCosh
-            | ArcTanh | ErfInv,
+            Sin | Cos | Tan | ArcSin | ArcCos | ArcTan | Sinh | Cosh | Tanh | Erf | Log1p | ArcSinh | ArcCosh | ArcTanh
+            | ErfInv,
         ) => 6,
         FusedOp::Binary(BinaryOp::Power | BinaryOp::LogAddExp | BinaryOp::ArcTan2) => 16,
         _ => 1,
