@@ -170,4 +170,6 @@ pub const ALL_PRIMITIVES: &[&str] = &[
     "FFT",
     // sorting, selection and random bits
     "ArgSort", "Partition", "ArgPartition", "PermuteAlong", "RandomBits",
+    // kernel fusion (compile)
+    "Fused",
 ];

@@ -286,6 +286,17 @@ fn samples() -> BTreeMap<&'static str, Sample> {
             &[(&[2], 0.5, 2.0)],
         ),
     );
+    // Kernel fusion: a fused elementwise chain with a broadcast input.
+    m.insert(
+        "Fused",
+        s(
+            |a| {
+                let y = ops::multiply(&ops::tanh(&ops::add(&a[0], &a[1])?)?, &ops::exp(&a[0])?)?;
+                Ok(ops::fused::fuse_graph(&[y]).remove(0))
+            },
+            &[any, b],
+        ),
+    );
     m
 }
 

@@ -361,6 +361,18 @@ pub trait Backend: Send + Sync {
         Err(self.unavailable("conv"))
     }
 
+    /// Evaluates a fused elementwise program (see [`crate::ops::fused`]) over
+    /// `inputs`, which broadcast to the program's shape; one output per `outs`.
+    fn fused(
+        &self,
+        program: &crate::ops::fused::FusedProgram,
+        inputs: &[Array],
+        outs: &[OutSpec<'_>],
+    ) -> Result<Vec<Data>> {
+        let _ = (program, inputs, outs);
+        Err(self.unavailable("fused"))
+    }
+
     /// The error for a kernel this backend lacks.
     fn unavailable(&self, kernel: &str) -> Error {
         Error::unsupported(kernel, format!("No {} implementation of this kernel.", self.name()))

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod conv;
 pub mod creation;
 pub mod fft;
+pub mod fused;
 pub mod index_api;
 pub mod indexing;
 pub mod linalg;

@@ -6,6 +6,7 @@ mod amx;
 mod binary;
 mod conv;
 mod fft;
+mod fused;
 pub(crate) mod gemm;
 mod indexing;
 mod linalg;
@@ -154,5 +155,13 @@ impl Backend for CpuBackend {
         out: &OutSpec<'_>,
     ) -> Result<Data> {
         conv::conv(input, weight, params, out)
+    }
+    fn fused(
+        &self,
+        program: &crate::ops::fused::FusedProgram,
+        inputs: &[Array],
+        outs: &[OutSpec<'_>],
+    ) -> Result<Vec<Data>> {
+        fused::fused(program, inputs, outs)
     }
 }
