@@ -155,4 +155,7 @@ impl Backend for CpuBackend {
     ) -> Result<Data> {
         conv::conv(input, weight, params, out)
     }
+    fn searchsorted(&self, sorted: &Array, values: &Array, right: bool, out: &OutSpec<'_>) -> Result<Data> {
+        indexing::searchsorted(sorted, values, right, out)
+    }
 }
