@@ -158,6 +158,8 @@ pub const ALL_PRIMITIVES: &[&str] = &[
     // convolution
     "Convolution",
     // matmul family
+    // binary search (indexing)
+    "SearchSorted",
     "Matmul", "GatherMM",
     // file loading (io)
     "Load",

@@ -660,3 +660,132 @@ fn newaxis_ellipsis_helpers() {
     assert_eq!(a.take(&i32s(&[1], &[1]), Some(1)).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 4.0]);
     assert_eq!(a.take_along_axis(&i32s(&[2, 0], &[2, 1]), Some(1)).unwrap().to_vec::<f32>().unwrap(), vec![2.0, 3.0]);
 }
+
+/// Naive searchsorted: counts (NaN last).
+fn searchsorted_ref(s: &[f64], v: f64, right: bool) -> u32 {
+    s.iter().filter(|&&e| if right { v.is_nan() || e <= v } else { e < v || (v.is_nan() && !e.is_nan()) }).count()
+        as u32
+}
+
+#[test]
+fn searchsorted_large_vs_naive() {
+    let mut rng = Rng::new(21);
+    // Many ties (rounded values), NaNs at the end of the sorted sequence and
+    // among the queries, both sides, float and integer dtypes, strided values.
+    let n = 3000;
+    let mut s: Vec<f64> = rng.vec(n, -50.0, 50.0).iter().map(|v| v.round()).collect();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let sn: Vec<f64> = s.iter().copied().chain([f64::NAN, f64::NAN]).collect();
+    let mut q: Vec<f64> = rng.vec(40_000, -60.0, 60.0).iter().map(|v| (v * 2.0).round() / 2.0).collect();
+    q[7] = f64::NAN;
+    q[8] = f64::INFINITY;
+    q[9] = -0.0;
+    for dt in [Dtype::F32, Dtype::F64, Dtype::I32, Dtype::U8] {
+        let float = dt == Dtype::F32 || dt == Dtype::F64;
+        let base: &Vec<f64> = if float { &sn } else { &s };
+        let conv = |v: &[f64]| -> Vec<f64> {
+            match dt {
+                Dtype::U8 => {
+                    v.iter().map(|x| if x.is_finite() { (x.clamp(-50.0, 200.0) + 50.0).trunc() } else { 0.0 }).collect()
+                }
+                Dtype::I32 => v.iter().map(|x| if x.is_finite() { x.trunc() } else { 0.0 }).collect(),
+                _ => v.to_vec(),
+            }
+        };
+        let (sv, qv) = (conv(base), conv(&q));
+        let sa = ops::astype(&Array::from_vec(sv.clone(), &[sv.len()]).unwrap(), dt).unwrap();
+        // Values as the transpose of a (200, 200) array: strided input.
+        let qa = ops::astype(&Array::from_vec(qv.clone(), &[200, 200]).unwrap(), dt).unwrap();
+        let qt = ops::transpose(&qa).unwrap();
+        let qtv: Vec<f64> =
+            (0..200).flat_map(|i| (0..200).map(move |j| (i, j))).map(|(i, j)| qv[j * 200 + i]).collect();
+        for (side, right) in [("left", false), ("right", true)] {
+            let got = ops::searchsorted(&sa, &qt, side).unwrap();
+            assert_eq!(got.dtype(), Dtype::U32);
+            assert_eq!(got.shape(), &[200, 200]);
+            let got = got.to_vec::<u32>().unwrap();
+            for (k, (&g, &v)) in got.iter().zip(&qtv).enumerate() {
+                assert_eq!(g, searchsorted_ref(&sv, v, right), "{dt} {side} query {k} = {v}");
+            }
+        }
+    }
+    // Empty inputs.
+    let e = ops::searchsorted(&Array::from_slice(&[0.0f32; 0], &[0]).unwrap(), &iota(&[3]), "left").unwrap();
+    assert_eq!(e.to_vec::<u32>().unwrap(), vec![0, 0, 0]);
+    let e = ops::searchsorted(&iota(&[3]), &Array::from_slice(&[0.0f32; 0], &[0]).unwrap(), "right").unwrap();
+    assert_eq!(e.shape(), &[0]);
+}
+
+#[test]
+fn searchsorted_vmap() {
+    let mut rng = Rng::new(22);
+    let sorted = |a: &Array| ops::sort(a, Some(-1));
+    let s = sorted(&rng.array(&[3, 7], -2.0, 2.0)).unwrap();
+    let v = rng.array(&[3, 4, 2], -2.5, 2.5);
+    // Batched values only (the binary search), batched sequence (the counting form), both.
+    let s0 = ops::take(&s, &i32s(&[0], &[]), Some(0)).unwrap();
+    check_vmap("searchsorted values", |a| ops::searchsorted(&a[0], &a[1], "left"), &[s0, v.clone()], &[None, Some(1)]);
+    check_vmap(
+        "searchsorted both",
+        |a| ops::searchsorted(&a[0], &a[1], "right"),
+        &[s.clone(), v.clone()],
+        &[Some(0), Some(0)],
+    );
+    let v0 = ops::take(&v, &i32s(&[1], &[]), Some(0)).unwrap();
+    check_vmap("searchsorted seq", |a| ops::searchsorted(&a[0], &a[1], "left"), &[s, v0], &[Some(0), None]);
+}
+
+/// Sequential host scatter-add of rows: `a[idx[i]] += u[i]`.
+fn scatter_add_rows_ref(a: &[f64], d: usize, idx: &[i64], u: &[f64]) -> Vec<f64> {
+    let mut out = a.to_vec();
+    let n = a.len() / d;
+    for (i, &r) in idx.iter().enumerate() {
+        let r = if r < 0 { r + n as i64 } else { r } as usize;
+        for j in 0..d {
+            out[r * d + j] += u[i * d + j];
+        }
+    }
+    out
+}
+
+#[test]
+fn scatter_add_large_vs_naive() {
+    let mut rng = Rng::new(23);
+    // Large enough for the parallel destination split; duplicates and
+    // negative indices; f64 (exact order check) and f32.
+    for (n, d, m) in [(1000usize, 16usize, 20_000usize), (5, 3, 40_000), (300, 1, 100_000)] {
+        let idx: Vec<i64> = (0..m).map(|_| (rng.next_u64() % (2 * n as u64)) as i64 - n as i64).collect();
+        let a = rng.vec(n * d, -1.0, 1.0);
+        let u = rng.vec(m * d, -1.0, 1.0);
+        let expect = scatter_add_rows_ref(&a, d, &idx, &u);
+        let aa = Array::from_vec(a.clone(), &[n, d]).unwrap();
+        let ia = Array::from_vec(idx.clone(), &[m]).unwrap();
+        let ua = Array::from_vec(u.clone(), &[m, 1, d]).unwrap();
+        let got = ops::scatter_add(&aa, &[ia.clone()], &ua, &[0]).unwrap().to_vec::<f64>().unwrap();
+        // Same order of additions per element as the sequential reference: exact.
+        assert_eq!(got, expect, "scatter_add {n}x{d}, {m} updates");
+        let got2 =
+            aa.at(idx![&ia]).add(&Array::from_vec(u.clone(), &[m, d]).unwrap()).unwrap().to_vec::<f64>().unwrap();
+        assert_eq!(got2, expect, "at().add {n}x{d}");
+        // f32, deterministic across runs.
+        let af = ops::astype(&aa, Dtype::F32).unwrap();
+        let uf = ops::astype(&ua, Dtype::F32).unwrap();
+        let r1 = ops::scatter_add(&af, &[ia.clone()], &uf, &[0]).unwrap().to_vec::<f32>().unwrap();
+        let r2 = ops::scatter_add(&af, &[ia.clone()], &uf, &[0]).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(r1, r2);
+        assert!(r1.iter().zip(&expect).all(|(&g, &e)| (g as f64 - e).abs() < 1e-3 * (1.0 + e.abs())));
+        // Max and overwrite along the same path (the last update wins).
+        let mx = ops::scatter_max(&aa, &[ia.clone()], &ua, &[0]).unwrap().to_vec::<f64>().unwrap();
+        let ow = ops::scatter(&aa, &[ia.clone()], &ua, &[0]).unwrap().to_vec::<f64>().unwrap();
+        let (mut em, mut ew) = (a.clone(), a.clone());
+        for (i, &r) in idx.iter().enumerate() {
+            let r = if r < 0 { r + n as i64 } else { r } as usize;
+            for j in 0..d {
+                em[r * d + j] = em[r * d + j].max(u[i * d + j]);
+                ew[r * d + j] = u[i * d + j];
+            }
+        }
+        assert_eq!(mx, em);
+        assert_eq!(ow, ew);
+    }
+}

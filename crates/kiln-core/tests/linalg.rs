@@ -820,3 +820,24 @@ fn timings() {
         time(&format!("qr 256 {d}"), &|| linalg::qr(&big).unwrap().1);
     }
 }
+
+/// `cholesky_inv` and `pinv` on matrices whose (n, n, n) broadcast product
+/// would take over 1 GB (f64): their products are matmuls now, and the
+/// results still invert.
+#[test]
+fn cholesky_inv_and_pinv_large() {
+    let mut rng = Rng::new(77);
+    let n = 520;
+    let a = rng.array(&[n, n], -1.0, 1.0);
+    let s = spd(&a).unwrap();
+    let l = linalg::cholesky(&s, false).unwrap();
+    let si = linalg::cholesky_inv(&l, false).unwrap();
+    let eye = host(&ops::eye(n as i64, None, 0, Dtype::F64).unwrap());
+    assert_close("cholesky_inv(L) A", &host(&ops::matmul(&si, &s).unwrap()), &eye, 1e-8);
+    // pinv of a tall full-rank matrix is a left inverse.
+    let t = rng.array(&[n, 300], -1.0, 1.0);
+    let p = linalg::pinv(&t).unwrap();
+    assert_eq!(p.shape(), &[300, n]);
+    let i300 = host(&ops::eye(300, None, 0, Dtype::F64).unwrap());
+    assert_close("pinv(T) T", &host(&ops::matmul(&p, &t).unwrap()), &i300, 1e-8);
+}

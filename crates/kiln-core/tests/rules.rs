@@ -297,6 +297,17 @@ fn samples() -> BTreeMap<&'static str, Sample> {
             &[any, b],
         ),
     );
+    // Binary search (sequence sorted inside, so vmap batches a sorted one).
+    m.insert(
+        "SearchSorted",
+        s(
+            |a| {
+                let sorted = ops::sort(&ops::reshape(&a[0], &[-1])?, Some(-1))?;
+                ops::astype(&ops::searchsorted(&sorted, &a[1], "left")?, Dtype::F64)
+            },
+            &[any, any],
+        ),
+    );
     m
 }
 

@@ -534,3 +534,24 @@ fn bench_unary() {
         println!("gelu_tanh(x*1.5+0.5) 16M f32: {:.2} ms, {:.2} GB/s", dt * 1e3, gb / dt);
     }
 }
+
+/// The jvp of |z| on complex64 is real, Re(conj(z) t) / |z| (0 at z = 0),
+/// as `mx.jvp(mx.abs, ...)` gives (values from MLX 0.32.4); the vjp is g z / |z|.
+#[test]
+fn abs_complex_jvp_matches_mlx() {
+    use kiln_core::c64;
+    let z = |v: &[(f32, f32)]| Array::from_vec(v.iter().map(|&(r, i)| c64::new(r, i)).collect(), &[v.len()]).unwrap();
+    let x = z(&[(3.0, 4.0), (-1.0, 2.0), (0.0, 0.0), (-2.0, -0.5)]);
+    let t = z(&[(1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (2.0, -1.0)]);
+    let (y, jv) = kiln_core::jvp(|a: &[Array]| Ok(vec![ops::abs(&a[0])?]), &[x.clone()], &[t]).unwrap();
+    assert_eq!(y[0].dtype(), Dtype::F32);
+    assert_eq!(jv[0].dtype(), Dtype::F32);
+    let got = jv[0].to_vec::<f32>().unwrap();
+    let mlx = [0.6f32, 0.894427, 0.0, -1.69775];
+    assert!(got.iter().zip(&mlx).all(|(g, e)| (g - e).abs() < 1e-5), "{got:?} vs MLX {mlx:?}");
+    let g = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0], &[4]).unwrap();
+    let (_, vj) = kiln_core::vjp(|a: &[Array]| Ok(vec![ops::abs(&a[0])?]), &[x], &[g]).unwrap();
+    let vj = vj[0].to_vec::<c64>().unwrap();
+    let mlx = [(0.6f32, 0.8f32), (-0.894427, 1.78885), (0.0, 0.0), (-3.88057, -0.970143)];
+    assert!(vj.iter().zip(&mlx).all(|(g, e)| (g.re - e.0).abs() < 1e-5 && (g.im - e.1).abs() < 1e-5), "{vj:?}");
+}

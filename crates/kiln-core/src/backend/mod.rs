@@ -373,6 +373,13 @@ pub trait Backend: Send + Sync {
         Err(self.unavailable("fused"))
     }
 
+    /// For every element of `values`, the number of elements of the sorted
+    /// 1-D `sorted` (same dtype, NaN last) below it (`right`: at or below it), as uint32.
+    fn searchsorted(&self, sorted: &Array, values: &Array, right: bool, out: &OutSpec<'_>) -> Result<Data> {
+        let _ = (sorted, values, right, out);
+        Err(self.unavailable("searchsorted"))
+    }
+
     /// The error for a kernel this backend lacks.
     fn unavailable(&self, kernel: &str) -> Error {
         Error::unsupported(kernel, format!("No {} implementation of this kernel.", self.name()))

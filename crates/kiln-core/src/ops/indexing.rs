@@ -549,6 +549,8 @@ pub fn masked_scatter(a: &Array, mask: &Array, values: &Array) -> Result<Array> 
 /// Indices (uint32) where `values` would be inserted into the sorted 1-D
 /// `sorted` to keep it sorted: `side` `"left"` counts the elements strictly
 /// less than each value, `"right"` those less or equal (NaN sorts last).
+/// A binary search per value (`O(m log n)`); under `vmap` over `sorted`, the
+/// batched form counts comparisons instead (`O(m n)`).
 pub fn searchsorted(sorted: &Array, values: &Array, side: &str) -> Result<Array> {
     if sorted.ndim() != 1 {
         return Err(Error::invalid(
@@ -563,18 +565,29 @@ pub fn searchsorted(sorted: &Array, values: &Array, side: &str) -> Result<Array>
     };
     let d = crate::dtype::promote_types(sorted.dtype(), values.dtype());
     let (s, v) = (astype(sorted, d)?, astype(values, d)?);
-    let v = expand_dims(&v, -1)?;
+    Ok(Array::from_op(v.shape().to_vec(), Dtype::U32, SearchSorted { right }, vec![s, v]))
+}
+
+/// [`searchsorted`] of `s` (shape `[B, n]`) and `v` (shape `[B, ...]`, same
+/// dtype) by counting comparisons: the batched form.
+fn searchsorted_counts(s: &Array, v: &Array, right: bool) -> Result<Array> {
+    let mut shape = vec![s.shape()[0]];
+    shape.extend(std::iter::repeat_n(1, v.ndim() - 1));
+    shape.push(s.shape()[1]);
+    let s = reshape_to(s, &shape)?;
+    let v = expand_dims(v, -1)?;
+    let inexact = s.dtype().is_inexact();
     let cmp = if right {
         // x <= v, with NaN last: a NaN value is above everything.
         let le = super::binary::less_equal(&s, &v)?;
-        if d.is_inexact() {
+        if inexact {
             super::binary::logical_or(&le, &super::unary::isnan(&v)?)?
         } else {
             le
         }
     } else {
         let lt = super::binary::less(&s, &v)?;
-        if d.is_inexact() {
+        if inexact {
             let nan_v = super::unary::isnan(&v)?;
             let not_nan_s = super::unary::logical_not(&super::unary::isnan(&s)?)?;
             super::binary::logical_or(&lt, &super::binary::logical_and(&nan_v, &not_nan_s)?)?
@@ -584,6 +597,44 @@ pub fn searchsorted(sorted: &Array, values: &Array, side: &str) -> Result<Array>
     };
     let count = super::reduce::sum(&astype(&cmp, Dtype::U32)?, -1, false)?;
     astype(&count, Dtype::U32)
+}
+
+/// Binary search of every element of `values` in the sorted 1-D `sorted`
+/// (same dtype; see [`searchsorted`]). Inputs: `[sorted, values]`; output:
+/// uint32 counts shaped like `values`.
+#[derive(Debug, PartialEq)]
+pub struct SearchSorted {
+    right: bool,
+}
+
+const SEARCH_NO_GRAD: &str = "searchsorted returns integer positions, piecewise constant in its inputs.";
+
+impl Primitive for SearchSorted {
+    fn name(&self) -> &'static str {
+        "SearchSorted"
+    }
+    fn eval(&self, backend: &dyn Backend, inputs: &[Array], outputs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
+        Ok(vec![backend.searchsorted(&inputs[0], &inputs[1], self.right, &outputs[0])?])
+    }
+    fn rules(&self) -> Rules {
+        Rules { vjp: Rule::No(SEARCH_NO_GRAD), jvp: Rule::No(SEARCH_NO_GRAD), vmap: Rule::Yes }
+    }
+    fn vmap(&self, inputs: &[Array], axes: &[Option<usize>]) -> Result<(Vec<Array>, Vec<Option<usize>>)> {
+        let p = SearchSorted { right: self.right };
+        match axes {
+            [None, a] => {
+                let v = &inputs[1];
+                Ok((vec![Array::from_op(v.shape().to_vec(), Dtype::U32, p, inputs.to_vec())], vec![*a]))
+            }
+            _ => {
+                let b = batch_size(inputs, axes);
+                let s = batch_front(&inputs[0], axes[0], b)?;
+                let v = batch_front(&inputs[1], axes[1], b)?;
+                Ok((vec![searchsorted_counts(&s, &v, self.right)?], vec![Some(0)]))
+            }
+        }
+    }
+    crate::prim_common!();
 }
 
 impl Array {

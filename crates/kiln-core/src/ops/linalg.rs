@@ -26,8 +26,9 @@
 //!   loses it).
 //! * `eigh`/`eigvalsh` accept only `UPLO` "L" or "U" (MLX treats anything
 //!   else as "L"); complex64 inputs to `svd`/`eig*` are not supported yet.
-//! * The matrix products inside composites and transform rules use a
-//!   broadcast multiply-and-sum helper until `ops::matmul` lands.
+//! * The matrix products inside composites and transform rules
+//!   (`cholesky_inv`, `pinv`, vjp/jvp rules) are `ops::matmul`, so they need
+//!   no (…, m, k, n) intermediate.
 
 use super::binary::{divide, greater, multiply, not_equal, power, subtract};
 use super::creation::{astype, eye, ones_like, tril, triu, zeros_like};
@@ -365,9 +366,9 @@ impl Primitive for Linalg {
 
 // ------------------------------------------------------------------ rule helpers
 
-/// Batched matrix product (…, m, k) × (…, k, n) from broadcast multiply and sum.
+/// Batched matrix product (…, m, k) × (…, k, n), batch dims broadcast.
 fn mm(a: &Array, b: &Array) -> Result<Array> {
-    sum(&multiply(&expand_dims(a, -1)?, &expand_dims(b, -3)?)?, -2, false)
+    super::matmul::matmul(a, b)
 }
 
 /// Swaps the last two axes.

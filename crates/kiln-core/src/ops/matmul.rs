@@ -123,6 +123,28 @@ fn shape_mismatch(a: &[usize], b: &[usize]) -> Error {
     )
 }
 
+/// An invalid-argument error of `op` whose message `msg` builds from the
+/// formatted shapes of both operands.
+fn shapes_error(op: &str, a: &[usize], b: &[usize], msg: impl FnOnce(String, String) -> String) -> Error {
+    Error::invalid(op, msg(fmt_shape(a), fmt_shape(b)))
+}
+
+/// The common dtype of a product of two batches of matrices (`op` is
+/// `block_masked_mm` or `gather_mm`): both at least 2-D, inexact, with
+/// matching inner dimensions.
+fn matrices_dtype(op: &str, a: &Array, b: &Array) -> Result<Dtype> {
+    if a.ndim() < 2 || b.ndim() < 2 {
+        return Err(shapes_error(op, a.shape(), b.shape(), |x, y| {
+            format!("Inputs must have at least two dimensions, got shapes {x} and {y}.")
+        }));
+    }
+    let d = inexact_dtype(op, a.dtype(), b.dtype())?;
+    if a.shape()[a.ndim() - 1] != b.shape()[b.ndim() - 2] {
+        return Err(shape_mismatch(a.shape(), b.shape()));
+    }
+    Ok(d)
+}
+
 /// The inexact dtype `op` computes in, or MLX's error for integer/bool inputs.
 fn inexact_dtype(op: &str, a: Dtype, b: Dtype) -> Result<Dtype> {
     let d = promote_types(a, b);
@@ -186,25 +208,13 @@ pub fn addmm(c: &Array, a: &Array, b: &Array, alpha: f64, beta: f64) -> Result<A
     let d = inexact_dtype("addmm", promote_types(a.dtype(), b.dtype()), c.dtype())?;
     let ab = matmul(&astype(a, d)?, &astype(b, d)?)?;
     let c = astype(c, d)?;
-    let shape = broadcast_shapes(c.shape(), ab.shape()).map_err(|_| {
-        Error::invalid(
-            "addmm",
-            format!(
-                "Input c with shape {} cannot be broadcast to the product's shape {}.",
-                fmt_shape(c.shape()),
-                fmt_shape(ab.shape())
-            ),
-        )
-    })?;
-    if shape.as_slice() != ab.shape() {
-        return Err(Error::invalid(
-            "addmm",
-            format!(
-                "Input c with shape {} cannot be broadcast to the product's shape {}.",
-                fmt_shape(c.shape()),
-                fmt_shape(ab.shape())
-            ),
-        ));
+    let bad = || {
+        shapes_error("addmm", c.shape(), ab.shape(), |x, y| {
+            format!("Input c with shape {x} cannot be broadcast to the product's shape {y}.")
+        })
+    };
+    if broadcast_shapes(c.shape(), ab.shape()).map_err(|_| bad())?.as_slice() != ab.shape() {
+        return Err(bad());
     }
     let p = if alpha == 1.0 { ab } else { multiply(&ab, alpha)? };
     if beta == 0.0 {
@@ -243,14 +253,9 @@ pub fn tensordot(a: &Array, b: &Array, axes: impl Into<TensordotAxes>) -> Result
     let (xa, xb): (Vec<usize>, Vec<usize>) = match axes.into() {
         TensordotAxes::Count(n) => {
             if n > a.ndim() || n > b.ndim() {
-                return Err(Error::invalid(
-                    op,
-                    format!(
-                        "Cannot contract {n} axes of arrays with shapes {} and {}.",
-                        fmt_shape(a.shape()),
-                        fmt_shape(b.shape())
-                    ),
-                ));
+                return Err(shapes_error(op, a.shape(), b.shape(), |x, y| {
+                    format!("Cannot contract {n} axes of arrays with shapes {x} and {y}.")
+                }));
             }
             ((a.ndim() - n..a.ndim()).collect(), (0..n).collect())
         }
@@ -265,14 +270,9 @@ pub fn tensordot(a: &Array, b: &Array, axes: impl Into<TensordotAxes>) -> Result
     };
     for (&i, &j) in xa.iter().zip(&xb) {
         if a.shape()[i] != b.shape()[j] {
-            return Err(Error::invalid(
-                op,
-                format!(
-                    "a and b must have the same shape on the contracted axes (shapes {} and {}).",
-                    fmt_shape(a.shape()),
-                    fmt_shape(b.shape())
-                ),
-            ));
+            return Err(shapes_error(op, a.shape(), b.shape(), |x, y| {
+                format!("a and b must have the same shape on the contracted axes (shapes {x} and {y}).")
+            }));
         }
     }
     let unique = |v: &[usize]| {
@@ -305,14 +305,9 @@ pub fn inner(a: &Array, b: &Array) -> Result<Array> {
         return multiply(a, b);
     }
     if a.shape()[a.ndim() - 1] != b.shape()[b.ndim() - 1] {
-        return Err(Error::invalid(
-            "inner",
-            format!(
-                "a and b must have the same last dimension (shapes {} and {}).",
-                fmt_shape(a.shape()),
-                fmt_shape(b.shape())
-            ),
-        ));
+        return Err(shapes_error("inner", a.shape(), b.shape(), |x, y| {
+            format!("a and b must have the same last dimension (shapes {x} and {y}).")
+        }));
     }
     tensordot(a, b, (vec![-1], vec![-1]))
 }
@@ -338,24 +333,14 @@ pub fn vecdot(a: &Array, b: &Array, axis: i32) -> Result<Array> {
     }
     let ax = if axis < 0 { axis as i64 + nd } else { axis as i64 } as usize;
     if ax >= a.ndim() || ax >= b.ndim() {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "axis is out of bounds for inputs with shapes {} and {}.",
-                fmt_shape(a.shape()),
-                fmt_shape(b.shape())
-            ),
-        ));
+        return Err(shapes_error(op, a.shape(), b.shape(), |x, y| {
+            format!("axis is out of bounds for inputs with shapes {x} and {y}.")
+        }));
     }
     if a.shape()[ax] != b.shape()[ax] {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "a and b must have the same size along axis {ax} (shapes {} and {}).",
-                fmt_shape(a.shape()),
-                fmt_shape(b.shape())
-            ),
-        ));
+        return Err(shapes_error(op, a.shape(), b.shape(), |x, y| {
+            format!("a and b must have the same size along axis {ax} (shapes {x} and {y}).")
+        }));
     }
     let ca = if a.dtype().is_complex() { conjugate(a)? } else { a.clone() };
     sum(&multiply(&ca, b)?, ax as i32, false)
@@ -407,22 +392,9 @@ pub fn block_masked_mm(
     if block_size != 32 && block_size != 64 {
         return Err(Error::invalid(op, format!("Only block_sizes 32, 64 are supported, got {block_size}.")));
     }
-    if a.ndim() < 2 || b.ndim() < 2 {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "Inputs must have at least two dimensions, got shapes {} and {}.",
-                fmt_shape(a.shape()),
-                fmt_shape(b.shape())
-            ),
-        ));
-    }
-    let d = inexact_dtype(op, a.dtype(), b.dtype())?;
+    let d = matrices_dtype(op, a, b)?;
     let (m, k) = (a.shape()[a.ndim() - 2], a.shape()[a.ndim() - 1]);
     let n = b.shape()[b.ndim() - 1];
-    if k != b.shape()[b.ndim() - 2] {
-        return Err(shape_mismatch(a.shape(), b.shape()));
-    }
     let expand = |mask: &Array, r: usize, c: usize, what: &str| -> Result<Array> {
         let nd = mask.ndim();
         let (br, bc) = (r.div_ceil(block_size), c.div_ceil(block_size));
@@ -607,20 +579,7 @@ pub fn gather_mm(
 ) -> Result<Array> {
     let _ = sorted_indices;
     let op = "gather_mm";
-    if a.ndim() < 2 || b.ndim() < 2 {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "Inputs must have at least two dimensions, got shapes {} and {}.",
-                fmt_shape(a.shape()),
-                fmt_shape(b.shape())
-            ),
-        ));
-    }
-    let d = inexact_dtype(op, a.dtype(), b.dtype())?;
-    if a.shape()[a.ndim() - 1] != b.shape()[b.ndim() - 2] {
-        return Err(shape_mismatch(a.shape(), b.shape()));
-    }
+    let d = matrices_dtype(op, a, b)?;
     let default_idx = |x: &Array| -> Result<Array> {
         let bs = &x.shape()[..x.ndim() - 2];
         reshape_to(&astype(&arange_int(0, numel(bs) as i64, 1)?, Dtype::U32)?, bs)

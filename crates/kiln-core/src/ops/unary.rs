@@ -60,6 +60,8 @@ impl Primitive for Unary {
         Ok(vec![match self.op {
             BitwiseInvert => return Err(self.missing("jvp")),
             Negative | Conjugate | Real | Imag => unary(self.op, t)?,
+            // |z| is real: its directional derivative is Re(conj(sign z) t) (MLX).
+            Abs if x.dtype().is_complex() => real(&multiply(t, &conjugate(&sign(x)?)?)?)?,
             _ => {
                 let y = unary(self.op, x)?;
                 match derivative(self.op, x, &y)? {

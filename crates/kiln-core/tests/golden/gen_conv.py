@@ -14,6 +14,9 @@ import os
 
 import mlx.core as mx
 import numpy as np
+from golden_common import enc_tensor  # noqa: E402
+
+enc = enc_tensor
 
 assert mx.__version__ == "0.32.4", mx.__version__
 mx.set_default_device(mx.cpu)
@@ -21,28 +24,6 @@ mx.set_default_device(mx.cpu)
 DT = {"float32": mx.float32, "float64": mx.float64, "float16": mx.float16, "bfloat16": mx.bfloat16}
 cases = []
 ids = set()
-
-
-def encf(x):
-    x = float(x)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return x
-
-
-def enc(a):
-    mx.eval(a)
-    dt = str(a.dtype).split(".")[-1]
-    if dt == "bool_":
-        dt = "bool"
-    if dt in ("bool", "int32"):
-        n = np.array(a).reshape(-1)
-        data = [bool(v) for v in n] if dt == "bool" else [int(v) for v in n]
-        return {"shape": [int(s) for s in a.shape], "dtype": dt, "data": data}
-    n = np.array(a.astype(mx.float32) if dt in ("float16", "bfloat16") else a).astype(np.float64)
-    return {"shape": [int(s) for s in a.shape], "dtype": dt, "data": [encf(v) for v in n.reshape(-1)]}
 
 
 def rand(seed, shape, dtype="float32"):

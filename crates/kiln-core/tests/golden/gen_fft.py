@@ -17,7 +17,7 @@ import mlx.core as mx
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from generate import MLX_VERSION, enc_kw, enc_tensor  # noqa: E402
+from golden_common import MLX_VERSION, enc_tensor, enc_kw  # noqa: E402
 
 rng = np.random.default_rng(20240611)
 cases = []

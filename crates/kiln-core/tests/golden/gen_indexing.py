@@ -17,40 +17,12 @@ import math
 import os
 
 import mlx.core as mx
-import numpy as np
 
-MLX_VERSION = "0.32.4"
+import numpy as np
+from golden_common import MLX_VERSION, INTS, enc_tensor  # noqa: E402
+
 assert mx.__version__ == MLX_VERSION, mx.__version__
 mx.set_default_device(mx.cpu)
-
-INTS = {"uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64"}
-
-
-def dtname(d):
-    return str(d).split(".")[-1]
-
-
-def encf(x):
-    x = float(x)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return x
-
-
-def enc_tensor(a):
-    mx.eval(a)
-    dt = dtname(a.dtype)
-    n = np.array(a.astype(mx.float32)) if dt == "bfloat16" else np.array(a)
-    flat = n.reshape(-1)
-    if dt == "bool":
-        data = [bool(v) for v in flat]
-    elif dt in INTS:
-        data = [int(v) for v in flat]
-    else:
-        data = [encf(v) for v in flat]
-    return {"shape": [int(s) for s in a.shape], "dtype": dt, "data": data}
 
 
 cases = []

@@ -18,45 +18,16 @@ import sys
 
 import numpy as np
 import mlx.core as mx
+from golden_common import MLX_VERSION, enc_kw, enc_tensor  # noqa: E402
 
-MLX_VERSION = "0.32.4"
+enc = enc_tensor
+
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 if mx.__version__ != MLX_VERSION:
     sys.exit(f"expected mlx {MLX_VERSION}, found {mx.__version__}")
 mx.set_default_device(mx.cpu)
 L = mx.linalg
-
-
-def encf(x):
-    x = float(x)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return x
-
-
-def enc(a):
-    mx.eval(a)
-    dt = str(a.dtype).split(".")[-1]
-    n = np.array(a).reshape(-1)
-    if dt == "complex64":
-        data = [[encf(v.real), encf(v.imag)] for v in n]
-    elif dt in ("uint32", "int32", "int64", "uint8"):
-        data = [int(v) for v in n]
-    elif dt == "bool":
-        data = [bool(v) for v in n]
-    else:
-        data = [encf(v) for v in n]
-    return {"shape": list(a.shape), "dtype": dt, "data": data}
-
-
-def enc_kw(v):
-    if isinstance(v, float):
-        return encf(v)
-    if isinstance(v, tuple):
-        return list(v)
-    return v
 
 
 cases = []

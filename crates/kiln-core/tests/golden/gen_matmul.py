@@ -22,8 +22,11 @@ import sys
 
 import numpy as np
 import mlx.core as mx
+from golden_common import MLX_VERSION, enc_tensor  # noqa: E402
 
-MLX_VERSION = "0.32.4"
+enc = enc_tensor
+
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 if mx.__version__ != MLX_VERSION:
     sys.exit(f"expected mlx {MLX_VERSION}, found {mx.__version__}")
@@ -33,35 +36,6 @@ MXD = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16, "f
        "complex64": mx.complex64, "int32": mx.int32, "bool": mx.bool_, "uint32": mx.uint32}
 rng = np.random.default_rng(1234)
 cases = []
-
-
-def dtname(d):
-    return str(d).split(".")[-1]
-
-
-def encf(x):
-    x = float(x)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return x
-
-
-def enc(a):
-    mx.eval(a)
-    dt = dtname(a.dtype)
-    n = np.array(a.astype(mx.float32)) if dt == "bfloat16" else np.array(a)
-    flat = n.reshape(-1)
-    if dt == "bool":
-        data = [bool(v) for v in flat]
-    elif dt in ("int32", "uint32", "int64"):
-        data = [int(v) for v in flat]
-    elif dt == "complex64":
-        data = [[encf(v.real), encf(v.imag)] for v in flat]
-    else:
-        data = [encf(v) for v in flat]
-    return {"shape": [int(s) for s in a.shape], "dtype": dt, "data": data}
 
 
 def R(shape, dtype="float32", lo=-1.0, hi=1.0):

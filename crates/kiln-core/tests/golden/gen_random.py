@@ -17,41 +17,15 @@ counts through `uniform`/`permutation` of odd shapes.
 import json, math, os, sys
 import numpy as np
 import mlx.core as mx
+from golden_common import enc_tensor  # noqa: E402
+
+enc = enc_tensor
+
 
 if mx.__version__ != "0.32.4":
     sys.exit(f"expected mlx 0.32.4, found {mx.__version__}")
 mx.set_default_device(mx.cpu)
 HERE = os.path.dirname(os.path.abspath(__file__))
-INTS = {"uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64"}
-
-
-def dtname(d):
-    return str(d).split(".")[-1]
-
-
-def encf(x):
-    x = float(x)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return x
-
-
-def enc(a):
-    mx.eval(a)
-    dt = dtname(a.dtype)
-    n = np.array(a.astype(mx.float32)) if dt == "bfloat16" else np.array(a)
-    flat = n.reshape(-1)
-    if dt == "bool":
-        data = [bool(v) for v in flat]
-    elif dt in INTS:
-        data = [int(v) for v in flat]
-    elif dt == "complex64":
-        data = [[encf(v.real), encf(v.imag)] for v in flat]
-    else:
-        data = [encf(v) for v in flat]
-    return {"shape": list(a.shape), "dtype": dt, "data": data}
 
 
 cases = []

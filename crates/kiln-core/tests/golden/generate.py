@@ -24,8 +24,9 @@ import sys
 
 import numpy as np
 import mlx.core as mx
+from golden_common import MLX_VERSION, INTS, dtname, enc_tensor, enc_kw  # noqa: E402
 
-MLX_VERSION = "0.32.4"
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 if mx.__version__ != MLX_VERSION:
@@ -40,61 +41,14 @@ NPD = {"bool": np.bool_, "uint8": np.uint8, "uint16": np.uint16, "uint32": np.ui
        "uint64": np.uint64, "int8": np.int8, "int16": np.int16, "int32": np.int32,
        "int64": np.int64, "float16": np.float16, "float32": np.float32,
        "float64": np.float64, "complex64": np.complex64}
-INTS = {"uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64"}
 FLOATS = ["float32", "float16", "bfloat16", "float64"]
 
 SKIPPED = set()   # ops that do not exist in this MLX build
 NOT_ERRORS = []   # expect_error cases that MLX accepted (dropped, listed in README)
 
 
-def dtname(d):
-    return str(d).split(".")[-1]
-
-
 # --------------------------------------------------------------------------
-# encoding
-# --------------------------------------------------------------------------
-
-def encf(x):
-    x = float(x)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return x
-
-
-def enc_tensor(a):
-    mx.eval(a)
-    dt = dtname(a.dtype)
-    if dt == "bfloat16":
-        n = np.array(a.astype(mx.float32))   # exact widening
-    else:
-        n = np.array(a)
-    flat = n.reshape(-1)
-    if dt == "bool":
-        data = [bool(v) for v in flat]
-    elif dt in INTS:
-        data = [int(v) for v in flat]
-    elif dt == "complex64":
-        data = [[encf(v.real), encf(v.imag)] for v in flat]
-    else:
-        data = [encf(v) for v in flat]
-    return {"shape": [int(s) for s in a.shape], "dtype": dt, "data": data}
-
-
-def enc_kw(v):
-    if isinstance(v, float):
-        return encf(v)
-    if isinstance(v, (list, tuple)):
-        return [enc_kw(x) for x in v]
-    if isinstance(v, dict):
-        return {k: enc_kw(x) for k, x in v.items()}
-    return v
-
-
-# --------------------------------------------------------------------------
-# input construction
+# input construction (encoding: golden_common.py)
 # --------------------------------------------------------------------------
 
 def T(data, dtype, shape=None):

@@ -9,8 +9,12 @@
 //!
 //! Gather copies each block into its own output range, in parallel over
 //! index positions (a table-row gather becomes one `memcpy` per row).
-//! Scatter processes index positions in order, so duplicates accumulate
-//! deterministically; it parallelises only over disjoint parts of the block.
+//! Scatter applies the index positions in order within each destination
+//! element, so duplicates accumulate deterministically; it parallelises over
+//! disjoint parts of the block, or, when blocks are single rows along the
+//! indexed axes (so blocks at distinct indices are disjoint), over
+//! destination ranges, each thread applying the blocks that start in its
+//! range. `searchsorted` is a binary search per value.
 
 use super::simd::{parallel_for, SendPtr};
 use super::strided::Rows;
@@ -276,6 +280,21 @@ unsafe fn combine_run<T: Copy>(d: *mut T, ds: isize, u: *const T, us: isize, len
     }
 }
 
+/// Combines a run of `len` updates into the destination as `op` says.
+///
+/// # Safety
+/// As [`combine_run`].
+#[inline(always)]
+unsafe fn apply_run<T: Combine>(op: ScatterOp, d: *mut T, ds: isize, u: *const T, us: isize, len: usize) {
+    match op {
+        ScatterOp::None => combine_run(d, ds, u, us, len, |_, b| b),
+        ScatterOp::Sum => combine_run(d, ds, u, us, len, T::add),
+        ScatterOp::Prod => combine_run(d, ds, u, us, len, T::mul),
+        ScatterOp::Max => combine_run(d, ds, u, us, len, T::max),
+        ScatterOp::Min => combine_run(d, ds, u, us, len, T::min),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn scatter_typed<T: Combine>(
     op: ScatterOp,
@@ -286,6 +305,7 @@ fn scatter_typed<T: Combine>(
     block_shape: &[usize],
     out_strides: &[isize],
     dst: &Data,
+    disjoint: bool,
 ) {
     let ushape = upd.shape();
     let ustr = ud.strides();
@@ -310,10 +330,54 @@ fn scatter_typed<T: Combine>(
     // Column chunks of a long single block row let both cores work while each
     // destination element is still owned by one unit (deterministic order).
     let threads = super::simd::num_threads();
-    let chunks = if row_offs.len() >= threads * 2 || inner < 4096 { 1 } else { (threads * 2).min(inner / 1024) };
-    let cw = inner.div_ceil(chunks);
     let dp = SendPtr(dst.ptr::<T>());
     let up = SendPtr(ud.ptr::<T>());
+    // Blocks at distinct index values are disjoint (one element along every
+    // indexed axis): share the destination out by block start among
+    // threads, each applying its own blocks in index order, when the
+    // column split below would leave a thread idle.
+    let total = numel(block_shape) * offs.len();
+    if disjoint && threads > 1 && row_offs.len() < threads * 2 && inner < 4096 && total >= super::simd::PAR_THRESHOLD {
+        let parts = threads * 8;
+        let (lo, hi) = offs.iter().fold((isize::MAX, isize::MIN), |(a, b), &o| (a.min(o), b.max(o)));
+        let span = (hi - lo) as usize + 1;
+        let owner = |o: isize| ((o - lo) as usize as u128 * parts as u128 / span as u128) as usize;
+        // Positions grouped by owner, in index order within each group.
+        let mut start = vec![0usize; parts + 1];
+        for &o in offs {
+            start[owner(o) + 1] += 1;
+        }
+        for p in 0..parts {
+            start[p + 1] += start[p];
+        }
+        let mut fill = start.clone();
+        let mut order = vec![0u32; offs.len()];
+        for (i, &o) in offs.iter().enumerate() {
+            let w = owner(o);
+            order[fill[w]] = i as u32;
+            fill[w] += 1;
+        }
+        parallel_for(parts, total / parts + 1, |range| {
+            for p in range {
+                for &i in &order[start[p]..start[p + 1]] {
+                    let (o, ub) = (offs[i as usize], ubase[i as usize]);
+                    for &[dof, uof] in &row_offs {
+                        // SAFETY: o was validated so the block lies inside the
+                        // output; every element of the blocks at start o is
+                        // written by part owner(o) alone (blocks at other
+                        // starts are disjoint), in index order.
+                        unsafe {
+                            let (d, s) = (dp.get().offset(o + dof), up.get().offset(ub + uof) as *const T);
+                            apply_run(op, d, ds, s, us, inner);
+                        }
+                    }
+                }
+            }
+        });
+        return;
+    }
+    let chunks = if row_offs.len() >= threads * 2 || inner < 4096 { 1 } else { (threads * 2).min(inner / 1024) };
+    let cw = inner.div_ceil(chunks);
     let units = row_offs.len() * chunks;
     parallel_for(units, offs.len() * cw.min(inner), |range| {
         for u in range {
@@ -330,13 +394,7 @@ fn scatter_typed<T: Combine>(
                 unsafe {
                     let d = dp.get().offset(o + dof + c0 as isize * ds);
                     let s = up.get().offset(ub + uof + c0 as isize * us) as *const T;
-                    match op {
-                        ScatterOp::None => combine_run(d, ds, s, us, len, |_, b| b),
-                        ScatterOp::Sum => combine_run(d, ds, s, us, len, T::add),
-                        ScatterOp::Prod => combine_run(d, ds, s, us, len, T::mul),
-                        ScatterOp::Max => combine_run(d, ds, s, us, len, T::max),
-                        ScatterOp::Min => combine_run(d, ds, s, us, len, T::min),
-                    }
+                    apply_run(op, d, ds, s, us, len);
                 }
             }
         }
@@ -366,8 +424,96 @@ pub fn scatter(
         return Ok(dst);
     }
     let ud = updates.data();
-    crate::dispatch_dtype!(out.dtype, T => scatter_typed::<T>(op, &offs, updates, &ud, ilen, block_shape, &out_strides, &dst));
+    let disjoint = axes.iter().all(|&ax| block_shape[ax] == 1);
+    crate::dispatch_dtype!(out.dtype, T => scatter_typed::<T>(op, &offs, updates, &ud, ilen, block_shape, &out_strides, &dst, disjoint));
     Ok(dst)
+}
+
+/// MLX's order for a binary search: `<` and `<=` with NaN (of either
+/// component, for complex) after every number.
+trait SearchOrd: Element {
+    fn nan(self) -> bool;
+    fn lt(self, o: Self) -> bool;
+    fn le(self, o: Self) -> bool;
+}
+
+macro_rules! search_ord {
+    ($($t:ty: |$v:ident| $nan:expr);*) => {$(
+        impl SearchOrd for $t {
+            #[inline(always)]
+            fn nan(self) -> bool {
+                let $v = self;
+                $nan
+            }
+            #[inline(always)]
+            fn lt(self, o: Self) -> bool {
+                self < o
+            }
+            #[inline(always)]
+            fn le(self, o: Self) -> bool {
+                self <= o
+            }
+        }
+    )*};
+}
+search_ord!(bool: |_v| false; u8: |_v| false; u16: |_v| false; u32: |_v| false; u64: |_v| false;
+    i8: |_v| false; i16: |_v| false; i32: |_v| false; i64: |_v| false;
+    f16: |v| v.is_nan(); bf16: |v| v.is_nan(); f32: |v| v.is_nan(); f64: |v| v.is_nan());
+
+impl SearchOrd for c64 {
+    fn nan(self) -> bool {
+        self.re.is_nan() || self.im.is_nan()
+    }
+    fn lt(self, o: Self) -> bool {
+        (self.re, self.im) < (o.re, o.im)
+    }
+    fn le(self, o: Self) -> bool {
+        (self.re, self.im) <= (o.re, o.im)
+    }
+}
+
+fn search_typed<T: SearchOrd>(s: &[T], v: &[T], right: bool, dst: SendPtr<u32>) {
+    let steps = (usize::BITS - s.len().leading_zeros()) as usize;
+    parallel_for(v.len(), 4 * steps + 4, |range| {
+        for i in range {
+            let x = v[i];
+            let pos = if right {
+                // Everything is at or below a NaN.
+                if x.nan() {
+                    s.len()
+                } else {
+                    s.partition_point(|&e| e.le(x))
+                }
+            } else if x.nan() {
+                // The numbers are below a NaN, the NaNs (last) are not.
+                s.partition_point(|&e| !e.nan())
+            } else {
+                s.partition_point(|&e| e.lt(x))
+            };
+            // SAFETY: each i < v.len() is written once, into the fresh
+            // uint32 output of v.len() elements.
+            unsafe { *dst.get().add(i) = pos as u32 };
+        }
+    });
+}
+
+/// For every element of `values`, the number of elements of the sorted 1-D
+/// `sorted` (same dtype, NaN last) below it (`right`: at or below it), by a
+/// binary search per value, in parallel over values.
+pub fn searchsorted(sorted: &Array, values: &Array, right: bool, out: &OutSpec<'_>) -> Result<Data> {
+    let (sd, vd) = (super::reduce::contiguous(sorted)?, super::reduce::contiguous(values)?);
+    let data = Data::contiguous(Buffer::alloc(values.size() * 4)?, out.shape);
+    if values.size() == 0 {
+        return Ok(data);
+    }
+    let dst = SendPtr(data.ptr::<u32>());
+    crate::dispatch_dtype!(values.dtype(), T => search_typed::<T>(
+        super::reduce::slice_of::<T>(&sd, sorted.size()),
+        super::reduce::slice_of::<T>(&vd, values.size()),
+        right,
+        dst,
+    ));
+    Ok(data)
 }
 
 #[cfg(test)]

@@ -164,4 +164,7 @@ impl Backend for CpuBackend {
     ) -> Result<Vec<Data>> {
         fused::fused(program, inputs, outs)
     }
+    fn searchsorted(&self, sorted: &Array, values: &Array, right: bool, out: &OutSpec<'_>) -> Result<Data> {
+        indexing::searchsorted(sorted, values, right, out)
+    }
 }

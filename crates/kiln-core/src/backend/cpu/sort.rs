@@ -1,25 +1,30 @@
 //! Sorting and selection along one axis, parallel over lines.
 //!
 //! Real dtypes map each value to an unsigned integer key whose order is
-//! MLX's order (numeric, `-0.0 == 0.0`, every NaN equal and after `+inf`),
-//! then sort lines with a stable LSD radix sort on the key (11-bit digits,
-//! passes whose digit is constant across the line skipped; values are
-//! decoded back from sorted keys alone unless the line holds a NaN or -0.0,
-//! whose keys merge bit patterns, when the values travel with the keys), or, for short
-//! lines, an unstable sort of `key << 32 | index` (the index tie-break makes
-//! it stable). Partition selects on the same combined key, so `partition`
-//! and `argpartition` produce the same permutation (the gradient of
-//! `partition` relies on it). Complex numbers use a comparator
-//! (lexicographic, NaN last).
+//! MLX's order (numeric, `-0.0 == 0.0`, every NaN equal and after `+inf`).
+//! Lines of [`RADIX_MIN`] or more elements are sorted by a stable radix sort
+//! on the key: one MSD pass scatters the line into 2048 buckets by the top
+//! 11 key bits (in parallel over parts of the line when a single long line is
+//! sorted), then every bucket, now small enough to stay in cache, is finished
+//! by an LSD radix sort on the remaining bits (11-bit digits, digits constant
+//! across the bucket skipped; tiny buckets by insertion sort), buckets shared
+//! among threads. Values are decoded back from the sorted keys alone unless
+//! the line holds a NaN or -0.0 (whose keys merge bit patterns), when the
+//! values travel with the keys; indices always travel. Shorter lines use an
+//! unstable sort of `key << 32 | index` (the index tie-break makes it stable).
+//! Partition selects on the same combined key, so `partition` and
+//! `argpartition` produce the same permutation (the gradient of `partition`
+//! relies on it). Complex numbers use a comparator (lexicographic, NaN last).
 
 use super::reduce::{contiguous, slice_of, split_at_axis};
-use super::simd::{parallel_for, SendPtr};
+use super::simd::{num_threads, parallel_for, SendPtr};
 use super::strided::alloc_out;
 use crate::array::{Array, Data};
 use crate::dtype::{bf16, c64, f16, Dtype, Element};
 use crate::error::Result;
 use crate::primitive::OutSpec;
 use std::cmp::Ordering;
+use std::ops::{BitAnd, BitXor, Not, Shr};
 
 /// What a sort kernel produces for each line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,74 +46,81 @@ impl SortMode {
 }
 
 /// An order-preserving unsigned key.
-trait Key: Copy + Ord + Send + Sync + Default {
-    /// Radix passes of [`DIGIT_BITS`] bits.
-    const PASSES: usize;
+trait Key:
+    Copy
+    + Ord
+    + Send
+    + Sync
+    + Default
+    + BitAnd<Output = Self>
+    + BitXor<Output = Self>
+    + Not<Output = Self>
+    + Shr<u32, Output = Self>
+{
+    /// Bits in the key.
+    const BITS: u32;
+    /// The top bit alone.
+    const SIGN: Self;
     /// The key combined with a line index (key in the high half).
     type Wide: Copy + Ord + Send;
-    fn digit(self, p: usize) -> usize;
+    /// The low bits as a usize (truncating).
+    fn low(self) -> usize;
     fn wide(self, i: u32) -> Self::Wide;
     fn index(w: Self::Wide) -> u32;
 }
 
-/// Bits per radix digit (a 2048-entry histogram stays in L1).
-const DIGIT_BITS: usize = 11;
+macro_rules! key {
+    ($($k:ty => $w:ty),*) => {$(
+        impl Key for $k {
+            const BITS: u32 = <$k>::BITS;
+            const SIGN: $k = 1 << (<$k>::BITS - 1);
+            type Wide = $w;
+            #[inline(always)]
+            fn low(self) -> usize {
+                self as usize
+            }
+            #[inline(always)]
+            fn wide(self, i: u32) -> $w {
+                ((self as $w) << 32) | i as $w
+            }
+            #[inline(always)]
+            fn index(w: $w) -> u32 {
+                w as u32
+            }
+        }
+    )*};
+}
+key!(u32 => u64, u64 => u128);
+
+/// Bits per LSD radix digit (a 2048-entry histogram stays in L1).
+const DIGIT_BITS: u32 = 11;
 const RADIX: usize = 1 << DIGIT_BITS;
 
-impl Key for u32 {
-    const PASSES: usize = 3;
-    type Wide = u64;
-    #[inline(always)]
-    fn digit(self, p: usize) -> usize {
-        ((self >> (DIGIT_BITS * p)) as usize) & (RADIX - 1)
-    }
-    #[inline(always)]
-    fn wide(self, i: u32) -> u64 {
-        ((self as u64) << 32) | i as u64
-    }
-    #[inline(always)]
-    fn index(w: u64) -> u32 {
-        w as u32
-    }
-}
-
-impl Key for u64 {
-    const PASSES: usize = 6;
-    type Wide = u128;
-    #[inline(always)]
-    fn digit(self, p: usize) -> usize {
-        ((self >> (DIGIT_BITS * p)) as usize) & (RADIX - 1)
-    }
-    #[inline(always)]
-    fn wide(self, i: u32) -> u128 {
-        ((self as u128) << 32) | i as u128
-    }
-    #[inline(always)]
-    fn index(w: u128) -> u32 {
-        w as u32
-    }
-}
-
+/// `width` bits of `k` from bit `lo`.
 #[inline(always)]
-fn f32_key(v: f32) -> u32 {
-    // `+ 0.0` turns -0.0 into +0.0 so the two compare equal (stable order).
-    let b = (v + 0.0).to_bits();
-    let k = if b >> 31 == 1 { !b } else { b | 0x8000_0000 };
-    if v.is_nan() {
-        u32::MAX
+fn digit<K: Key>(k: K, lo: u32, width: u32) -> usize {
+    (k >> lo).low() & ((1 << width) - 1)
+}
+
+/// The key of IEEE bits `b` (of a value that is not -0.0): negatives have
+/// every bit flipped, non-negatives the sign bit set, NaNs the largest key.
+#[inline(always)]
+fn ieee_key<K: Key>(b: K, nan: bool) -> K {
+    let k = if b & K::SIGN == K::default() { b ^ K::SIGN } else { !b };
+    if nan {
+        !K::default()
     } else {
         k
     }
 }
 
+/// The IEEE bits of a key made by [`ieee_key`] from a non-NaN value.
 #[inline(always)]
-fn f64_key(v: f64) -> u64 {
-    let b = (v + 0.0).to_bits();
-    let k = if b >> 63 == 1 { !b } else { b | (1 << 63) };
-    if v.is_nan() {
-        u64::MAX
+fn ieee_bits<K: Key>(k: K) -> K {
+    if k & K::SIGN == K::default() {
+        !k
     } else {
-        k
+        k ^ K::SIGN
     }
 }
 
@@ -116,190 +128,360 @@ fn f64_key(v: f64) -> u64 {
 trait Keyed: Element {
     type K: Key;
     fn key(self) -> Self::K;
-    /// The value of a key, for lines where [`Keyed::plain`] holds.
+    /// The value of a key of a value that is not [`Keyed::ambiguous`].
     fn from_key(k: Self::K) -> Self;
-    /// Whether `key` is invertible on this line (floats: no NaN, no -0.0,
-    /// whose keys merge several bit patterns).
-    fn plain(_line: &[Self]) -> bool {
-        true
+    /// Whether other bit patterns share this value's key (NaN, -0.0), so
+    /// that [`Keyed::from_key`] cannot restore it.
+    #[inline(always)]
+    fn ambiguous(self) -> bool {
+        false
     }
 }
 
-#[inline(always)]
-fn f32_from_key(k: u32) -> f32 {
-    f32::from_bits(if k >> 31 == 1 { k & 0x7fff_ffff } else { !k })
-}
-
-#[inline(always)]
-fn f64_from_key(k: u64) -> f64 {
-    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
-}
-
-fn plain_f32(line: impl Iterator<Item = f32>) -> bool {
-    let mut bad = false;
-    for v in line {
-        bad |= v.is_nan() | (v.to_bits() == 0x8000_0000);
-    }
-    !bad
-}
-
-macro_rules! keyed {
-    ($t:ty, $k:ty, |$v:ident| $e:expr, |$kk:ident| $d:expr) => {
+/// Integers: the bits widened, the sign bit flipped for signed types.
+macro_rules! int_keyed {
+    ($($t:ty => $k:ty, $flip:expr);*) => {$(
         impl Keyed for $t {
             type K = $k;
             #[inline(always)]
             fn key(self) -> $k {
-                let $v = self;
-                $e
+                (self as $k) ^ $flip
             }
             #[inline(always)]
-            fn from_key($kk: $k) -> $t {
-                $d
+            fn from_key(k: $k) -> $t {
+                (k ^ $flip) as $t
             }
         }
-    };
-    ($t:ty, $k:ty, |$v:ident| $e:expr, |$kk:ident| $d:expr, |$l:ident| $p:expr) => {
+    )*};
+}
+int_keyed!(u8 => u32, 0; u16 => u32, 0; u32 => u32, 0; u64 => u64, 0;
+    i8 => u32, 1 << 31; i16 => u32, 1 << 31; i32 => u32, 1 << 31; i64 => u64, 1 << 63);
+
+/// Floats: [`ieee_key`] of the bits (`+ 0.0` turns -0.0 into +0.0).
+macro_rules! float_keyed {
+    ($($t:ty => $k:ty),*) => {$(
         impl Keyed for $t {
             type K = $k;
             #[inline(always)]
             fn key(self) -> $k {
-                let $v = self;
-                $e
+                ieee_key((self + 0.0).to_bits(), self.is_nan())
             }
             #[inline(always)]
-            fn from_key($kk: $k) -> $t {
-                $d
+            fn from_key(k: $k) -> $t {
+                <$t>::from_bits(ieee_bits(k))
             }
-            fn plain($l: &[$t]) -> bool {
-                $p
+            #[inline(always)]
+            fn ambiguous(self) -> bool {
+                self.is_nan() | (self.to_bits() == <$k as Key>::SIGN)
             }
         }
-    };
+    )*};
 }
-keyed!(bool, u32, |v| v as u32, |k| k != 0);
-keyed!(u8, u32, |v| v as u32, |k| k as u8);
-keyed!(u16, u32, |v| v as u32, |k| k as u16);
-keyed!(u32, u32, |v| v, |k| k);
-keyed!(u64, u64, |v| v, |k| k);
-keyed!(i8, u32, |v| (v as i32 as u32) ^ 0x8000_0000, |k| (k ^ 0x8000_0000) as i32 as i8);
-keyed!(i16, u32, |v| (v as i32 as u32) ^ 0x8000_0000, |k| (k ^ 0x8000_0000) as i32 as i16);
-keyed!(i32, u32, |v| (v as u32) ^ 0x8000_0000, |k| (k ^ 0x8000_0000) as i32);
-keyed!(i64, u64, |v| (v as u64) ^ (1 << 63), |k| (k ^ (1 << 63)) as i64);
-keyed!(f16, u32, |v| f32_key(v.to_f32()), |k| f16::from_f32(f32_from_key(k)), |l| plain_f32(
-    l.iter().map(|v| v.to_f32())
-));
-keyed!(bf16, u32, |v| f32_key(v.to_f32()), |k| bf16::from_f32(f32_from_key(k)), |l| plain_f32(
-    l.iter().map(|v| v.to_f32())
-));
-keyed!(f32, u32, |v| f32_key(v), |k| f32_from_key(k), |l| plain_f32(l.iter().copied()));
-keyed!(f64, u64, |v| f64_key(v), |k| f64_from_key(k), |l| {
-    let mut bad = false;
-    for &v in l {
-        bad |= v.is_nan() | (v.to_bits() == 1 << 63);
+float_keyed!(f32 => u32, f64 => u64);
+
+/// Half-precision floats: the key of their f32 value.
+macro_rules! half_keyed {
+    ($($t:ty),*) => {$(
+        impl Keyed for $t {
+            type K = u32;
+            #[inline(always)]
+            fn key(self) -> u32 {
+                self.to_f32().key()
+            }
+            #[inline(always)]
+            fn from_key(k: u32) -> $t {
+                <$t>::from_f32(f32::from_key(k))
+            }
+            #[inline(always)]
+            fn ambiguous(self) -> bool {
+                self.to_f32().ambiguous()
+            }
+        }
+    )*};
+}
+half_keyed!(f16, bf16);
+
+impl Keyed for bool {
+    type K = u32;
+    #[inline(always)]
+    fn key(self) -> u32 {
+        self as u32
     }
-    !bad
-});
+    #[inline(always)]
+    fn from_key(k: u32) -> bool {
+        k != 0
+    }
+}
 
 /// Lines shorter than this use a comparison sort on the combined key.
 const RADIX_MIN: usize = 256;
+/// Buckets up to this size are finished by insertion sort.
+const INSERTION_MAX: usize = 32;
+/// Bits of the MSD digit.
+const TOP_BITS: u32 = 11;
+/// Fewest elements per part when one line is split across threads.
+const PART_MIN: usize = 1 << 16;
 
-/// Stable LSD radix sort of `keys` carrying `pay` (`P = ()` sorts keys
-/// alone); `tk`/`tp` are scratch of the same length.
-fn radix<K: Key, P: Copy>(keys: &mut Vec<K>, pay: &mut Vec<P>, tk: &mut Vec<K>, tp: &mut Vec<P>) {
-    let n = keys.len();
-    assert!(pay.len() == n && tk.len() == n && tp.len() == n && n < u32::MAX as usize);
-    let mut hist = vec![[0u32; RADIX]; K::PASSES];
-    for &k in keys.iter() {
-        for (p, h) in hist.iter_mut().enumerate() {
-            h[k.digit(p)] += 1;
-        }
+/// Runs `f(p)` for every `p < parts` (in parallel when there are several;
+/// one part runs on the calling thread) and returns the results in order.
+fn each_part<R: Send>(parts: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    if parts <= 1 {
+        return (0..parts).map(&f).collect();
     }
-    for (p, h) in hist.iter().enumerate() {
-        if h.iter().any(|&c| c as usize == n) {
-            continue; // every key has the same digit here
+    let mut res: Vec<Option<R>> = (0..parts).map(|_| None).collect();
+    rayon::scope(|s| {
+        let f = &f;
+        for (p, r) in res.iter_mut().enumerate() {
+            s.spawn(move |_| *r = Some(f(p)));
         }
-        let mut off = [0u32; RADIX];
-        let mut acc = 0u32;
-        for (o, &c) in off.iter_mut().zip(h.iter()) {
-            *o = acc;
-            acc += c;
+    });
+    res.into_iter().map(|r| r.expect("every part ran")).collect()
+}
+
+/// Stable insertion sort of `k` carrying `p`.
+fn insertion<K: Key, P: Copy>(k: &mut [K], p: &mut [P]) {
+    for i in 1..k.len() {
+        let (x, y) = (k[i], p[i]);
+        let mut j = i;
+        while j > 0 && k[j - 1] > x {
+            k[j] = k[j - 1];
+            p[j] = p[j - 1];
+            j -= 1;
         }
-        let (dk, dp) = (tk.as_mut_ptr(), tp.as_mut_ptr());
-        for (&k, &v) in keys.iter().zip(pay.iter()) {
-            let d = k.digit(p);
-            let o = off[d] as usize;
-            off[d] += 1;
-            // SAFETY: off[d] starts at the number of keys with a smaller
-            // digit and is bumped once per key with digit d, so every o is
-            // below n = tk.len() = tp.len() (asserted above).
-            unsafe {
-                *dk.add(o) = k;
-                *dp.add(o) = v;
-            }
-        }
-        std::mem::swap(keys, tk);
-        std::mem::swap(pay, tp);
+        k[j] = x;
+        p[j] = y;
     }
 }
 
-/// Per-thread scratch for one line.
-struct Scratch<K, T> {
-    keys: Vec<K>,
+/// Scratch of the per-bucket LSD sort.
+struct Lsd<K, P> {
     tk: Vec<K>,
-    vals: Vec<T>,
-    tv: Vec<T>,
-    idx: Vec<u32>,
-    ti: Vec<u32>,
-    line: Vec<T>,
+    tp: Vec<P>,
+    hist: Vec<[u32; RADIX]>,
 }
 
-impl<K: Key, T: Element> Scratch<K, T> {
+impl<K: Key, P: Copy> Lsd<K, P> {
     fn new() -> Self {
-        Scratch { keys: vec![], tk: vec![], vals: vec![], tv: vec![], idx: vec![], ti: vec![], line: vec![] }
+        Lsd { tk: vec![], tp: vec![], hist: vec![] }
+    }
+
+    /// Stable sort of the bucket `k` (carrying `p`) whose keys agree above
+    /// their low `bits` bits: LSD radix on those bits, digits that are
+    /// constant across the bucket skipped.
+    fn sort(&mut self, k: &mut [K], p: &mut [P], bits: u32) {
+        let m = k.len();
+        if m <= INSERTION_MAX {
+            insertion(k, p);
+            return;
+        }
+        let passes = bits.div_ceil(DIGIT_BITS) as usize;
+        self.hist.clear();
+        self.hist.resize(passes, [0; RADIX]);
+        for &x in k.iter() {
+            for (q, h) in self.hist.iter_mut().enumerate() {
+                h[digit(x, q as u32 * DIGIT_BITS, DIGIT_BITS)] += 1;
+            }
+        }
+        self.tk.resize(m, K::default());
+        self.tp.resize(m, p[0]);
+        let mut flips = 0;
+        {
+            let (mut ak, mut ap) = (&mut *k, &mut *p);
+            let (mut bk, mut bp) = (&mut self.tk[..m], &mut self.tp[..m]);
+            for (q, h) in self.hist.iter().enumerate() {
+                if h.iter().any(|&c| c as usize == m) {
+                    continue; // every key has the same digit here
+                }
+                let mut off = [0u32; RADIX];
+                let mut acc = 0u32;
+                for (o, &c) in off.iter_mut().zip(h.iter()) {
+                    *o = acc;
+                    acc += c;
+                }
+                let lo = q as u32 * DIGIT_BITS;
+                for (&x, &y) in ak.iter().zip(ap.iter()) {
+                    let d = digit(x, lo, DIGIT_BITS);
+                    let o = off[d] as usize;
+                    off[d] += 1;
+                    // SAFETY: off[d] starts at the number of keys with a
+                    // smaller digit and grows once per key with digit d, so
+                    // o < m = bk.len() = bp.len().
+                    unsafe {
+                        *bk.get_unchecked_mut(o) = x;
+                        *bp.get_unchecked_mut(o) = y;
+                    }
+                }
+                std::mem::swap(&mut ak, &mut bk);
+                std::mem::swap(&mut ap, &mut bp);
+                flips += 1;
+            }
+        }
+        if flips % 2 == 1 {
+            k.copy_from_slice(&self.tk[..m]);
+            p.copy_from_slice(&self.tp[..m]);
+        }
     }
 }
 
-/// Sorts one line (`line`, length n) into `out_v` (values) or `out_i` (indices).
-fn keyed_line<T: Keyed>(
-    s: &mut Scratch<T::K, T>,
-    mode: SortMode,
-    out_v: &mut dyn FnMut(usize, T),
-    out_i: &mut dyn FnMut(usize, u32),
-) {
-    let n = s.line.len();
-    match mode {
-        SortMode::Values | SortMode::Indices if n >= RADIX_MIN => {
-            s.keys.clear();
-            s.keys.extend(s.line.iter().map(|v| v.key()));
-            s.tk.resize(n, T::K::default());
-            if mode == SortMode::Values && T::plain(&s.line) {
-                let mut unit = vec![(); n];
-                let mut tunit = vec![(); n];
-                radix(&mut s.keys, &mut unit, &mut s.tk, &mut tunit);
-                for (k, &key) in s.keys.iter().enumerate() {
-                    out_v(k, T::from_key(key));
-                }
-            } else if mode == SortMode::Values {
-                s.vals.clear();
-                s.vals.extend_from_slice(&s.line);
-                s.tv.resize(n, T::default());
-                radix(&mut s.keys, &mut s.vals, &mut s.tk, &mut s.tv);
-                for (k, &v) in s.vals.iter().enumerate() {
-                    out_v(k, v);
-                }
+/// One line's output: sorted values or uint32 indices.
+enum LineOut<'a, T> {
+    Values(&'a mut [T]),
+    Indices(&'a mut [u32]),
+}
+
+impl<T: Copy> LineOut<'_, T> {
+    /// Writes the line permuted by `idx` (values) or `idx` itself (indices).
+    fn permuted(self, line: &[T], idx: impl Iterator<Item = u32>) {
+        match self {
+            LineOut::Values(o) => o.iter_mut().zip(idx).for_each(|(d, i)| *d = line[i as usize]),
+            LineOut::Indices(o) => o.iter_mut().zip(idx).for_each(|(d, i)| *d = i),
+        }
+    }
+}
+
+/// Bucket bounds of a line after the MSD pass, and each part's write offsets.
+struct Msd {
+    parts: usize,
+    chunk: usize,
+    offs: Vec<[u32; RADIX]>,
+    starts: Vec<usize>,
+}
+
+/// Radix sort of a line (at least [`RADIX_MIN`] long) into `out`; `par`
+/// splits it across threads.
+fn radix_line<T: Keyed>(line: &[T], out: LineOut<'_, T>, par: bool) {
+    let n = line.len();
+    assert!(n < u32::MAX as usize);
+    let parts = if par { num_threads().min(n / PART_MIN).max(1) } else { 1 };
+    let chunk = n.div_ceil(parts);
+    let lo = T::K::BITS - TOP_BITS;
+    let counts = each_part(parts, |p| {
+        let mut h = [0u32; RADIX];
+        let mut bad = false;
+        for &v in &line[(p * chunk).min(n)..((p + 1) * chunk).min(n)] {
+            h[digit(v.key(), lo, TOP_BITS)] += 1;
+            bad |= v.ambiguous();
+        }
+        (h, bad)
+    });
+    let bad = counts.iter().any(|c| c.1);
+    let mut msd = Msd { parts, chunk, offs: vec![[0; RADIX]; parts], starts: vec![0; RADIX + 1] };
+    let mut acc = 0u32;
+    for b in 0..RADIX {
+        msd.starts[b] = acc as usize;
+        for (o, c) in msd.offs.iter_mut().zip(&counts) {
+            o[b] = acc;
+            acc += c.0[b];
+        }
+    }
+    msd.starts[RADIX] = n;
+    let mut keys: Vec<T::K> = Vec::new();
+    let mut key_store = |n: usize| {
+        keys.reserve_exact(n);
+        SendPtr(keys.as_mut_ptr())
+    };
+    match out {
+        LineOut::Values(o) if !bad => {
+            let ov = SendPtr(o.as_mut_ptr());
+            // Keys of T's size are sorted in the output itself, then decoded in place.
+            let kp = if std::mem::size_of::<T>() == std::mem::size_of::<T::K>() {
+                SendPtr(ov.get() as *mut T::K)
             } else {
-                s.idx.clear();
-                s.idx.extend(0..n as u32);
-                s.ti.resize(n, 0);
-                radix(&mut s.keys, &mut s.idx, &mut s.tk, &mut s.ti);
-                for (k, &i) in s.idx.iter().enumerate() {
-                    out_i(k, i);
-                }
+                key_store(n)
+            };
+            let unit = SendPtr(std::ptr::NonNull::<()>::dangling().as_ptr());
+            buckets(
+                line,
+                &msd,
+                kp,
+                unit,
+                |_, _| (),
+                |s0, len| {
+                    for j in s0..s0 + len {
+                        // SAFETY: bucket s0..s0 + len of the n keys is sorted and
+                        // belongs to this call alone; each key is read before its
+                        // value (same size, same place, when kp aliases ov) is written.
+                        unsafe {
+                            let k = kp.get().add(j).read();
+                            ov.get().add(j).write(T::from_key(k));
+                        }
+                    }
+                },
+            );
+        }
+        LineOut::Values(o) => buckets(line, &msd, key_store(n), SendPtr(o.as_mut_ptr()), |v, _| v, |_, _| {}),
+        LineOut::Indices(o) => buckets(line, &msd, key_store(n), SendPtr(o.as_mut_ptr()), |_, i| i as u32, |_, _| {}),
+    }
+}
+
+/// The MSD scatter of `line` into `kp` (room for n keys) and `mk`'s payload
+/// into `pay` (n elements), then the LSD sort of every bucket, passed to
+/// `finish` with its start and length.
+fn buckets<T: Keyed, P: Copy + Send + Sync>(
+    line: &[T],
+    msd: &Msd,
+    kp: SendPtr<T::K>,
+    pay: SendPtr<P>,
+    mk: impl Fn(T, usize) -> P + Sync,
+    finish: impl Fn(usize, usize) + Sync,
+) {
+    let n = line.len();
+    let lo = T::K::BITS - TOP_BITS;
+    each_part(msd.parts, |p| {
+        let mut o = msd.offs[p];
+        let base = (p * msd.chunk).min(n);
+        for (i, &v) in line[base..((p + 1) * msd.chunk).min(n)].iter().enumerate() {
+            let k = v.key();
+            let d = digit(k, lo, TOP_BITS);
+            let j = o[d] as usize;
+            o[d] += 1;
+            // SAFETY: the offsets (prefix sums of the per-part bucket counts)
+            // give every (part, bucket) pair its own range of 0..n, so j < n
+            // and no two writes meet; kp and pay have room for n elements.
+            unsafe {
+                kp.get().add(j).write(k);
+                pay.get().add(j).write(mk(v, base + i));
             }
         }
+    });
+    // Runs of buckets of similar total size, a few per thread.
+    let groups = if msd.parts > 1 { msd.parts * 8 } else { 1 };
+    let mut cuts = vec![0];
+    for b in 0..RADIX {
+        if msd.starts[b + 1] * groups >= n * cuts.len() && cuts.len() < groups {
+            cuts.push(b + 1);
+        }
+    }
+    cuts.push(RADIX);
+    each_part(cuts.len() - 1, |g| {
+        let mut s = Lsd::<T::K, P>::new();
+        for b in cuts[g]..cuts[g + 1] {
+            let (s0, s1) = (msd.starts[b], msd.starts[b + 1]);
+            if s1 > s0 {
+                // SAFETY: bucket b is positions s0..s1 of the n keys and
+                // payloads, all written by the scatter; buckets are disjoint
+                // and each is in one group.
+                let (ks, ps) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(kp.get().add(s0), s1 - s0),
+                        std::slice::from_raw_parts_mut(pay.get().add(s0), s1 - s0),
+                    )
+                };
+                s.sort(ks, ps, lo);
+                finish(s0, s1 - s0);
+            }
+        }
+    });
+}
+
+/// Sorts or partitions one line into `out`.
+fn keyed_line<T: Keyed>(line: &[T], out: LineOut<'_, T>, mode: SortMode, par: bool) {
+    let n = line.len();
+    match mode {
+        SortMode::Values | SortMode::Indices if n >= RADIX_MIN => radix_line(line, out, par),
         _ => {
             let mut w: Vec<<T::K as Key>::Wide> =
-                s.line.iter().enumerate().map(|(i, v)| v.key().wide(i as u32)).collect();
+                line.iter().enumerate().map(|(i, v)| v.key().wide(i as u32)).collect();
             match mode {
                 SortMode::PartValues(k) | SortMode::PartIndices(k) => {
                     if n > 0 {
@@ -308,14 +490,7 @@ fn keyed_line<T: Keyed>(
                 }
                 _ => w.sort_unstable(),
             }
-            for (k, &x) in w.iter().enumerate() {
-                let i = T::K::index(x);
-                if mode.indices() {
-                    out_i(k, i);
-                } else {
-                    out_v(k, s.line[i as usize]);
-                }
-            }
+            out.permuted(line, w.iter().map(|&x| T::K::index(x)));
         }
     }
 }
@@ -331,7 +506,7 @@ fn complex_order(a: &c64, b: &c64) -> Ordering {
     }
 }
 
-fn complex_line(line: &[c64], mode: SortMode, out_v: &mut dyn FnMut(usize, c64), out_i: &mut dyn FnMut(usize, u32)) {
+fn complex_line(line: &[c64], out: LineOut<'_, c64>, mode: SortMode) {
     let mut idx: Vec<u32> = (0..line.len() as u32).collect();
     let cmp = |a: &u32, b: &u32| complex_order(&line[*a as usize], &line[*b as usize]).then(a.cmp(b));
     match mode {
@@ -342,22 +517,17 @@ fn complex_line(line: &[c64], mode: SortMode, out_v: &mut dyn FnMut(usize, c64),
         }
         _ => idx.sort_by(cmp),
     }
-    for (k, &i) in idx.iter().enumerate() {
-        if mode.indices() {
-            out_i(k, i);
-        } else {
-            out_v(k, line[i as usize]);
-        }
-    }
+    out.permuted(line, idx.into_iter());
 }
 
-/// Runs `per_line` over every line along `axis`, writing into a fresh output.
+/// Runs `per_line(line, out, par)` over every line along `axis`, writing
+/// into a fresh output (`par`: few lines, so each may use several threads).
 fn run_lines<T: Element>(
     x: &Array,
     axis: usize,
     mode: SortMode,
     out: &OutSpec<'_>,
-    per_line: impl Fn(&[T], &mut dyn FnMut(usize, T), &mut dyn FnMut(usize, u32)) + Sync,
+    per_line: impl Fn(&[T], LineOut<'_, T>, bool) + Sync,
 ) -> Result<Data> {
     let d = contiguous(x)?;
     let data = Data::contiguous(alloc_out(out)?, out.shape);
@@ -366,41 +536,52 @@ fn run_lines<T: Element>(
     }
     let src = slice_of::<T>(&d, x.size());
     let (outer, n, inner) = split_at_axis(x.shape(), axis);
+    let lines = outer * inner;
     let (pv, pi) = (SendPtr(data.ptr::<T>()), SendPtr(data.ptr::<u32>()));
     let indices = mode.indices();
-    parallel_for(outer * inner, n * 16, |range| {
-        let mut line: Vec<T> = Vec::with_capacity(n);
+    let par = lines < num_threads();
+    parallel_for(lines, n * 16, |range| {
+        let (mut line, mut ov, mut oi) = (Vec::<T>::new(), Vec::<T>::new(), Vec::<u32>::new());
         for t in range {
             let (o, i) = (t / inner, t % inner);
             let base = o * n * inner + i;
-            line.clear();
             if inner == 1 {
-                line.extend_from_slice(&src[base..base + n]);
-            } else {
-                line.extend((0..n).map(|k| src[base + k * inner]));
+                // SAFETY: line t alone owns output positions base..base + n
+                // (uint32 in index modes, T otherwise).
+                let dst = unsafe {
+                    if indices {
+                        LineOut::Indices(std::slice::from_raw_parts_mut(pi.get().add(base), n))
+                    } else {
+                        LineOut::Values(std::slice::from_raw_parts_mut(pv.get().add(base), n))
+                    }
+                };
+                per_line(&src[base..base + n], dst, par);
+                continue;
             }
-            let mut wv = |k: usize, v: T| {
-                debug_assert!(!indices && k < n);
-                // SAFETY: line (o, i) owns output positions base + k * inner, k < n.
-                unsafe { *pv.get().add(base + k * inner) = v };
-            };
-            let mut wi = |k: usize, v: u32| {
-                debug_assert!(indices && k < n);
-                // SAFETY: as above; the output is uint32 in index modes.
-                unsafe { *pi.get().add(base + k * inner) = v };
-            };
-            per_line(&line, &mut wv, &mut wi);
+            line.clear();
+            line.extend((0..n).map(|k| src[base + k * inner]));
+            if indices {
+                oi.resize(n, 0);
+                per_line(&line, LineOut::Indices(&mut oi), par);
+                for (k, &v) in oi.iter().enumerate() {
+                    // SAFETY: line (o, i) owns output positions base + k * inner, k < n.
+                    unsafe { *pi.get().add(base + k * inner) = v };
+                }
+            } else {
+                ov.resize(n, T::default());
+                per_line(&line, LineOut::Values(&mut ov), par);
+                for (k, &v) in ov.iter().enumerate() {
+                    // SAFETY: as above.
+                    unsafe { *pv.get().add(base + k * inner) = v };
+                }
+            }
         }
     });
     Ok(data)
 }
 
 fn run_keyed<T: Keyed>(x: &Array, axis: usize, mode: SortMode, out: &OutSpec<'_>) -> Result<Data> {
-    run_lines::<T>(x, axis, mode, out, |line, wv, wi| {
-        let mut s = Scratch::<T::K, T>::new();
-        s.line.extend_from_slice(line);
-        keyed_line(&mut s, mode, wv, wi);
-    })
+    run_lines::<T>(x, axis, mode, out, |line, o, par| keyed_line(line, o, mode, par))
 }
 
 /// Sorts or partitions `x` along `axis` as `mode` says.
@@ -419,7 +600,7 @@ pub fn sort(x: &Array, axis: usize, mode: SortMode, out: &OutSpec<'_>) -> Result
         Dtype::BF16 => run_keyed::<bf16>(x, axis, mode, out),
         Dtype::F32 => run_keyed::<f32>(x, axis, mode, out),
         Dtype::F64 => run_keyed::<f64>(x, axis, mode, out),
-        Dtype::C64 => run_lines::<c64>(x, axis, mode, out, |line, wv, wi| complex_line(line, mode, wv, wi)),
+        Dtype::C64 => run_lines::<c64>(x, axis, mode, out, |line, o, _| complex_line(line, o, mode)),
     }
 }
 
