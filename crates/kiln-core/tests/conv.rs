@@ -650,7 +650,7 @@ fn check_f32_against_naive(c: &Cfg, rng: &mut Rng) {
     assert_eq!(y.shape(), &shape[..], "{c:?}");
     assert_eq!(y.dtype(), Dtype::F32);
     let got = ops::astype(&y, Dtype::F64).unwrap().to_vec::<f64>().unwrap();
-    let terms = (c.w[1..].iter().product::<usize>()) as f64;
+    let terms = c.w[1..].iter().product::<usize>() as f64;
     let tol = 4e-7 * terms.sqrt() * 4.0;
     for (i, (a, b)) in got.iter().zip(&expected).enumerate() {
         assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{c:?} elem {i}: {a} vs {b}");

@@ -134,8 +134,8 @@ mod avx512 {
                     for (a, &o) in acc.iter_mut().zip(&offs) {
                         // SAFETY: this channel of one output's tap input.
                         let b = unsafe { _mm512_broadcastss_ps(_mm_load_ss(xp.wrapping_add(o))) };
-                        for v in 0..NV {
-                            a[v] = _mm512_fmadd_ps(wv[v], b, a[v]);
+                        for (av, &w) in a.iter_mut().zip(&wv) {
+                            *av = _mm512_fmadd_ps(w, b, *av);
                         }
                     }
                     xp = xp.wrapping_add(1);
