@@ -620,10 +620,131 @@ fn vmap_over_input_weight_and_both() {
     }
 }
 
+// ---------------------------------------------------------------- direct kernel
+
+#[allow(clippy::too_many_arguments)]
+fn cfg(x: &[usize], w: &[usize], stride: &[usize], lo: &[i64], hi: &[i64], kd: &[usize], flip: bool) -> Cfg {
+    let nsp = x.len() - 2;
+    Cfg {
+        x: x.to_vec(),
+        w: w.to_vec(),
+        stride: stride.to_vec(),
+        lo: lo.to_vec(),
+        hi: hi.to_vec(),
+        kd: kd.to_vec(),
+        id: vec![1; nsp],
+        groups: 1,
+        flip,
+    }
+}
+
+/// f32 result of `c` against the f64 reference (relative to the size of the
+/// sum of |x w| terms, which bounds f32 rounding).
+fn check_f32_against_naive(c: &Cfg, rng: &mut Rng) {
+    let xv = rng.vec(c.x.iter().product(), -1.0, 1.0);
+    let wv = rng.vec(c.w.iter().product(), -1.0, 1.0);
+    let (shape, expected) = naive(c, &xv, &wv);
+    let x = ops::astype(&Array::from_vec(xv, &c.x).unwrap(), Dtype::F32).unwrap();
+    let w = ops::astype(&Array::from_vec(wv, &c.w).unwrap(), Dtype::F32).unwrap();
+    let y = kiln_conv(c, &x, &w).unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    assert_eq!(y.shape(), &shape[..], "{c:?}");
+    assert_eq!(y.dtype(), Dtype::F32);
+    let got = ops::astype(&y, Dtype::F64).unwrap().to_vec::<f64>().unwrap();
+    let terms = c.w[1..].iter().product::<usize>() as f64;
+    let tol = 4e-7 * terms.sqrt() * 4.0;
+    for (i, (a, b)) in got.iter().zip(&expected).enumerate() {
+        assert!((a - b).abs() <= tol * (1.0 + b.abs()), "{c:?} elem {i}: {a} vs {b}");
+    }
+}
+
+/// The direct (register-tile) f32 kernel: every tile width class (16, 32,
+/// 48, 64 output channels per block), channel tails, several blocks, output
+/// rows that leave remainder tiles, padding on both edges (edge tiles), taps
+/// of the outer axes in padding, strides, dilations, flips, 1-3 spatial
+/// axes, batch 1 and more.
+#[test]
+fn direct_kernel_tails_and_edges_match_reference() {
+    let mut rng = Rng::new(4242);
+    let cfgs = [
+        // One vector per output (5 channels, masked), 29 = 12 + 12 + 5.
+        cfg(&[1, 5, 29, 7], &[5, 3, 3, 7], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
+        // Two vectors (20 channels), 13 = 12 + 1, batch 3.
+        cfg(&[3, 6, 13, 20], &[20, 3, 3, 20], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
+        // Three vectors (40 channels), 17 = 8 + 8 + 1, uneven padding.
+        cfg(&[2, 7, 17, 16], &[40, 3, 3, 16], &[1, 1], &[1, 2], &[2, 0], &[1, 1], true),
+        // Four vectors, 19 = 6 * 3 + 1.
+        cfg(&[2, 6, 19, 24], &[64, 3, 3, 24], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
+        // Three blocks: 64 + 64 + 2 channels.
+        cfg(&[1, 5, 23, 9], &[130, 3, 3, 9], &[1, 1], &[1, 1], &[1, 1], &[1, 1], true),
+        // Stride and dilation on both axes, flipped.
+        cfg(&[2, 11, 31, 8], &[70, 3, 3, 8], &[2, 2], &[2, 1], &[1, 2], &[2, 2], true),
+        // Stride 3 along the last axis, wide kernel, windows past both ends.
+        cfg(&[1, 4, 50, 5], &[18, 2, 4, 5], &[1, 3], &[0, 2], &[1, 3], &[1, 1], false),
+        // Every tile an edge tile (the kernel is as wide as the output row).
+        cfg(&[1, 3, 9, 4], &[8, 3, 9, 4], &[1, 1], &[1, 4], &[1, 4], &[1, 1], false),
+        // No padding: only interior tiles.
+        cfg(&[2, 6, 30, 32], &[48, 3, 3, 32], &[1, 1], &[0, 0], &[0, 0], &[1, 1], false),
+        // 1-D, dilated, uneven padding.
+        cfg(&[2, 40, 12], &[33, 5, 12], &[1], &[3], &[1], &[2], false),
+        // 3-D.
+        cfg(&[2, 4, 5, 14, 6], &[17, 2, 3, 3, 6], &[1, 1, 1], &[1, 1, 1], &[1, 1, 1], &[1, 1, 1], true),
+        // A 1x1 kernel with padding (not pointwise).
+        cfg(&[1, 3, 10, 19], &[66, 1, 1, 19], &[1, 1], &[1, 2], &[0, 1], &[1, 1], false),
+    ];
+    for c in &cfgs {
+        check_f32_against_naive(c, &mut rng);
+    }
+}
+
+/// Cotangents of f32 convolutions on direct-kernel shapes (the input
+/// cotangent is itself a flipped convolution, with negative padding for a
+/// padded 1x1 kernel) against the same in f64, which runs the GEMM paths.
+#[test]
+fn direct_kernel_gradients_match_f64() {
+    let mut rng = Rng::new(77);
+    let cfgs = [
+        cfg(&[2, 6, 14, 8], &[20, 3, 3, 8], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
+        cfg(&[1, 5, 16, 5], &[9, 1, 1, 5], &[1, 1], &[1, 2], &[1, 2], &[1, 1], false),
+        cfg(&[2, 9, 21, 4], &[6, 3, 3, 4], &[2, 1], &[1, 2], &[0, 1], &[1, 2], true),
+    ];
+    for c in &cfgs {
+        let x = rng.array(&c.x, -1.0, 1.0);
+        let w = rng.array(&c.w, -1.0, 1.0);
+        let y = kiln_conv(c, &x, &w).unwrap();
+        let ct = rng.array(y.shape(), -1.0, 1.0);
+        let grads = |dt: Dtype| -> Vec<Vec<f64>> {
+            let prim = [ops::astype(&x, dt).unwrap(), ops::astype(&w, dt).unwrap()];
+            let (_, g) = kiln_core::vjp(
+                |a: &[Array]| Ok(vec![kiln_conv(c, &a[0], &a[1])?]),
+                &prim,
+                &[ops::astype(&ct, dt).unwrap()],
+            )
+            .unwrap();
+            g.iter().map(|a| ops::astype(a, Dtype::F64).unwrap().to_vec::<f64>().unwrap()).collect()
+        };
+        let (g32, g64) = (grads(Dtype::F32), grads(Dtype::F64));
+        for (a, b) in g32.iter().zip(&g64) {
+            assert_eq!(a.len(), b.len());
+            for (i, (p, q)) in a.iter().zip(b).enumerate() {
+                assert!((p - q).abs() <= 1e-4 * (1.0 + q.abs()), "{c:?} elem {i}: {p} vs {q}");
+            }
+        }
+    }
+}
+
+/// CPU time of the calling thread, in seconds.
+fn thread_cpu_time() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
 /// Times the target workload (conv2d, batch 8, 64 -> 64 channels, 56x56, 3x3,
-/// padding 1, f32). Run with
-/// `cargo test -p kiln-core --test conv -- --ignored --nocapture bench_conv2d`
-/// (`KILN_CONV_IM2COL=1` times the im2col path instead of the shifted GEMM).
+/// padding 1, f32) and its two cotangent convolutions, in CPU time of the
+/// calling thread (meaningful on a loaded machine when single-threaded). Run
+/// with `RAYON_NUM_THREADS=1 cargo test -p kiln-core --test conv --release --
+/// --ignored --nocapture bench_conv2d`.
 #[test]
 #[ignore]
 fn bench_conv2d_target() {
@@ -631,18 +752,41 @@ fn bench_conv2d_target() {
     let mut rng = Rng::new(1);
     let x = ops::astype(&rng.array(&[n, h, wd, c], -1.0, 1.0), Dtype::F32).unwrap();
     let w = ops::astype(&rng.array(&[co, 3, 3, c], -1.0, 1.0), Dtype::F32).unwrap();
+    let ct = ops::astype(&rng.array(&[n, h, wd, co], -1.0, 1.0), Dtype::F32).unwrap();
     x.eval().unwrap();
     w.eval().unwrap();
+    ct.eval().unwrap();
     let flops = 2.0 * (n * h * wd * co * 9 * c) as f64;
-    let reps: usize = std::env::var("REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
-    let mut best = f64::MAX;
-    for _ in 0..reps {
-        let t = std::time::Instant::now();
-        let y = ops::conv2d(&x, &w, [1, 1], [1, 1], [1, 1], 1).unwrap();
-        y.eval().unwrap();
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    println!("kiln conv2d 8x56x56x64 -> 64, 3x3, pad 1, f32: {:.2} ms, {:.1} GFLOP/s", best * 1e3, flops / best / 1e9);
+    let reps: usize = std::env::var("REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let time = |f: &dyn Fn() -> Array| {
+        let mut best = f64::MAX;
+        for _ in 0..reps {
+            let t = thread_cpu_time();
+            f().eval().unwrap();
+            best = best.min(thread_cpu_time() - t);
+        }
+        best
+    };
+    let fwd = time(&|| ops::conv2d(&x, &w, [1, 1], [1, 1], [1, 1], 1).unwrap());
+    println!(
+        "kiln conv2d 8x56x56x64 -> 64, 3x3, pad 1, f32: {:.2} ms CPU, {:.1} GFLOP/s",
+        fwd * 1e3,
+        flops / fwd / 1e9
+    );
+    let grads = |i: usize| {
+        kiln_core::vjp(
+            |a: &[Array]| Ok(vec![ops::conv2d(&a[0], &a[1], [1, 1], [1, 1], [1, 1], 1)?]),
+            &[x.clone(), w.clone()],
+            std::slice::from_ref(&ct),
+        )
+        .unwrap()
+        .1[i]
+            .clone()
+    };
+    let gx = time(&|| grads(0));
+    let gw = time(&|| grads(1));
+    println!("  input cotangent: {:.2} ms CPU, {:.1} GFLOP/s", gx * 1e3, flops / gx / 1e9);
+    println!("  weight cotangent: {:.2} ms CPU, {:.1} GFLOP/s", gw * 1e3, flops / gw / 1e9);
 }
 
 /// The same FLOPs as [`bench_conv2d_target`] as a pointwise convolution (a

@@ -17,12 +17,17 @@
 //! dropped when a tile is stored), and for each tap row `(k0, k1)` one GEMM
 //! reads the padded input in place — a row of `K2 * C_in` consecutive
 //! elements per output position, overlapping its neighbours — so nothing is
-//! gathered. Setting `KILN_CONV_IM2COL=1` forces the im2col path (for
-//! benchmarking the two).
+//! gathered.
+//!
+//! f32 (and f16/bf16, computed in f32) convolutions with one group, no input
+//! dilation and long enough output rows run on the direct AVX-512 kernel of
+//! [`direct`] instead when the CPU has it.
 //!
 //! Tiles run in parallel, each with a single-threaded GEMM; a convolution with
 //! fewer tiles than threads lets the GEMM itself use the threads.
 //! f16/bf16 are computed in f32; f64 in f64.
+
+mod direct;
 
 use super::simd::{num_threads, parallel_for, SendPtr};
 use super::strided::{alloc_out, gather_to_vec};
@@ -146,7 +151,7 @@ pub fn conv(input: &Array, weight: &Array, p: &ConvParams, out: &OutSpec<'_>) ->
             let (x, w) = (dense::<f32>(input, &xd), dense::<f32>(weight, &wd));
             // SAFETY: the buffer was allocated for `n_out` f32 elements.
             let y = unsafe { std::slice::from_raw_parts_mut(buf.as_ptr() as *mut f32, n_out) };
-            run(&geo, &x, &w, y);
+            run_f32(&geo, &x, &w, y);
         }
         Dtype::F64 => {
             let (x, w) = (dense::<f64>(input, &xd), dense::<f64>(weight, &wd));
@@ -157,7 +162,7 @@ pub fn conv(input: &Array, weight: &Array, p: &ConvParams, out: &OutSpec<'_>) ->
         Dtype::F16 | Dtype::BF16 => {
             let (x, w) = (dense_f32(input, &xd), dense_f32(weight, &wd));
             let mut y = vec![0f32; n_out];
-            run(&geo, &x, &w, &mut y);
+            run_f32(&geo, &x, &w, &mut y);
             if out.dtype == Dtype::F16 {
                 // SAFETY: the buffer was allocated for `n_out` f16 elements.
                 let o = unsafe { std::slice::from_raw_parts_mut(buf.as_ptr() as *mut f16, n_out) };
@@ -171,6 +176,15 @@ pub fn conv(input: &Array, weight: &Array, p: &ConvParams, out: &OutSpec<'_>) ->
         d => return Err(Error::invalid("conv", format!("No CPU convolution for dtype {d}."))),
     }
     Ok(Data::contiguous(buf, out.shape))
+}
+
+/// An f32 convolution: the direct kernel where it applies, else [`run`].
+fn run_f32(g: &Geometry, x: &[f32], w: &[f32], y: &mut [f32]) {
+    if direct::applies(g) && numel(&[g.n, g.o[0], g.o[1], g.o[2], g.cout]) > 0 {
+        direct::run(g, x, w, y);
+    } else {
+        run(g, x, w, y);
+    }
 }
 
 /// Sizes of a convolution, with the spatial axes padded to three (missing
@@ -196,6 +210,10 @@ struct Geometry {
     shiftable: bool,
     kd: [usize; 3],
     lo: [i64; 3],
+    /// Strides.
+    s: [usize; 3],
+    /// Input dilations.
+    e: [usize; 3],
     flip: bool,
 }
 
@@ -210,7 +228,11 @@ impl Geometry {
         let mut shiftable = p.groups == 1;
         let mut kd = [1; 3];
         let mut lo3 = [0; 3];
+        let mut s3 = [1; 3];
+        let mut e3 = [1; 3];
         for i in 0..nsp {
+            s3[i] = p.stride[i];
+            e3[i] = p.input_dilation[i];
             kd[i] = p.kernel_dilation[i];
             lo3[i] = p.padding_lo[i];
             shiftable &= p.stride[i] == 1 && p.input_dilation[i] == 1;
@@ -245,6 +267,8 @@ impl Geometry {
             shiftable,
             kd,
             lo: lo3,
+            s: s3,
+            e: e3,
             flip: p.flip,
         }
     }
@@ -252,13 +276,8 @@ impl Geometry {
 
 /// Bytes of im2col tile a task gathers at once (fits the L2 cache).
 const TILE_BYTES: usize = 640 * 1024;
-/// Output rows per tile (`KILN_CONV_TILE` overrides it, for tuning).
-fn tile_rows() -> usize {
-    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *ROWS.get_or_init(|| {
-        std::env::var("KILN_CONV_TILE").ok().and_then(|v| v.parse().ok()).filter(|&r: &usize| r >= 8).unwrap_or(256)
-    })
-}
+/// Output rows per tile.
+const TILE_ROWS: usize = 256;
 
 fn run<T: Real>(g: &Geometry, x: &[T], w: &[T], y: &mut [T]) {
     let m = g.n * g.o[0] * g.o[1] * g.o[2];
@@ -274,7 +293,7 @@ fn run<T: Real>(g: &Geometry, x: &[T], w: &[T], y: &mut [T]) {
     let og = g.cout / g.groups;
     let yp = SendPtr(y.as_mut_ptr());
     let threads = num_threads();
-    let tile = tile_rows();
+    let tile = TILE_ROWS;
     if g.pointwise {
         // The input rows are the im2col rows: one GEMM per group.
         let inner = if m >= 4 * tile { 1 } else { threads };
@@ -399,10 +418,6 @@ fn gather<T: Real>(g: &Geometry, x: &[T], gi: usize, r0: usize, r1: usize, t0: u
 /// when a tap row is long enough for an efficient GEMM and the padded width
 /// does not waste more than half the rows.
 fn use_shifted(g: &Geometry) -> bool {
-    static FORCE_IM2COL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *FORCE_IM2COL.get_or_init(|| std::env::var("KILN_CONV_IM2COL").is_ok_and(|v| v == "1")) {
-        return false;
-    }
     let lp2 = g.o[2] + (g.k[2] - 1) * g.kd[2];
     g.shiftable && g.kd[2] == 1 && g.k[2] * g.c >= 32 && 2 * g.o[2] >= lp2
 }
@@ -465,9 +480,9 @@ fn shifted<T: Real>(g: &Geometry, x: &[T], w: &[T], y: &mut [T]) {
     let f = ((o0 - 1) * lp[1] + (o1 - 1)) * lp[2] + o2;
     // Whole images per GEMM, threaded inside the GEMM, measured faster than
     // row tiles with one thread each (about 12 ms against 19 ms for the
-    // 3x3 target in release); `KILN_CONV_TILE` selects row tiles instead.
-    let whole = std::env::var("KILN_CONV_TILE").is_err() && f * kt * g.cout >= 1 << 20;
-    let tile = if whole { f } else { tile_rows() };
+    // 3x3 target in release).
+    let whole = f * kt * g.cout >= 1 << 20;
+    let tile = if whole { f } else { TILE_ROWS };
     let tiles_per = f.div_ceil(tile);
     let tiles = g.n * tiles_per;
     let threads = num_threads();
@@ -475,12 +490,6 @@ fn shifted<T: Real>(g: &Geometry, x: &[T], w: &[T], y: &mut [T]) {
     let cout = g.cout;
     let yp = SendPtr(y.as_mut_ptr());
     let (xp, wf) = (&xp[..], &wf[..]);
-    // The tile buffer is row-major, or column-major with
-    // `KILN_CONV_COLMAJOR=1` (for tuning: the GEMM prefers a column-major
-    // destination; the store then transposes).
-    static COLMAJOR: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let colmajor = *COLMAJOR.get_or_init(|| std::env::var("KILN_CONV_COLMAJOR").is_ok_and(|v| v == "1"));
-    let (trs, tcs) = if colmajor { (1, tile as isize) } else { (cout as isize, 1) };
     let body = |range: std::ops::Range<usize>| {
         let mut tmp: Vec<T> = vec![T::ZERO; tile * cout];
         for t in range {
@@ -502,8 +511,8 @@ fn shifted<T: Real>(g: &Geometry, x: &[T], w: &[T], y: &mut [T]) {
                             cout,
                             k2 * c,
                             tmp.as_mut_ptr(),
-                            trs,
-                            tcs,
+                            cout as isize,
+                            1,
                             xp.as_ptr().add((n * img + f0 + off) * c),
                             c as isize,
                             1,
@@ -526,16 +535,9 @@ fn shifted<T: Real>(g: &Geometry, x: &[T], w: &[T], y: &mut [T]) {
                     continue;
                 }
                 let dst = (((n * o0 + q0) * o1 + q1) * o2 + q2) * cout;
-                if colmajor {
-                    for co in 0..cout {
-                        // SAFETY: as below, element by element.
-                        unsafe { *yp.get().add(dst + co) = tmp[co * tile + i] };
-                    }
-                } else {
-                    // SAFETY: output row (n, q0, q1, q2) is in bounds and
-                    // written by this tile only.
-                    unsafe { std::ptr::copy_nonoverlapping(tmp.as_ptr().add(i * cout), yp.get().add(dst), cout) };
-                }
+                // SAFETY: output row (n, q0, q1, q2) is in bounds and
+                // written by this tile only.
+                unsafe { std::ptr::copy_nonoverlapping(tmp.as_ptr().add(i * cout), yp.get().add(dst), cout) };
             }
         }
     };
