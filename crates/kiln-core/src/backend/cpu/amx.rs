@@ -90,7 +90,7 @@ impl Mat {
     fn row(&self, i: usize, j0: usize, len: usize) -> Option<&[u16]> {
         // SAFETY: as for `at`; with cs == 1 the elements are contiguous.
         (self.cs == 1 || len <= 1).then(|| unsafe {
-            std::slice::from_raw_parts(self.ptr.offset(i as isize * self.rs + j0 as isize) as *const u16, len)
+            std::slice::from_raw_parts(self.ptr.offset(i as isize * self.rs + j0 as isize * self.cs) as *const u16, len)
         })
     }
 }
