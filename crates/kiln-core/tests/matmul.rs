@@ -600,3 +600,127 @@ fn bf16_large_products_match_f32() {
         }
     }
 }
+
+/// bf16 products on the AMX tile path (the widening path without AMX) against an f64
+/// product of the same bf16 values, within bf16 rounding: m/n/k tails, k deeper than
+/// one k slice (512), more columns than one panel (512), one and several row blocks
+/// per thread, transposed and strided operands, broadcast batches, and batches of
+/// small products (run in parallel, one per task).
+#[test]
+fn bf16_tile_path_against_f64() {
+    let mut rng = Rng::new(23);
+    let bf = |rng: &mut Rng, s: &[usize]| ops::astype(&rng.array(s, -1.0, 1.0), Dtype::BF16).unwrap();
+    let check = |a: &Array, b: &Array, what: &str| {
+        let got = ops::matmul(a, b).unwrap();
+        assert_eq!(got.dtype(), Dtype::BF16, "{what}");
+        let (want, shape) = naive(&host(a), a.shape(), &host(b), b.shape());
+        assert_eq!(got.shape(), &shape[..], "{what}");
+        let k = a.shape()[a.ndim() - 1] as f64;
+        assert_close(&host(&got), &want, 4.0 / 256.0, 1e-3 * k.sqrt(), what);
+    };
+    for &(m, k, n) in
+        &[(32, 32, 32), (33, 31, 65), (95, 1100, 70), (64, 96, 1100), (130, 513, 33), (1, 700, 300), (300, 40, 1)]
+    {
+        let (a, b) = (bf(&mut rng, &[m, k]), bf(&mut rng, &[k, n]));
+        check(&a, &b, &format!("{m}x{k}x{n}"));
+        // Transposed operands (column-major views).
+        let (at, bt) = (sw(&bf(&mut rng, &[k, m])), sw(&bf(&mut rng, &[n, k])));
+        check(&at, &b, &format!("{m}x{k}x{n} A^T"));
+        check(&a, &bt, &format!("{m}x{k}x{n} B^T"));
+    }
+    // Strided views: every other row of A, every third column of B, an offset start.
+    let a = ops::slice(&bf(&mut rng, &[140, 90]), &[1, 0], &[140, 90], &[2, 1]).unwrap();
+    let b = ops::slice(&bf(&mut rng, &[90, 200]), &[0, 2], &[90, 200], &[1, 3]).unwrap();
+    check(&a, &b, "strided");
+    let a = ops::slice(&bf(&mut rng, &[70, 160]), &[0, 0], &[70, 160], &[1, 2]).unwrap();
+    check(&a, &bf(&mut rng, &[80, 40]), "strided A columns");
+    // Broadcast batches, and many small products.
+    check(&bf(&mut rng, &[2, 1, 40, 70]), &bf(&mut rng, &[3, 70, 36]), "broadcast batch");
+    check(&bf(&mut rng, &[9, 48, 40]), &bf(&mut rng, &[9, 40, 33]), "small batch");
+    check(&bf(&mut rng, &[2, 96, 64]), &bf(&mut rng, &[64, 600]), "batch of wide products");
+}
+
+/// The f32 sums are rounded once to bf16, nearest even: small-integer operands give exact
+/// f32 sums, so every element must equal `bf16::from_f32(exact sum)` bit for bit.
+#[test]
+fn bf16_tile_path_rounds_once_to_nearest_even() {
+    let (m, k, n) = (40, 96, 50);
+    let av: Vec<bf16> = (0..m * k).map(|i| bf16::from_f32(((i * 7 + i / 13) % 9) as f32 - 2.0)).collect();
+    let bv: Vec<bf16> = (0..k * n).map(|i| bf16::from_f32(((i * 5 + i / 7) % 11) as f32 - 1.0)).collect();
+    let a = Array::from_vec(av.clone(), &[m, k]).unwrap();
+    let b = Array::from_vec(bv.clone(), &[k, n]).unwrap();
+    let got = ops::matmul(&a, &b).unwrap().to_vec::<bf16>().unwrap();
+    let mut rounded = 0;
+    for i in 0..m {
+        for j in 0..n {
+            let s: f32 = (0..k).map(|p| av[i * k + p].to_f32() * bv[p * n + j].to_f32()).sum();
+            let want = bf16::from_f32(s);
+            rounded += (want.to_f32() != s) as usize;
+            assert_eq!(got[i * n + j].to_bits(), want.to_bits(), "[{i},{j}]: sum {s}");
+        }
+    }
+    assert!(rounded > 100, "the case must exercise rounding ({rounded} rounded sums)");
+    // Ties go to even: 256 + 1 = 257 -> 256, 256 + 3 = 259 -> 260; one tile's worth of rows.
+    let a = Array::from_vec(vec![bf16::from_f32(1.0); 32 * 32], &[32, 32]).unwrap();
+    let mut bv = vec![bf16::ZERO; 32 * 64];
+    for j in 0..64 {
+        bv[j] = bf16::from_f32(256.0);
+        bv[64 + j] = bf16::from_f32(if j % 2 == 0 { 1.0 } else { 3.0 });
+    }
+    let got = ops::matmul(&a, &Array::from_vec(bv, &[32, 64]).unwrap()).unwrap().to_vec::<bf16>().unwrap();
+    for (idx, v) in got.iter().enumerate() {
+        assert_eq!(v.to_f32(), if idx % 2 == 0 { 256.0 } else { 260.0 }, "[{idx}]");
+    }
+}
+
+/// Infinities and NaNs propagate through the tile path (NaN results stay NaN).
+#[test]
+fn bf16_tile_path_non_finite() {
+    let (m, k, n) = (48, 64, 40);
+    let mut av = vec![bf16::from_f32(0.5); m * k];
+    av[3 * k + 5] = bf16::INFINITY;
+    av[7 * k + 1] = bf16::NAN;
+    let bv = vec![bf16::from_f32(0.25); k * n];
+    let a = Array::from_vec(av, &[m, k]).unwrap();
+    let got = ops::matmul(&a, &Array::from_vec(bv, &[k, n]).unwrap()).unwrap().to_vec::<bf16>().unwrap();
+    for i in 0..m {
+        for j in 0..n {
+            let v = got[i * n + j];
+            match i {
+                3 => assert!(v.is_infinite() && v.to_f32() > 0.0, "[{i},{j}] {v}"),
+                7 => assert!(v.is_nan(), "[{i},{j}] {v}"),
+                _ => assert_eq!(v.to_f32(), 8.0, "[{i},{j}]"),
+            }
+        }
+    }
+}
+
+/// Per-core speed of the bf16 1024³ product: single-threaded, in thread CPU time (so a
+/// loaded machine does not distort it). Compare with PyTorch measured the same way
+/// (`torch.set_num_threads(1)`, `time.thread_time()`).
+#[test]
+#[ignore]
+fn bench_bf16_per_core() {
+    fn thread_cpu() -> f64 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes the timespec it is given.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    pool.install(|| {
+        let n = 1024;
+        let mut rng = Rng::new(1);
+        let a = ops::astype(&rng.array(&[n, n], -1.0, 1.0), Dtype::BF16).unwrap();
+        let b = ops::astype(&rng.array(&[n, n], -1.0, 1.0), Dtype::BF16).unwrap();
+        a.eval().unwrap();
+        b.eval().unwrap();
+        let mut best = f64::INFINITY;
+        for _ in 0..20 {
+            let t = thread_cpu();
+            ops::matmul(&a, &b).unwrap().eval().unwrap();
+            best = best.min(thread_cpu() - t);
+        }
+        println!("bf16 1024³, 1 thread: {:.1} GFLOP/s per core", 2.0 * (n * n * n) as f64 / best / 1e9);
+    });
+}

@@ -1,27 +1,44 @@
 //! bf16 GEMM on Intel AMX tiles (Sapphire Rapids and later).
 //!
-//! `C (f32) = A (bf16, m×k) · B (bf16, k×n)`, accumulated in f32 by the tile
+//! `C (bf16) = A (bf16, m×k) · B (bf16, k×n)`, accumulated in f32 by the tile
 //! unit's `TDPBF16PS`, which multiplies a 16×32 bf16 tile by a 32×16 tile in one
-//! instruction — about 8× the FLOP rate of AVX-512 FMA on the same core. The
-//! instructions are emitted with `asm!` because Rust's AMX intrinsics are not
-//! stable; the CPU support check (CPUID) and the Linux permission request
+//! instruction — about 8× the FLOP rate of AVX-512 FMA on the same core — and
+//! rounded to bf16 (round to nearest even) once at the end. The instructions are
+//! emitted with `asm!` because Rust's AMX intrinsics are not stable; the CPU
+//! support check (CPUID) and the Linux permission request
 //! (`arch_prctl(ARCH_REQ_XCOMP_PERM)`) happen once, in [`available`].
 //!
-//! Layout: A is packed per thread into contiguous 32×KC blocks (no cache-set
-//! aliasing for power-of-two strides, zero padding at the edges); B is packed
-//! once into 16-column strips in the tile unit's "VNNI" order, where each 4-byte
-//! element holds the bf16 pair `(B[2r][j], B[2r+1][j])`. A micro-kernel keeps a
-//! 32×32 block of C in four accumulator tiles (tmm0-3) and streams two A tiles
-//! (tmm4-5) and two B tiles (tmm6-7) per 32-deep step of k.
+//! Layout (every tile load has a 64-byte row stride, so each tile is one
+//! contiguous KiB):
+//! - B is packed once, in parallel, into 32-column blocks: each 32-deep step of k
+//!   holds two tiles (columns 0..16, 16..32) in the tile unit's "VNNI" order,
+//!   where each 4-byte element holds the bf16 pair `(B[2r][j], B[2r+1][j])`.
+//! - A is packed per task, one 32-row block at a time, in the same step order
+//!   (two 16×32 tiles per step: top rows, bottom rows); edges are zero-padded.
+//! - C is accumulated in f32 in a per-task scratch of 32×32 blocks (four
+//!   contiguous 16×16 tiles each) and rounded to bf16 with AVX-512 when the
+//!   block's k loop ends.
+//!
+//! Blocking: the work is split into column panels of at most [`NC`] columns
+//! (one or more per thread, so each thread keeps its own B slice in its L2);
+//! within a panel, for each 32-row block of A and each [`KC`]-deep slice of k,
+//! the A block slice (in L1) meets every B block of the panel (streamed from
+//! L2). The micro-kernel keeps a 32×32 block of C in four accumulator tiles
+//! (tmm0-3) and streams two A tiles (tmm4-5) and two B tiles (tmm6-7) per
+//! 32-deep step of k. While a row block is computed, the source rows of the
+//! next A block and the destination rows of C are prefetched, a share per
+//! kernel call, so the memory traffic overlaps the tile work.
 
 #![allow(clippy::too_many_arguments)]
 
 use super::simd::{parallel_for, SendPtr};
 use half::bf16;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
-/// Depth of one k block: a 32×KC A block (16 KiB) stays in L1 while B strips stream.
-const KC: usize = 256;
+/// Depth of one k slice: the 32×KC A slice (KC·64 bytes) stays in L1 while B strips stream.
+pub(crate) const KC: usize = 512;
+/// Widest column panel: its B slice (NC·k·2 bytes) should stay in one core's L2.
+pub(crate) const NC: usize = 512;
 
 /// Whether the AMX bf16 path can run here (CPU support and OS permission); cached.
 pub(crate) fn available() -> bool {
@@ -31,11 +48,12 @@ pub(crate) fn available() -> bool {
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn detect() -> bool {
-    // CPUID leaf 7 sub-leaf 0, EDX: bit 22 AMX-BF16, bit 24 AMX-TILE.
+    // CPUID leaf 7 sub-leaf 0, EDX: bit 22 AMX-BF16, bit 24 AMX-TILE; EBX bits 16 and 30:
+    // AVX-512 F and BW (used by the epilogue).
     // SAFETY: CPUID is available on every x86_64 CPU (the call is safe in newer Rust).
     #[allow(unused_unsafe)]
     let r = unsafe { std::arch::x86_64::__cpuid_count(7, 0) };
-    if r.edx & (1 << 22) == 0 || r.edx & (1 << 24) == 0 {
+    if r.edx & (1 << 22) == 0 || r.edx & (1 << 24) == 0 || r.ebx & (1 << 16) == 0 || r.ebx & (1 << 30) == 0 {
         return false;
     }
     const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
@@ -67,137 +85,291 @@ impl Mat {
         // SAFETY: callers only ask for (i, j) inside the matrix the caller described.
         unsafe { (*self.ptr.offset(i as isize * self.rs + j as isize * self.cs)).to_bits() }
     }
+    /// Row `i`, columns `j0..j0+len` as a slice when columns are contiguous.
+    #[inline(always)]
+    fn row(&self, i: usize, j0: usize, len: usize) -> Option<&[u16]> {
+        // SAFETY: as for `at`; with cs == 1 the elements are contiguous.
+        (self.cs == 1 || len <= 1).then(|| unsafe {
+            std::slice::from_raw_parts(self.ptr.offset(i as isize * self.rs + j0 as isize * self.cs) as *const u16, len)
+        })
+    }
 }
 
-/// `c[i*ldc + j] = (beta ? c : 0) + sum_p a(i,p) b(p,j)` for an f32 row-major `c`.
+/// Reusable packing buffers (packs are a few MiB; fresh allocations would page-fault every call).
+static POOL: Mutex<Vec<Vec<u16>>> = Mutex::new(Vec::new());
+
+fn take_buf(len: usize) -> Vec<u16> {
+    let mut v = POOL.lock().map(|mut p| p.pop()).ok().flatten().unwrap_or_default();
+    // Packing writes every element, so stale contents are fine: only new space is zeroed.
+    v.resize(len, 0);
+    v
+}
+
+fn give_buf(v: Vec<u16>) {
+    // Keep at most four buffers of at most 16 MiB each.
+    if v.capacity() <= 8 << 20 {
+        if let Ok(mut p) = POOL.lock() {
+            if p.len() < 4 {
+                p.push(v);
+            }
+        }
+    }
+}
+
+/// `c[i*ldc + j] = bf16(sum_p a(i,p) b(p,j))` with f32 accumulation and one rounding
+/// (nearest even). `parallel` lets the product use the thread pool.
 ///
 /// # Safety
 /// `a` must describe a valid m×k matrix, `b` a valid k×n matrix, and `c` must
-/// point to `m` rows of `n` writable f32 spaced `ldc` apart; [`available`] must be true.
-pub(crate) unsafe fn gemm_bf16(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: Mat,
-    b: Mat,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
+/// point to `m` rows of `n` writable bf16 spaced `ldc` apart, not overlapping
+/// `a` or `b`; [`available`] must be true.
+pub(crate) unsafe fn gemm_bf16(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: *mut bf16, ldc: usize, parallel: bool) {
     if m == 0 || n == 0 {
         return;
     }
-    let (mp, np, kp) = (m.div_ceil(32) * 32, n.div_ceil(32) * 32, k.div_ceil(32) * 32);
-    let bp = pack_b(b, k, n, kp, np);
-    let cp = SendPtr(c);
-    let bp_ptr = SendPtr(bp.as_ptr() as *mut u16);
-    parallel_for(mp / 32, 32 * np * kp / 64, move |range| {
-        let mut ablk = vec![0u16; 32 * KC];
-        // Row blocks that do not fill 32 rows × a multiple of 32 columns of C go through this buffer.
-        let mut rowbuf: Vec<f32> = Vec::new();
+    let cp = SendPtr(c as *mut u16);
+    if k == 0 {
+        for i in 0..m {
+            // SAFETY: row i of C has n writable elements.
+            unsafe { std::slice::from_raw_parts_mut(cp.get().add(i * ldc), n) }.fill(0);
+        }
+        return;
+    }
+    let (mb, nb, kp) = (m.div_ceil(32), n.div_ceil(32), k.div_ceil(32) * 32);
+    let threads = if parallel { super::simd::num_threads() } else { 1 };
+
+    // Column panels of whole 32-column blocks: at most NC wide, at least one per thread when
+    // there are enough blocks; with fewer panels than threads the rows are split too.
+    let mut npan = nb.div_ceil(NC / 32);
+    if npan < threads {
+        npan = threads.min(nb);
+    }
+    let mpart = if npan >= threads { 1 } else { threads.div_ceil(npan).min(mb) };
+    let tasks = npan * mpart;
+    let mut bp = take_buf(nb * 32 * kp);
+    pack_b(b, k, n, kp, &mut bp, parallel);
+    let bpp = SendPtr(bp.as_ptr() as *mut u16);
+    let work = move |range: std::ops::Range<usize>| {
         let cfg = TileCfg::new();
         // SAFETY: a valid palette-1 configuration; the tiles are released before the closure returns.
         unsafe { cfg.load() };
-        for bi in range {
-            let rows = 32.min(m - bi * 32);
-            let direct = rows == 32 && n == np;
-            let (dst, ld) = if direct {
-                // SAFETY: row bi*32 is inside C.
-                (unsafe { cp.get().add(bi * 32 * ldc) }, ldc)
-            } else {
-                rowbuf.clear();
-                rowbuf.resize(32 * np, 0.0);
-                if accumulate {
-                    for r in 0..rows {
-                        // SAFETY: row bi*32+r of C has n elements.
-                        let src = unsafe { std::slice::from_raw_parts(cp.get().add((bi * 32 + r) * ldc), n) };
-                        rowbuf[r * np..r * np + n].copy_from_slice(src);
+        let mut cbuf: Vec<f32> = Vec::new();
+        let mut ablk = vec![0u16; 32 * kp];
+        for t in range {
+            let (pm, pn) = (t / npan, t % npan);
+            let (j0, j1) = (nb * pn / npan, nb * (pn + 1) / npan);
+            let (i0, i1) = (mb * pm / mpart, mb * (pm + 1) / mpart);
+            cbuf.resize((j1 - j0) * 1024, 0.0);
+            let width = n.min(j1 * 32) - j0 * 32;
+            for bi in i0..i1 {
+                pack_a_block(a, m, k, kp, bi, &mut ablk);
+                // While the tiles work on this block, prefetch the source rows of the next A block
+                // (into L2) and this block's rows of C (for writing), a share per kernel call.
+                let next_rows = if a.cs == 1 { 32.min(m.saturating_sub(bi * 32 + 32)) } else { 0 };
+                let (a_lines, c_lines) = (k * 2 / 64 + 1, width * 2 / 64 + 1);
+                let rows = 32.min(m - bi * 32);
+                let (na, total) = (next_rows * a_lines, next_rows * a_lines + rows * c_lines);
+                let calls = kp.div_ceil(KC) * (j1 - j0);
+                let mut q = 0;
+                let prefetch = |q: usize| {
+                    for it in total * q / calls..total * (q + 1) / calls {
+                        // Prefetches never fault; the addresses are inside A's rows and C's rows.
+                        if it < na {
+                            let p = a.ptr.wrapping_offset((bi * 32 + 32 + it / a_lines) as isize * a.rs);
+                            prefetch_l2((p as *const u8).wrapping_add(it % a_lines * 64));
+                        } else {
+                            let it = it - na;
+                            let p = cp.get().wrapping_add((bi * 32 + it / c_lines) * ldc + j0 * 32);
+                            prefetch_w((p as *const u8).wrapping_add(it % c_lines * 64));
+                        }
                     }
-                }
-                (rowbuf.as_mut_ptr(), np)
-            };
-            let mut k0 = 0;
-            while k0 < kp {
-                let kc = KC.min(kp - k0);
-                pack_a_block(a, m, k, bi * 32, k0, kc, &mut ablk);
-                for bj in 0..np / 32 {
-                    // SAFETY: ablk holds 32 rows × kc; each B strip holds kp/2 rows of 64 bytes; dst has 32
-                    // rows of at least np f32 at stride ld; the tiles were configured above.
-                    unsafe {
-                        let b0 = bp_ptr.get().add(2 * bj * kp * 16 + k0 * 16);
-                        let b1 = bp_ptr.get().add((2 * bj + 1) * kp * 16 + k0 * 16);
-                        kernel(ablk.as_ptr(), kc * 2, b0, b1, kc, dst.add(bj * 32), ld * 4, k0 > 0 || accumulate);
+                };
+                let mut k0 = 0;
+                while k0 < kp {
+                    let kc = KC.min(kp - k0);
+                    for bj in j0..j1 {
+                        prefetch(q);
+                        q += 1;
+                        // SAFETY: the A block holds kp/32 steps of 2 tiles; each B strip holds kp/2
+                        // rows of 64 bytes; cbuf holds (j1-j0) blocks of 4 tiles; tiles are configured.
+                        unsafe {
+                            kernel(
+                                ablk.as_ptr().add(k0 * 32),
+                                bpp.get().add(bj * 32 * kp + k0 * 32),
+                                kc / 32,
+                                cbuf.as_mut_ptr().add((bj - j0) * 1024),
+                                k0 > 0,
+                            );
+                        }
                     }
+                    k0 += kc;
                 }
-                k0 += kc;
-            }
-            if !direct {
-                for r in 0..rows {
-                    // SAFETY: row bi*32+r of C has n writable elements; rows are disjoint across threads.
-                    let out = unsafe { std::slice::from_raw_parts_mut(cp.get().add((bi * 32 + r) * ldc), n) };
-                    out.copy_from_slice(&rowbuf[r * np..r * np + n]);
-                }
+                // SAFETY: rows bi*32.., columns j0*32..min(j1*32, n) of C are inside C and belong to
+                // this task only; cbuf holds j1-j0 blocks; AVX-512 F/BW/VL were checked by `available`.
+                unsafe { store_bf16(cbuf.as_ptr(), rows, width, cp.get().add(bi * 32 * ldc + j0 * 32), ldc) };
             }
         }
         // SAFETY: releases this thread's tile state.
         unsafe { std::arch::asm!("tilerelease", options(nostack, nomem)) };
-    });
-}
-
-/// Packs rows `i0..i0+32`, columns `k0..k0+kc` of A into a contiguous 32×kc block, zero-padded.
-fn pack_a_block(a: Mat, m: usize, k: usize, i0: usize, k0: usize, kc: usize, out: &mut [u16]) {
-    for r in 0..32 {
-        let row = &mut out[r * kc..r * kc + kc];
-        let i = i0 + r;
-        let len = if i < m { kc.min(k.saturating_sub(k0)) } else { 0 };
-        if a.cs == 1 && len > 0 {
-            // SAFETY: row i, columns k0..k0+len are inside A and contiguous (cs == 1).
-            let src =
-                unsafe { std::slice::from_raw_parts(a.ptr.offset(i as isize * a.rs + k0 as isize) as *const u16, len) };
-            row[..len].copy_from_slice(src);
-        } else {
-            for (p, v) in row[..len].iter_mut().enumerate() {
-                *v = a.at(i, k0 + p);
-            }
-        }
-        row[len..].fill(0);
+    };
+    if threads > 1 && tasks > 1 {
+        parallel_for(tasks, usize::MAX / tasks, work);
+    } else {
+        work(0..tasks);
     }
+    give_buf(bp);
 }
 
-/// Packs B into np/16 strips of kp/2 rows × 16 bf16 pairs (the tile unit's VNNI order), zero-padded.
-fn pack_b(b: Mat, k: usize, n: usize, kp: usize, np: usize) -> Vec<u16> {
-    let nstrips = np / 16;
-    let mut bp = vec![0u16; nstrips * kp * 16];
-    let out = SendPtr(bp.as_mut_ptr());
-    parallel_for(kp / 2, np * 2, move |rows| {
-        let mut r0 = vec![0u16; np];
-        let mut r1 = vec![0u16; np];
-        for r in rows {
-            for (kk, buf) in [(2 * r, &mut r0), (2 * r + 1, &mut r1)] {
-                if kk >= k {
-                    buf.fill(0);
-                } else if b.cs == 1 {
-                    // SAFETY: row kk of B is n contiguous elements (cs == 1).
-                    let src = unsafe { std::slice::from_raw_parts(b.ptr.offset(kk as isize * b.rs) as *const u16, n) };
-                    buf[..n].copy_from_slice(src);
-                } else {
-                    for (j, v) in buf[..n].iter_mut().enumerate() {
-                        *v = b.at(kk, j);
+/// Packs rows `bi*32..bi*32+32` of A into `blk`: kp/32 steps of two 16×32 tiles (zero-padded).
+fn pack_a_block(a: Mat, m: usize, k: usize, kp: usize, bi: usize, blk: &mut [u16]) {
+    // Row r of the block: the 32 elements of step s sit at s*1024 + r*32.
+    for s in 0..kp / 32 {
+        for r in 0..32 {
+            let i = bi * 32 + r;
+            let dst: &mut [u16; 32] = (&mut blk[s * 1024 + r * 32..s * 1024 + r * 32 + 32]).try_into().unwrap();
+            if i >= m {
+                dst.fill(0);
+                continue;
+            }
+            let len = 32.min(k - s * 32);
+            match a.row(i, s * 32, len) {
+                Some(src) if len == 32 => *dst = src.try_into().unwrap(),
+                Some(src) => {
+                    dst[..len].copy_from_slice(src);
+                    dst[len..].fill(0);
+                }
+                None => {
+                    for (p, v) in dst.iter_mut().enumerate() {
+                        *v = if p < len { a.at(i, s * 32 + p) } else { 0 };
                     }
                 }
             }
-            for s in 0..nstrips {
-                // SAFETY: strip s, pair-row r is 16 u32 inside bp; rows are split disjointly across threads.
-                let dst =
-                    unsafe { std::slice::from_raw_parts_mut(out.get().add(s * kp * 16 + r * 32) as *mut u32, 16) };
-                let (x0, x1) = (&r0[s * 16..s * 16 + 16], &r1[s * 16..s * 16 + 16]);
-                for j in 0..16 {
-                    dst[j] = x0[j] as u32 | (x1[j] as u32) << 16;
+        }
+    }
+}
+
+#[inline(always)]
+fn prefetch_l2(p: *const u8) {
+    // SAFETY: a prefetch is a hint; it never faults, whatever the address.
+    unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(p as *const i8) };
+}
+
+#[inline(always)]
+fn prefetch_w(p: *const u8) {
+    // SAFETY: as above.
+    unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(p as *const i8) };
+}
+
+/// Packs B into 32-column blocks laid out like packed A: block bj (at `bj * kp * 32`) holds
+/// kp/32 steps, each two tiles (columns 0..16, 16..32) of 16 rows × 16 bf16 pairs in the tile
+/// unit's VNNI order (the 4-byte element (r, j) holds `(B[2r][j], B[2r+1][j])`), zero-padded.
+fn pack_b(b: Mat, k: usize, n: usize, kp: usize, out: &mut [u16], parallel: bool) {
+    let nb = n.div_ceil(32);
+    let op = SendPtr(out.as_mut_ptr());
+    let job = move |blocks: std::ops::Range<usize>| {
+        for bj in blocks {
+            // SAFETY: block bj's 32·kp elements are inside `out` and packed by this job only.
+            let blk = unsafe { std::slice::from_raw_parts_mut(op.get().add(bj * kp * 32), kp * 32) };
+            pack_b_block(b, k, n, bj, 0..kp / 32, blk);
+        }
+    };
+    if parallel {
+        parallel_for(nb, 32 * kp, job);
+    } else {
+        job(0..nb);
+    }
+}
+
+/// Packs steps `steps` (32 rows of k each) of B's 32-column block `bj` into `blk` (the whole
+/// block, laid out as in [`pack_b`]).
+fn pack_b_block(b: Mat, k: usize, n: usize, bj: usize, steps: std::ops::Range<usize>, blk: &mut [u16]) {
+    for s in steps {
+        for t in 0..2 {
+            let c0 = bj * 32 + t * 16;
+            let full = c0 + 16 <= n;
+            for rr in 0..16 {
+                let (k0, k1) = (s * 32 + 2 * rr, s * 32 + 2 * rr + 1);
+                let dst: &mut [u16; 32] = (&mut blk[s * 1024 + t * 512 + rr * 32..][..32]).try_into().unwrap();
+                let rows = if full && k1 < k { b.row(k0, c0, 16).zip(b.row(k1, c0, 16)) } else { None };
+                match rows {
+                    Some((x0, x1)) => {
+                        if t == 1 {
+                            // The next block's columns of these rows, for the next call.
+                            prefetch_l2((x0.as_ptr() as *const u8).wrapping_add(64));
+                            prefetch_l2((x1.as_ptr() as *const u8).wrapping_add(64));
+                        }
+                        // SAFETY: both rows hold 16 elements, dst 32; AVX-512 was checked by `available`.
+                        unsafe { interleave16(x0.as_ptr(), x1.as_ptr(), dst.as_mut_ptr()) }
+                    }
+                    None => {
+                        for j in 0..16 {
+                            let col = c0 + j;
+                            dst[2 * j] = if col < n && k0 < k { b.at(k0, col) } else { 0 };
+                            dst[2 * j + 1] = if col < n && k1 < k { b.at(k1, col) } else { 0 };
+                        }
+                    }
                 }
             }
         }
-    });
-    bp
+    }
+}
+
+/// `dst[2j] = x0[j]`, `dst[2j+1] = x1[j]` for `j < 16`.
+///
+/// # Safety
+/// `x0`, `x1` must hold 16 readable u16, `dst` 32 writable; the CPU must support AVX-512 F.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn interleave16(x0: *const u16, x1: *const u16, dst: *mut u16) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees the sizes.
+    unsafe {
+        let lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(x0 as *const __m256i));
+        let hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256(x1 as *const __m256i));
+        _mm512_storeu_si512(dst as *mut _, _mm512_or_si512(lo, _mm512_slli_epi32::<16>(hi)));
+    }
+}
+
+/// Converts a row of 32×32 blocks of f32 tiles (each: top-left, top-right, bottom-left,
+/// bottom-right, 16×16 row-major) to bf16 rows `0..rows`, columns `0..cols` of `out` (row
+/// stride `ld`), row by row, rounding to nearest even and quieting NaNs exactly as
+/// `half::bf16::from_f32`.
+///
+/// # Safety
+/// `tiles` must hold `cols.div_ceil(32)` blocks of 1024 f32; `out` must have `rows` (≤ 32) rows
+/// of `cols` writable elements; the CPU must support AVX-512 F, BW and VL.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn store_bf16(tiles: *const f32, rows: usize, cols: usize, out: *mut u16, ld: usize) {
+    use std::arch::x86_64::*;
+    let cvt = |p: *const f32| {
+        // SAFETY: p points to 16 readable f32 inside `tiles`.
+        let x = unsafe { _mm512_loadu_si512(p as *const _) };
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(1));
+        let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(x, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))));
+        let abs = _mm512_and_si512(x, _mm512_set1_epi32(0x7fff_ffff));
+        let nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
+        let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(0x40));
+        _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet))
+    };
+    let (full, tail) = (cols / 32, cols % 32);
+    let (m0, m1) = ((1u32 << tail.min(16)) - 1, (1u32 << tail.saturating_sub(16)) - 1);
+    for r in 0..rows {
+        let t = (r / 16) * 512 + (r % 16) * 16;
+        // SAFETY: row t of each block's tiles is inside `tiles`; row r of `out` has `cols`
+        // writable elements and the masked stores touch no others.
+        unsafe {
+            let dst = out.add(r * ld);
+            for blk in 0..full {
+                let (lo, hi) = (cvt(tiles.add(blk * 1024 + t)), cvt(tiles.add(blk * 1024 + t + 256)));
+                _mm256_storeu_si256(dst.add(blk * 32) as *mut __m256i, lo);
+                _mm256_storeu_si256(dst.add(blk * 32 + 16) as *mut __m256i, hi);
+            }
+            if tail > 0 {
+                let (lo, hi) = (cvt(tiles.add(full * 1024 + t)), cvt(tiles.add(full * 1024 + t + 256)));
+                _mm256_mask_storeu_epi16(dst.add(full * 32) as *mut i16, m0 as __mmask16, lo);
+                _mm256_mask_storeu_epi16(dst.add(full * 32 + 16) as *mut i16, m1 as __mmask16, hi);
+            }
+        }
+    }
 }
 
 #[repr(C, align(64))]
@@ -220,60 +392,47 @@ impl TileCfg {
     }
 }
 
-/// One 32×32 block of C (+)= A block (32 rows × kc, row stride `lda` bytes) × two B strips.
+/// One 32×32 block of C (four contiguous 16×16 f32 tiles) (+)= `steps` 32-deep steps of
+/// a packed A block times a packed B block (two contiguous tiles per step each).
 #[inline(always)]
-unsafe fn kernel(
-    a: *const u16,
-    lda: usize,
-    b0: *const u16,
-    b1: *const u16,
-    kc: usize,
-    c: *mut f32,
-    ldc: usize,
-    acc: bool,
-) {
+unsafe fn kernel(a: *const u16, b: *const u16, steps: usize, c: *mut f32, acc: bool) {
     use std::arch::asm;
     // SAFETY (whole function): the caller guarantees every address below is inside its buffer.
     unsafe {
-        let c01 = c.add(16);
-        let c10 = c.byte_add(16 * ldc);
-        let c11 = c10.add(16);
         if acc {
             asm!(
-                "tileloadd tmm0, [{c00} + {ldc}*1]",
-                "tileloadd tmm1, [{c01} + {ldc}*1]",
-                "tileloadd tmm2, [{c10} + {ldc}*1]",
-                "tileloadd tmm3, [{c11} + {ldc}*1]",
-                c00 = in(reg) c, c01 = in(reg) c01, c10 = in(reg) c10, c11 = in(reg) c11, ldc = in(reg) ldc,
+                "tileloadd tmm0, [{c} + {s64}*1]",
+                "tileloadd tmm1, [{c} + {s64}*1 + 1024]",
+                "tileloadd tmm2, [{c} + {s64}*1 + 2048]",
+                "tileloadd tmm3, [{c} + {s64}*1 + 3072]",
+                c = in(reg) c, s64 = in(reg) 64usize,
                 options(nostack, readonly),
             );
         } else {
             asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
         }
-        let mut k = 0;
-        while k < kc {
+        for s in 0..steps {
             asm!(
-                "tileloadd tmm4, [{pa} + {lda}*1]",
-                "tileloadd tmm6, [{pb0} + {s64}*1]",
+                "tileloadd tmm4, [{pa} + {s64}*1]",
+                "tileloadd tmm6, [{pb} + {s64}*1]",
                 "tdpbf16ps tmm0, tmm4, tmm6",
-                "tileloadd tmm7, [{pb1} + {s64}*1]",
+                "tileloadd tmm7, [{pb} + {s64}*1 + 1024]",
                 "tdpbf16ps tmm1, tmm4, tmm7",
-                "tileloadd tmm5, [{pa2} + {lda}*1]",
+                "tileloadd tmm5, [{pa} + {s64}*1 + 1024]",
                 "tdpbf16ps tmm2, tmm5, tmm6",
                 "tdpbf16ps tmm3, tmm5, tmm7",
-                pa = in(reg) a.add(k), pa2 = in(reg) a.byte_add(16 * lda).add(k),
-                pb0 = in(reg) b0.add(k * 16), pb1 = in(reg) b1.add(k * 16),
-                lda = in(reg) lda, s64 = in(reg) 64usize,
+                pa = in(reg) a.add(s * 1024),
+                pb = in(reg) b.add(s * 1024),
+                s64 = in(reg) 64usize,
                 options(nostack, readonly),
             );
-            k += 32;
         }
         asm!(
-            "tilestored [{c00} + {ldc}*1], tmm0",
-            "tilestored [{c01} + {ldc}*1], tmm1",
-            "tilestored [{c10} + {ldc}*1], tmm2",
-            "tilestored [{c11} + {ldc}*1], tmm3",
-            c00 = in(reg) c, c01 = in(reg) c01, c10 = in(reg) c10, c11 = in(reg) c11, ldc = in(reg) ldc,
+            "tilestored [{c} + {s64}*1], tmm0",
+            "tilestored [{c} + {s64}*1 + 1024], tmm1",
+            "tilestored [{c} + {s64}*1 + 2048], tmm2",
+            "tilestored [{c} + {s64}*1 + 3072], tmm3",
+            c = in(reg) c, s64 = in(reg) 64usize,
             options(nostack),
         );
     }

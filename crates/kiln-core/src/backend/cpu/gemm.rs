@@ -232,11 +232,8 @@ pub fn matmul(a: &Array, b: &Array, out: &OutSpec<'_>) -> Result<Data> {
                 && m * n * k >= 32 * 32 * 32
                 && super::amx::available() =>
         {
-            // AMX tiles multiply bf16 natively with f32 accumulation; round the result once.
-            let o32 = Data::contiguous(Buffer::alloc(numel(out.shape) * 4)?, out.shape);
-            amx_batched(a.shape(), &a.data(), b.shape(), &b.data(), batch, m, n, k, o32.ptr());
-            let o = Array::from_data(out.shape.to_vec(), Dtype::F32, o32.clone());
-            copy_into(&o, &o32, &data, out.dtype, 0, &row_major_strides(out.shape));
+            // AMX tiles multiply bf16 natively with f32 accumulation and round the result once.
+            amx_batched(a.shape(), &a.data(), b.shape(), &b.data(), batch, m, n, k, data.ptr());
         }
         Dtype::F16 | Dtype::BF16 => {
             // Widen both operands to f32, multiply, round the result once.
@@ -256,7 +253,19 @@ pub fn matmul(a: &Array, b: &Array, out: &OutSpec<'_>) -> Result<Data> {
     Ok(data)
 }
 
-/// The bf16 batched product on AMX tiles into the row-major f32 `out`.
+/// Batch offsets and (row, column) strides of the matrices of both operands,
+/// their batch dims broadcast to `batch`.
+type Layout = (Vec<isize>, [isize; 2], Vec<isize>, [isize; 2]);
+
+fn layout(a_shape: &[usize], ad: &Data, b_shape: &[usize], bd: &Data, batch: &[usize]) -> Layout {
+    let (na, nb) = (a_shape.len(), b_shape.len());
+    let (sa, sb) = (ad.strides(), bd.strides());
+    let a_bs = broadcast_strides(&a_shape[..na - 2], &sa[..na - 2], batch);
+    let b_bs = broadcast_strides(&b_shape[..nb - 2], &sb[..nb - 2], batch);
+    (batch_offsets(batch, &a_bs), [sa[na - 2], sa[na - 1]], batch_offsets(batch, &b_bs), [sb[nb - 2], sb[nb - 1]])
+}
+
+/// The bf16 batched product on AMX tiles into the row-major bf16 `out`.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 fn amx_batched(
@@ -268,22 +277,27 @@ fn amx_batched(
     m: usize,
     n: usize,
     k: usize,
-    out: *mut f32,
+    out: *mut half::bf16,
 ) {
     use super::amx::{gemm_bf16, Mat as AmxMat};
-    let (na, nb) = (a_shape.len(), b_shape.len());
-    let a_bs = broadcast_strides(&a_shape[..na - 2], &ad.strides()[..na - 2], batch);
-    let b_bs = broadcast_strides(&b_shape[..nb - 2], &bd.strides()[..nb - 2], batch);
-    let (a_off, b_off) = (batch_offsets(batch, &a_bs), batch_offsets(batch, &b_bs));
-    let (ap, bp) = (ad.ptr::<half::bf16>() as *const half::bf16, bd.ptr::<half::bf16>() as *const half::bf16);
-    for i in 0..a_off.len() {
+    let (a_off, [a_rs, a_cs], b_off, [b_rs, b_cs]) = layout(a_shape, ad, b_shape, bd, batch);
+    let (ap, bp) = (SendPtr(ad.ptr::<half::bf16>()), SendPtr(bd.ptr::<half::bf16>()));
+    let outp = SendPtr(out);
+    let run = |i: usize, parallel: bool| {
         // SAFETY: the offsets and strides address the operands' own views (validated shapes);
         // batch i writes only its m×n block of `out`; AMX availability was checked by the caller.
         unsafe {
-            let a = AmxMat { ptr: ap.offset(a_off[i]), rs: ad.strides()[na - 2], cs: ad.strides()[na - 1] };
-            let b = AmxMat { ptr: bp.offset(b_off[i]), rs: bd.strides()[nb - 2], cs: bd.strides()[nb - 1] };
-            gemm_bf16(m, n, k, a, b, out.add(i * m * n), n, false);
+            let a = AmxMat { ptr: ap.get().offset(a_off[i]), rs: a_rs, cs: a_cs };
+            let b = AmxMat { ptr: bp.get().offset(b_off[i]), rs: b_rs, cs: b_cs };
+            gemm_bf16(m, n, k, a, b, outp.get().add(i * m * n), n, parallel);
         }
+    };
+    let nb = a_off.len();
+    if nb >= 2 && num_threads() > 1 && m * n * k < 256 * 256 * 256 {
+        // Many smaller products: one per task, each single-threaded.
+        parallel_for(nb, m * n * k, |r| r.for_each(|i| run(i, false)));
+    } else {
+        (0..nb).for_each(|i| run(i, true));
     }
 }
 
@@ -299,12 +313,10 @@ fn run_typed<T: GemmScalar>(
     k: usize,
     out: *mut T,
 ) {
-    let (na, nb) = (a_shape.len(), b_shape.len());
-    let a_bs = broadcast_strides(&a_shape[..na - 2], &ad.strides()[..na - 2], batch);
-    let b_bs = broadcast_strides(&b_shape[..nb - 2], &bd.strides()[..nb - 2], batch);
-    let a = Mat { ptr: ad.ptr::<T>() as *const T, rs: ad.strides()[na - 2], cs: ad.strides()[na - 1] };
-    let b = Mat { ptr: bd.ptr::<T>() as *const T, rs: bd.strides()[nb - 2], cs: bd.strides()[nb - 1] };
-    batched(m, n, k, a, &batch_offsets(batch, &a_bs), b, &batch_offsets(batch, &b_bs), out);
+    let (a_off, [a_rs, a_cs], b_off, [b_rs, b_cs]) = layout(a_shape, ad, b_shape, bd, batch);
+    let a = Mat { ptr: ad.ptr::<T>() as *const T, rs: a_rs, cs: a_cs };
+    let b = Mat { ptr: bd.ptr::<T>() as *const T, rs: b_rs, cs: b_cs };
+    batched(m, n, k, a, &a_off, b, &b_off, out);
 }
 
 /// Gathered batched matmul: output batch element `i` is
