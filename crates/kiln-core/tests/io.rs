@@ -119,6 +119,11 @@ fn gguf_quantized_types_match_the_gguf_package() {
         ("q4_k", GgmlType::Q4_K),
         ("q5_k", GgmlType::Q5_K),
         ("q6_k", GgmlType::Q6_K),
+        ("q2_k", GgmlType::Q2_K),
+        ("q3_k", GgmlType::Q3_K),
+        ("q8_k", GgmlType::Q8_K),
+        ("iq4_nl", GgmlType::IQ4_NL),
+        ("iq4_xs", GgmlType::IQ4_XS),
     ];
     for (name, ty) in types {
         let t = by_name[name];
@@ -525,7 +530,7 @@ fn lying_gguf_headers() {
         ("bad alignment", G::new(0, 1).s("general.alignment").u32(4).u32(3), "alignment"),
         ("too many dims", G::new(1, 0).tensor("a", &[1; 5], 0, 0).data(4), "dimensions"),
         ("unknown type", G::new(1, 0).tensor("a", &[4], 99, 0).data(16), "unsupported GGML type"),
-        ("Q2_K unsupported", G::new(1, 0).tensor("a", &[256], 10, 0).data(84), "unsupported GGML type"),
+        ("IQ2_XXS unsupported", G::new(1, 0).tensor("a", &[256], 16, 0).data(66), "unsupported GGML type 16"),
         ("misaligned", G::new(1, 0).tensor("a", &[4], 0, 4).data(32), "aligned"),
         ("out of bounds", G::new(1, 0).tensor("a", &[4], 0, 32).data(16), "outside"),
         ("partial block", G::new(1, 0).tensor("a", &[16], 2, 0).data(18), "blocks"),
@@ -743,4 +748,233 @@ fn io_speed() {
         );
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+// ------------------------------------------------------------------ ZIP64
+
+/// Arrays of several dtypes and sizes for the ZIP64 writer tests.
+fn zip_arrays() -> ArrayMap {
+    let mut rng = Rng::new(11);
+    let mut m = ArrayMap::new();
+    m.insert("big".into(), rng.array(&[40, 30], -1.0, 1.0));
+    m.insert("small".into(), Array::from_slice(&[1i32, -2, 3], &[3]).unwrap());
+    m.insert("scalar".into(), Array::scalar(2.5f64));
+    m.insert("empty".into(), ops::zeros(&[0, 3], Dtype::F16).unwrap());
+    m
+}
+
+#[test]
+fn zip64_npz_round_trips() {
+    let arrays = zip_arrays();
+    let limits = [
+        io::Zip64Limits { size: 0, count: 0 },       // every field ZIP64
+        io::Zip64Limits { size: 300, count: 100 },   // some entries and offsets
+        io::Zip64Limits { size: 1 << 40, count: 2 }, // only the entry count
+        io::Zip64Limits::default(),                  // classic
+    ];
+    for (i, l) in limits.into_iter().enumerate() {
+        for compressed in [false, true] {
+            let bytes = io::npz_bytes_with_limits(&arrays, compressed, l).unwrap();
+            let zip64 = bytes.windows(4).any(|w| w == [0x50, 0x4b, 0x06, 0x06]);
+            assert_eq!(zip64, i < 3, "limits {l:?}: ZIP64 end record present");
+            let back = io::load_npz_bytes(bytes).unwrap();
+            assert_same(&format!("zip64 {l:?} {compressed}"), &arrays, &back);
+        }
+    }
+    // save_npz streams the same bytes the in-memory writer produces.
+    let dir = tmpdir("zip64same");
+    io::save_npz(dir.join("a.npz"), &arrays, true).unwrap();
+    let want = io::npz_bytes_with_limits(&arrays, true, io::Zip64Limits::default()).unwrap();
+    assert_eq!(std::fs::read(dir.join("a.npz")).unwrap(), want);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn npz_with_65536_entries_uses_zip64_and_loads_in_numpy() {
+    let n = 65536usize;
+    let arrays: ArrayMap = (0..n).map(|i| (format!("a{i}"), Array::scalar(i as i32))).collect();
+    let dir = tmpdir("zip64many");
+    let p = dir.join("many.npz");
+    io::save_npz(&p, &arrays, false).unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    let eocd = bytes.len() - 22;
+    assert_eq!(&bytes[eocd..eocd + 4], &[0x50, 0x4b, 0x05, 0x06]);
+    assert_eq!(u16::from_le_bytes([bytes[eocd + 10], bytes[eocd + 11]]), 0xFFFF, "count saturates");
+    let back = io::load_npz(&p).unwrap();
+    assert_eq!(back.len(), n);
+    assert_eq!(back["a65535"].item::<i32>().unwrap(), 65535);
+    // Python's zipfile and NumPy read it (when the reference venv exists).
+    zip64_python_check(&p, "a65535", &serde_json::json!([65535]));
+    // Exactly 65535 entries in the classic format (as Python's zipfile writes
+    // them): a saturated count without a ZIP64 locator is read as is.
+    let mut arrays = arrays;
+    arrays.remove("a0");
+    let classic = io::npz_bytes_with_limits(&arrays, false, io::Zip64Limits { size: 0xFFFF_FFFF, count: 0x10000 });
+    let classic = classic.unwrap();
+    assert!(!classic.windows(4).any(|w| w == [0x50, 0x4b, 0x06, 0x06]));
+    assert_eq!(io::load_npz_bytes(classic).unwrap().len(), 65535);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn zip64_npz_loads_in_python() {
+    let arrays = zip_arrays();
+    let dir = tmpdir("zip64py");
+    for compressed in [false, true] {
+        let p = dir.join(format!("z{compressed}.npz"));
+        let bytes = io::npz_bytes_with_limits(&arrays, compressed, io::Zip64Limits { size: 300, count: 2 }).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+        let want = Value::from(arrays["big"].to_vec::<f64>().unwrap());
+        zip64_python_check(&p, "big", &want);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Checks with Python's `zipfile` (CRCs, ZIP64 records) and NumPy that `p`
+/// holds `key` with these values.
+fn zip64_python_check(p: &std::path::Path, key: &str, values: &Value) {
+    let py = PathBuf::from("/work/refvenv/bin/python");
+    if !py.exists() {
+        println!("note: /work/refvenv/bin/python not found; skipping the Python ZIP64 check");
+        return;
+    }
+    let script = r#"
+import json, sys, zipfile, numpy as np
+p, key, want = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+with zipfile.ZipFile(p) as z:
+    assert z.testzip() is None
+    n = len(z.infolist())
+with np.load(p) as f:
+    got = f[key].ravel().tolist()
+    assert np.allclose(got, want, rtol=0, atol=0), (got[:4], want[:4])
+print("ZIP_OK", n)
+"#;
+    let out =
+        std::process::Command::new(py).arg("-c").arg(script).arg(p).arg(key).arg(values.to_string()).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("ZIP_OK"), "Python failed to read {}:\n{text}", p.display());
+}
+
+// ------------------------------------------- files changed after loading
+
+#[test]
+fn truncated_or_rewritten_file_after_load_is_an_error_not_sigbus() {
+    let dir = tmpdir("changed");
+    let p = dir.join("a.safetensors");
+    let mut rng = Rng::new(3);
+    let arrays: ArrayMap = [("x".to_string(), rng.array(&[256, 64], -1.0, 1.0))].into();
+    io::save_safetensors(&p, &arrays, &BTreeMap::new()).unwrap();
+    // Untouched: loads through the mapping and evaluates.
+    let (m, _) = io::load_safetensors(&p).unwrap();
+    assert_eq!(bits(&m["x"]), bits(&arrays["x"]));
+    // Truncated after loading: an error at eval.
+    let (m, _) = io::load_safetensors(&p).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.set_len(100).unwrap();
+    let e = m["x"].eval().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io, "{e}");
+    assert!(e.to_string().contains("truncated or modified"), "{e}");
+    // Rewritten in place with the same size: an error too.
+    io::save_safetensors(&p, &arrays, &BTreeMap::new()).unwrap();
+    let (m, _) = io::load_safetensors(&p).unwrap();
+    let (g, _) = io::load_gguf_bytes(std::fs::read(fixture("quants.gguf")).unwrap()).unwrap();
+    let g = g["q4_k"].clone();
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.seek(std::io::SeekFrom::End(-4)).unwrap();
+        f.write_all(&[1, 2, 3, 4]).unwrap();
+        // mtime granularity can be coarse: make the change visible.
+        f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+    }
+    let e = m["x"].eval().unwrap_err();
+    assert!(e.to_string().contains("truncated or modified"), "{e}");
+    g.eval().unwrap(); // in-memory sources are unaffected
+                       // Compressed npz and quantized gguf read through the same guard.
+    let q = dir.join("q.gguf");
+    std::fs::copy(fixture("quants.gguf"), &q).unwrap();
+    let (m, _) = io::load_gguf(&q).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&q).unwrap().set_len(64).unwrap();
+    assert!(m["q4_k"].eval().unwrap_err().to_string().contains("truncated or modified"));
+    let z = dir.join("c.npz");
+    io::save_npz(&z, &arrays, true).unwrap();
+    let m = io::load_npz(&z).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&z).unwrap().set_len(64).unwrap();
+    assert!(m["x"].eval().unwrap_err().to_string().contains("truncated or modified"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+// ------------------------------------------------ fuzzing regressions
+
+/// An empty tensor whose other dimensions multiply past `usize`: its strides
+/// would overflow (found by reasoning while setting up the fuzzers).
+#[test]
+fn empty_tensor_with_huge_dims_is_rejected() {
+    use io::Format::Safetensors as S;
+    let h = r#"{"a":{"dtype":"F32","shape":[0,4294967296,4294967296],"data_offsets":[0,0]}}"#;
+    assert_io_err("zero-size, huge dims", S, &st(h, 0), "too many elements");
+    let npy = |shape: &str| {
+        let hd = format!("{{'descr': '<f4', 'fortran_order': True, 'shape': {shape}, }}");
+        let mut v = b"\x93NUMPY\x01\x00".to_vec();
+        v.extend_from_slice(&(hd.len() as u16).to_le_bytes());
+        v.extend_from_slice(hd.as_bytes());
+        v
+    };
+    assert_io_err(
+        "npy zero-size, huge dims",
+        io::Format::Npy,
+        &npy("(4294967296, 0, 4294967296)"),
+        "too many elements",
+    );
+    try_all(io::Format::Npy, &npy("(3, 0, 5)")).unwrap();
+    let many_keys = format!("{{{}}}", (0..40).map(|i| format!("'k{i}': 1, ")).collect::<String>());
+    let mut v = b"\x93NUMPY\x01\x00".to_vec();
+    v.extend_from_slice(&(many_keys.len() as u16).to_le_bytes());
+    v.extend_from_slice(many_keys.as_bytes());
+    assert_io_err("npy dict with many keys", io::Format::Npy, &v, "too many keys");
+}
+
+/// Writes Kiln-written seed files for the fuzzers into `$KILN_FUZZ_SEEDS/<target>/`
+/// (run with `--ignored`; see fuzz/README.md).
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let Some(root) = std::env::var_os("KILN_FUZZ_SEEDS").map(PathBuf::from) else {
+        println!("set KILN_FUZZ_SEEDS to write fuzz seeds");
+        return;
+    };
+    let arrays = every_dtype();
+    let dir = |t: &str| {
+        let d = root.join(t);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    for (k, a) in &arrays {
+        std::fs::write(dir("npy").join(format!("kiln_{k}.npy")), io::to_npy_bytes(a).unwrap()).unwrap();
+    }
+    let small: ArrayMap = arrays.iter().take(4).map(|(k, a)| (k.clone(), a.clone())).collect();
+    for compressed in [false, true] {
+        io::save_npz(dir("npz").join(format!("kiln_{compressed}.npz")), &arrays, compressed).unwrap();
+        let z64 = io::npz_bytes_with_limits(&small, compressed, io::Zip64Limits { size: 0, count: 0 }).unwrap();
+        std::fs::write(dir("npz").join(format!("kiln_zip64_{compressed}.npz")), z64).unwrap();
+    }
+    let meta: BTreeMap<String, String> = [("k".to_string(), "v".to_string())].into();
+    io::save_safetensors(dir("safetensors").join("kiln.safetensors"), &arrays, &meta).unwrap();
+    io::save_safetensors(dir("safetensors").join("kiln_small.safetensors"), &small, &BTreeMap::new()).unwrap();
+    let g: ArrayMap = arrays
+        .iter()
+        .filter(|(_, a)| a.ndim() > 0 && a.ndim() <= 4)
+        .filter(|(_, a)| {
+            matches!(a.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64 | Dtype::I8 | Dtype::I32)
+        })
+        .map(|(k, a)| (k.clone(), a.clone()))
+        .collect();
+    use GgufValue as V;
+    let gm: BTreeMap<String, GgufValue> = [
+        ("s".to_string(), V::String("str".into())),
+        ("a".to_string(), V::Array(vec![V::F32(1.5), V::F32(2.5)])),
+        ("n".to_string(), V::Array(vec![V::Array(vec![V::U8(1)]), V::Array(vec![])])),
+    ]
+    .into();
+    io::save_gguf(dir("gguf").join("kiln.gguf"), &g, &gm).unwrap();
 }

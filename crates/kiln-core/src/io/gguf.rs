@@ -4,11 +4,14 @@
 //! Reads versions 2 and 3 and every metadata value type (numbers, bools,
 //! strings and nested arrays). Tensor types F32, F16, BF16, F64, I8, I16,
 //! I32 and I64 load as their own dtypes; the block-quantized types Q4_0,
-//! Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q4_K, Q5_K and Q6_K are
-//! **dequantized to float32** at eval time (MLX converts Q4_0/Q4_1/Q8_0 to
-//! affine-quantized triples and other quantizations to float16; Kiln keeps
-//! full precision). [`read_gguf`] exposes each tensor's type, shape and raw
-//! bytes ([`GgufTensor`]) for callers that want the quantized blocks.
+//! Q4_1, Q5_0, Q5_1, Q8_0, the K-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and
+//! Q8_K, and the non-linear IQ4_NL and IQ4_XS are **dequantized to float32**
+//! at eval time, matching the `gguf` Python package's `gguf.quants` (MLX
+//! converts Q4_0/Q4_1/Q8_0 to affine-quantized triples and other
+//! quantizations to float16; Kiln keeps full precision). Other GGML types
+//! are rejected with an error naming the type id. [`read_gguf`] exposes each
+//! tensor's type, shape and raw bytes ([`GgufTensor`]) for callers that want
+//! the quantized blocks.
 //!
 //! GGML lists dimensions fastest-first; Kiln shapes are the reverse, as in MLX.
 
@@ -49,6 +52,16 @@ pub enum GgmlType {
     Q5_K,
     /// 256 6-bit values in 16 sub-blocks with 8-bit scales (210 bytes).
     Q6_K,
+    /// 256 2-bit values in 16 sub-blocks with 4-bit scales and minimums (84 bytes).
+    Q2_K,
+    /// 256 3-bit values in 16 sub-blocks with 6-bit scales (110 bytes).
+    Q3_K,
+    /// 256 8-bit values and a float32 scale, plus 16 partial sums (292 bytes).
+    Q8_K,
+    /// 32 4-bit indices into a fixed non-linear table and a float16 scale (18 bytes).
+    IQ4_NL,
+    /// 256 4-bit non-linear indices in 8 sub-blocks with 6-bit scales (136 bytes).
+    IQ4_XS,
     /// int8.
     I8,
     /// int16.
@@ -78,6 +91,11 @@ impl GgmlType {
             12 => Q4_K,
             13 => Q5_K,
             14 => Q6_K,
+            10 => Q2_K,
+            11 => Q3_K,
+            15 => Q8_K,
+            20 => IQ4_NL,
+            23 => IQ4_XS,
             24 => I8,
             25 => I16,
             26 => I32,
@@ -101,6 +119,11 @@ impl GgmlType {
             Q4_K => 12,
             Q5_K => 13,
             Q6_K => 14,
+            Q2_K => 10,
+            Q3_K => 11,
+            Q8_K => 15,
+            IQ4_NL => 20,
+            IQ4_XS => 23,
             I8 => 24,
             I16 => 25,
             I32 => 26,
@@ -113,8 +136,8 @@ impl GgmlType {
     pub fn block_size(self) -> usize {
         use GgmlType::*;
         match self {
-            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 => 32,
-            Q4_K | Q5_K | Q6_K => 256,
+            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4_NL => 32,
+            Q4_K | Q5_K | Q6_K | Q2_K | Q3_K | Q8_K | IQ4_XS => 256,
             _ => 1,
         }
     }
@@ -130,6 +153,11 @@ impl GgmlType {
             Q4_K => 144,
             Q5_K => 176,
             Q6_K => 210,
+            Q2_K => 84,
+            Q3_K => 110,
+            Q8_K => 292,
+            IQ4_NL => 18,
+            IQ4_XS => 136,
             I8 => 1,
             F16 | BF16 | I16 => 2,
             F32 | I32 => 4,
@@ -487,6 +515,9 @@ fn parse(src: &Arc<Source>) -> Result<GgufFile> {
     Ok(GgufFile { version, alignment, metadata, tensors })
 }
 
+/// The non-linear 4-bit code book of IQ4_NL and IQ4_XS.
+const IQ4_VALUES: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
 fn h(b: &[u8], i: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
 }
@@ -577,6 +608,66 @@ fn dequant_block(t: GgmlType, b: &[u8], y: &mut [f32]) {
                     y[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
                     y[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
                     y[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+                }
+            }
+        }
+        Q2_K => {
+            // scales[16] (low nibble: scale, high: minimum), qs[64], d, dmin.
+            let (sc, qs) = (&b[0..16], &b[16..80]);
+            let (d, dmin) = (h(b, 80), h(b, 82));
+            for (i, v) in y[..256].iter_mut().enumerate() {
+                let (half, shift, l) = (i / 128, (i / 32) % 4, i % 32);
+                let q = (qs[32 * half + l] >> (2 * shift)) & 3;
+                let s = sc[i / 16];
+                let (dl, ml) = (d * (s & 0xF) as f32, dmin * (s >> 4) as f32);
+                *v = dl * q as f32 - ml;
+            }
+        }
+        Q3_K => {
+            // hmask[32], qs[64], 16 6-bit scales packed in 12 bytes, d.
+            let (hmask, qs, sc) = (&b[0..32], &b[32..96], &b[96..108]);
+            let d = h(b, 108);
+            let mut dl = [0f32; 16];
+            for (j, o) in dl.iter_mut().enumerate() {
+                let lo = if j < 8 { sc[j] & 0xF } else { sc[j - 8] >> 4 };
+                let hi = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
+                *o = d * ((lo | (hi << 4)) as i8 - 32) as f32;
+            }
+            for (i, v) in y[..256].iter_mut().enumerate() {
+                let (half, shift, l) = (i / 128, (i / 32) % 4, i % 32);
+                let lo = ((qs[32 * half + l] >> (2 * shift)) & 3) as i8;
+                // The high bit *clear* subtracts 4.
+                let hbit = (hmask[l] >> (4 * half + shift)) & 1;
+                let q = lo - (((hbit ^ 1) << 2) as i8);
+                *v = dl[i / 16] * q as f32;
+            }
+        }
+        Q8_K => {
+            let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            for (v, &q) in y[..256].iter_mut().zip(&b[4..260]) {
+                *v = d * (q as i8) as f32;
+            }
+        }
+        IQ4_NL => {
+            let d = h(b, 0);
+            for l in 0..16 {
+                y[l] = d * IQ4_VALUES[(b[2 + l] & 0xF) as usize] as f32;
+                y[l + 16] = d * IQ4_VALUES[(b[2 + l] >> 4) as usize] as f32;
+            }
+        }
+        IQ4_XS => {
+            // d, scales_h (u16: 2 bits per sub-block), scales_l[4] (nibbles), qs[128].
+            let d = h(b, 0);
+            let sh = u16::from_le_bytes([b[2], b[3]]);
+            let (sl, qs) = (&b[4..8], &b[8..136]);
+            for ib in 0..8 {
+                let lo = (sl[ib / 2] >> (4 * (ib % 2))) & 0xF;
+                let hi = ((sh >> (2 * ib)) & 3) as u8;
+                let dl = d * ((lo | (hi << 4)) as i8 - 32) as f32;
+                let (q, y) = (&qs[16 * ib..16 * ib + 16], &mut y[32 * ib..32 * ib + 32]);
+                for l in 0..16 {
+                    y[l] = dl * IQ4_VALUES[(q[l] & 0xF) as usize] as f32;
+                    y[l + 16] = dl * IQ4_VALUES[(q[l] >> 4) as usize] as f32;
                 }
             }
         }

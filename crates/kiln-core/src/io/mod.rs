@@ -24,7 +24,7 @@ pub use gguf::{
 };
 pub use mmap::Source;
 pub use npy::{load_npy, load_npy_bytes, save_npy, to_npy_bytes};
-pub use npz::{load_npz, load_npz_bytes, save_npz};
+pub use npz::{load_npz, load_npz_bytes, npz_bytes_with_limits, save_npz, Zip64Limits};
 pub use safetensors::{load_safetensors, load_safetensors_bytes, save_safetensors};
 
 use crate::array::{Array, Data};
@@ -176,11 +176,16 @@ impl<'a> Cursor<'a> {
 }
 
 /// Bytes of `numel` elements of `dtype`, checked against overflow.
+///
+/// The product of the non-zero dimensions must fit too: an empty array of
+/// shape `(0, 2^40, 2^40)` holds no bytes, but its strides would overflow.
 pub(crate) fn checked_nbytes(op: &str, name: &str, shape: &[usize], itemsize: usize) -> Result<usize> {
+    let limit = isize::MAX as usize / 16;
+    let nonzero = shape.iter().filter(|&&d| d != 0).try_fold(itemsize.max(1), |acc, &d| acc.checked_mul(d));
     shape
         .iter()
         .try_fold(itemsize, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= isize::MAX as usize / 16)
+        .filter(|&n| n <= limit && nonzero.is_some_and(|z| z <= limit))
         .ok_or_else(|| io_err(op, format!("Malformed file {name}: shape {shape:?} has too many elements.")))
 }
 
@@ -250,22 +255,34 @@ impl Primitive for Load {
     fn eval(&self, _backend: &dyn Backend, _inputs: &[Array], outputs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
         let out = &outputs[0];
         let nbytes = crate::shape::numel(out.shape) * out.dtype.size();
-        let raw = &self.source.bytes()[self.offset..self.offset + self.len];
-        let inflated;
-        let bytes: &[u8] = match self.inflate {
-            Some(inf) => {
-                inflated = npz::inflate(raw, inf, self.op, self.source.name())?;
-                inflated.get(inf.skip..).unwrap_or(&[])
-            }
-            None => raw,
-        };
         let buf = Buffer::alloc(nbytes)?;
         // SAFETY: the buffer owns `nbytes` writable bytes and nothing else refers to it yet.
         let dst = unsafe { std::slice::from_raw_parts_mut(buf.as_ptr(), nbytes) };
+        // Plain elements are read straight into the output (no staging copy).
+        let direct = self.inflate.is_none() && matches!(self.decode, Decode::Raw { .. });
+        let raw = if direct {
+            if self.len < nbytes {
+                return Err(self.short(self.len, nbytes));
+            }
+            self.source.read_at(self.offset, dst, self.op)?;
+            std::borrow::Cow::Borrowed(&[][..])
+        } else {
+            self.source.range(self.offset, self.len, self.op)?
+        };
+        let inflated;
+        let bytes: &[u8] = match self.inflate {
+            Some(inf) => {
+                inflated = npz::inflate(&raw, inf, self.op, self.source.name())?;
+                inflated.get(inf.skip..).unwrap_or(&[])
+            }
+            None => &raw,
+        };
         match self.decode {
             Decode::Raw { swap } => {
-                let src = bytes.get(..nbytes).ok_or_else(|| self.short(bytes.len(), nbytes))?;
-                dst.copy_from_slice(src);
+                if !direct {
+                    let src = bytes.get(..nbytes).ok_or_else(|| self.short(bytes.len(), nbytes))?;
+                    dst.copy_from_slice(src);
+                }
                 if swap {
                     let w = if out.dtype == Dtype::C64 { 4 } else { out.dtype.size() };
                     dst.chunks_exact_mut(w).for_each(|c| c.reverse());

@@ -242,6 +242,10 @@ impl Lit<'_> {
                 self.i += 1;
                 let mut items = Vec::new();
                 while !self.eat(b'}') {
+                    // A header has three keys; a long dict only costs time.
+                    if items.len() >= 16 {
+                        return Err("too many keys".into());
+                    }
                     let Value::Str(k) = self.value(depth + 1)? else { return Err("keys must be strings".into()) };
                     if !self.eat(b':') {
                         return Err("expected ':'".into());

@@ -8,9 +8,10 @@
 //! the array is evaluated. Inflated sizes are bounded by deflate's maximum
 //! ratio over the compressed bytes actually present, so a lying size cannot
 //! trigger a huge allocation. Writing produces stored entries (`savez`) or
-//! deflated ones (`savez_compressed`); archives over 4 GiB are not written.
+//! deflated ones (`savez_compressed`), with ZIP64 records where the classic
+//! format's 4 GiB or 65535-entry limits are reached.
 
-use super::{io_err, npy, write_file, ArrayMap, Cursor, Inflate, Load, Source};
+use super::{io_err, npy, ArrayMap, Cursor, Inflate, Load, Source};
 use crate::array::Array;
 use crate::error::Result;
 use std::path::Path;
@@ -54,14 +55,13 @@ fn parse(src: &Arc<Source>) -> Result<ArrayMap> {
     let mut count = c.u16()? as u64;
     let mut cd_size = c.u32()? as u64;
     let mut cd_off = c.u32()? as u64;
-    if count == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_off == 0xFFFF_FFFF {
-        // ZIP64: a locator just before the record points at the ZIP64 record.
-        let loc = eocd.checked_sub(20).ok_or_else(|| c.err("ZIP64 locator missing"))?;
-        c.pos = loc;
-        if c.u32()? != 0x07064b50 {
-            return Err(c.err("ZIP64 locator missing"));
-        }
-        c.pos += 4;
+    // ZIP64: a locator just before the record points at the ZIP64 record.
+    // Without one, saturated values are real (Python's zipfile writes exactly
+    // 65535 entries in the classic format).
+    let saturated = count == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_off == 0xFFFF_FFFF;
+    let locator = eocd.checked_sub(20).filter(|&l| data[l..l + 4] == [0x50, 0x4b, 0x06, 0x07]);
+    if let (true, Some(loc)) = (saturated, locator) {
+        c.pos = loc + 8;
         let rec = c.len64()?;
         if rec > data.len() {
             return Err(c.err("ZIP64 record offset out of bounds"));
@@ -240,37 +240,95 @@ pub(crate) fn crc32(data: &[u8]) -> u32 {
     !data.iter().fold(!0u32, |c, &b| CRC_TABLE[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8))
 }
 
+/// When the zip writer switches to ZIP64 records: sizes and offsets at or
+/// above `size`, or at least `count` entries (the classic format's limits by
+/// default; smaller in tests so that ZIP64 archives can be written small).
+#[derive(Clone, Copy, Debug)]
+#[doc(hidden)]
+pub struct Zip64Limits {
+    /// Sizes and offsets from this value on use ZIP64 fields.
+    pub size: u64,
+    /// Entry counts from this value on use the ZIP64 end records.
+    pub count: u64,
+}
+
+impl Default for Zip64Limits {
+    fn default() -> Self {
+        Zip64Limits { size: 0xFFFF_FFFF, count: 0xFFFF }
+    }
+}
+
 /// Saves arrays as `.npz` (MLX's `mx.savez`, or `mx.savez_compressed` when
 /// `compressed`): each array becomes the entry `name.npy`. Appends `.npz`
-/// when `path` lacks it, as MLX does.
+/// when `path` lacks it, as MLX does. Entries or archives over 4 GiB and
+/// archives of 65535 entries or more get ZIP64 records, as Python's
+/// `zipfile` writes them. The archive is streamed to the file.
 pub fn save_npz(path: impl AsRef<Path>, arrays: &ArrayMap, compressed: bool) -> Result<()> {
-    const W: &str = "save_npz";
     let mut p = path.as_ref().to_path_buf();
     if p.extension().and_then(|e| e.to_str()) != Some("npz") {
         let mut s = p.into_os_string();
         s.push(".npz");
         p = s.into();
     }
+    let file = std::fs::File::create(&p).map_err(|e| io_err(W, format!("Cannot write file {}: {e}.", p.display())))?;
+    let mut w = std::io::BufWriter::new(file);
+    write_npz(&mut w, arrays, compressed, Zip64Limits::default(), &p.display().to_string())?;
+    std::io::Write::flush(&mut w).map_err(|e| io_err(W, format!("Cannot write file {}: {e}.", p.display())))
+}
+
+/// The `.npz` image of `arrays`, switching to ZIP64 records at `limits`
+/// (for tests of the ZIP64 writer; [`save_npz`] uses the format's limits).
+#[doc(hidden)]
+pub fn npz_bytes_with_limits(arrays: &ArrayMap, compressed: bool, limits: Zip64Limits) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    let mut central = Vec::new();
-    let too_big = || io_err(W, "Archives over 4 GiB (ZIP64) are not supported for writing.");
-    if arrays.len() >= 0xFFFF {
-        return Err(io_err(W, "Too many arrays for a zip archive (65535 at most)."));
+    write_npz(&mut out, arrays, compressed, limits, "<npz bytes>")?;
+    Ok(out)
+}
+
+const W: &str = "save_npz";
+
+/// A writer that counts the bytes written.
+struct Counted<'a, T: std::io::Write> {
+    w: &'a mut T,
+    pos: u64,
+    name: &'a str,
+}
+
+impl<T: std::io::Write> Counted<'_, T> {
+    fn put(&mut self, b: &[u8]) -> Result<()> {
+        self.w.write_all(b).map_err(|e| io_err(W, format!("Cannot write file {}: {e}.", self.name)))?;
+        self.pos += b.len() as u64;
+        Ok(())
     }
+}
+
+fn write_npz<T: std::io::Write>(
+    w: &mut T,
+    arrays: &ArrayMap,
+    compressed: bool,
+    limits: Zip64Limits,
+    fname_for_errors: &str,
+) -> Result<()> {
+    let mut out = Counted { w, pos: 0, name: fname_for_errors };
+    let mut central = Vec::new();
+    let big = |v: u64| v >= limits.size;
+    // A field of the classic record: the value, or 0xFFFFFFFF when the ZIP64
+    // extra field carries it.
+    let field = |v: u64| if big(v) { u32::MAX } else { v as u32 };
     for (name, a) in arrays {
         let npy = npy::to_npy_bytes(a)?;
         let crc = crc32(&npy);
-        let ulen = npy.len();
+        let ulen = npy.len() as u64;
         let (method, body) = if compressed { (8u16, miniz_oxide::deflate::compress_to_vec(&npy, 6)) } else { (0, npy) };
+        let clen = body.len() as u64;
         let fname = format!("{name}.npy");
-        let u32_of = |v: usize| u32::try_from(v).ok().filter(|&v| v != u32::MAX).ok_or_else(too_big);
-        let local = u32_of(out.len())?;
-        let usz = u32_of(ulen)?;
-        let csz = u32_of(body.len())?;
+        let local = out.pos;
         let nlen = u16::try_from(fname.len()).map_err(|_| io_err(W, "Array name too long for a zip entry."))?;
-        // Local file header.
-        let fixed = |v: &mut Vec<u8>| {
-            v.extend_from_slice(&20u16.to_le_bytes()); // version needed
+        // Local header: both sizes go to the ZIP64 field when either is large.
+        let local64 = big(ulen) || big(clen);
+        let version: u16 = if local64 || big(local) { 45 } else { 20 };
+        let fixed = |v: &mut Vec<u8>, csz: u32, usz: u32, elen: u16| {
+            v.extend_from_slice(&version.to_le_bytes()); // version needed
             v.extend_from_slice(&0u16.to_le_bytes()); // flags
             v.extend_from_slice(&method.to_le_bytes());
             v.extend_from_slice(&0u16.to_le_bytes()); // time
@@ -279,30 +337,68 @@ pub fn save_npz(path: impl AsRef<Path>, arrays: &ArrayMap, compressed: bool) -> 
             v.extend_from_slice(&csz.to_le_bytes());
             v.extend_from_slice(&usz.to_le_bytes());
             v.extend_from_slice(&nlen.to_le_bytes());
-            v.extend_from_slice(&0u16.to_le_bytes()); // extra length
+            v.extend_from_slice(&elen.to_le_bytes());
         };
-        out.extend_from_slice(&0x04034b50u32.to_le_bytes());
-        fixed(&mut out);
-        out.extend_from_slice(fname.as_bytes());
-        out.extend_from_slice(&body);
-        // Central directory entry.
+        let mut head = Vec::with_capacity(64 + fname.len());
+        head.extend_from_slice(&0x04034b50u32.to_le_bytes());
+        if local64 {
+            fixed(&mut head, u32::MAX, u32::MAX, 20);
+            head.extend_from_slice(fname.as_bytes());
+            head.extend_from_slice(&1u16.to_le_bytes());
+            head.extend_from_slice(&16u16.to_le_bytes());
+            head.extend_from_slice(&ulen.to_le_bytes());
+            head.extend_from_slice(&clen.to_le_bytes());
+        } else {
+            fixed(&mut head, clen as u32, ulen as u32, 0);
+            head.extend_from_slice(fname.as_bytes());
+        }
+        out.put(&head)?;
+        out.put(&body)?;
+        // Central directory entry: the ZIP64 field holds exactly the saturated
+        // values, in the order uncompressed size, compressed size, offset.
+        let extra: Vec<u8> = [ulen, clen, local].iter().filter(|&&v| big(v)).flat_map(|v| v.to_le_bytes()).collect();
         central.extend_from_slice(&0x02014b50u32.to_le_bytes());
-        central.extend_from_slice(&20u16.to_le_bytes()); // version made by
-        fixed(&mut central);
+        central.extend_from_slice(&version.to_le_bytes()); // version made by
+        let elen = if extra.is_empty() { 0 } else { 4 + extra.len() as u16 };
+        fixed(&mut central, field(clen), field(ulen), elen);
         central.extend_from_slice(&[0u8; 8]); // comment length, disk, internal and
         central.extend_from_slice(&0u32.to_le_bytes()[..2]); // external attributes
-        central.extend_from_slice(&local.to_le_bytes());
+        central.extend_from_slice(&field(local).to_le_bytes());
         central.extend_from_slice(fname.as_bytes());
+        if !extra.is_empty() {
+            central.extend_from_slice(&1u16.to_le_bytes());
+            central.extend_from_slice(&(extra.len() as u16).to_le_bytes());
+            central.extend_from_slice(&extra);
+        }
     }
-    let cd_off = u32::try_from(out.len()).map_err(|_| too_big())?;
-    let cd_size = u32::try_from(central.len()).map_err(|_| too_big())?;
-    out.extend_from_slice(&central);
-    out.extend_from_slice(&0x06054b50u32.to_le_bytes());
-    out.extend_from_slice(&[0u8; 4]);
-    out.extend_from_slice(&(arrays.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(arrays.len() as u16).to_le_bytes());
-    out.extend_from_slice(&cd_size.to_le_bytes());
-    out.extend_from_slice(&cd_off.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    write_file(W, &p, &out)
+    let (count, cd_off, cd_size) = (arrays.len() as u64, out.pos, central.len() as u64);
+    out.put(&central)?;
+    let mut tail = Vec::new();
+    if count >= limits.count || big(cd_off) || big(cd_size) {
+        let rec = out.pos;
+        // ZIP64 end of central directory record.
+        tail.extend_from_slice(&0x06064b50u32.to_le_bytes());
+        tail.extend_from_slice(&44u64.to_le_bytes()); // size of the rest
+        tail.extend_from_slice(&45u16.to_le_bytes()); // version made by
+        tail.extend_from_slice(&45u16.to_le_bytes()); // version needed
+        tail.extend_from_slice(&[0u8; 8]); // this disk, disk with the directory
+        tail.extend_from_slice(&count.to_le_bytes());
+        tail.extend_from_slice(&count.to_le_bytes());
+        tail.extend_from_slice(&cd_size.to_le_bytes());
+        tail.extend_from_slice(&cd_off.to_le_bytes());
+        // ZIP64 end of central directory locator.
+        tail.extend_from_slice(&0x07064b50u32.to_le_bytes());
+        tail.extend_from_slice(&0u32.to_le_bytes());
+        tail.extend_from_slice(&rec.to_le_bytes());
+        tail.extend_from_slice(&1u32.to_le_bytes());
+    }
+    let count16 = if count >= limits.count { 0xFFFF } else { count as u16 };
+    tail.extend_from_slice(&0x06054b50u32.to_le_bytes());
+    tail.extend_from_slice(&[0u8; 4]);
+    tail.extend_from_slice(&count16.to_le_bytes());
+    tail.extend_from_slice(&count16.to_le_bytes());
+    tail.extend_from_slice(&field(cd_size).to_le_bytes());
+    tail.extend_from_slice(&field(cd_off).to_le_bytes());
+    tail.extend_from_slice(&0u16.to_le_bytes());
+    out.put(&tail)
 }

@@ -2,14 +2,14 @@
 
 Run from the repository root:
     /work/refvenv/bin/python crates/kiln-core/tests/golden/gen_io.py       # MLX/NumPy files
-    .venv/bin/python crates/kiln-core/tests/golden/gen_io.py --gguf-quants # gguf-package files
+    /work/refvenv/bin/python crates/kiln-core/tests/golden/gen_io.py --gguf-quants  # needs `pip install gguf` (0.19.0)
 
 The first pass writes files with MLX 0.32.4 (mx.save, mx.savez,
 mx.savez_compressed, mx.save_safetensors, mx.save_gguf) and NumPy (Fortran
 order, big-endian), and `expected.json` with their exact values. The second
 pass (needs the `gguf` PyPI package) writes `quants.gguf`: tensors quantized
 with gguf.quants (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) or random K-quant blocks
-(Q4_K, Q5_K, Q6_K), each followed by `<name>.expected`, its float32
+(Q4_K, Q5_K, Q6_K; later Q2_K, Q3_K, Q8_K, IQ4_NL, IQ4_XS), each followed by `<name>.expected`, its float32
 dequantization by gguf.quants.dequantize. Deterministic (fixed seeds).
 """
 import json
@@ -138,6 +138,30 @@ def gguf_pass():
         q = blocks.reshape(2, ts)
         w.add_tensor(qt.name.lower(), q, raw_dtype=qt)
         w.add_tensor(qt.name.lower() + ".expected", quants.dequantize(q, qt).astype(np.float32))
+    # Added later (appended so the tensors above keep their bytes): Q2_K,
+    # Q3_K, IQ4_NL and IQ4_XS dequantized by gguf.quants; Q8_K, which
+    # gguf.quants cannot dequantize, by its definition (y = d * q, with d a
+    # float32 and q int8; the 16 int16 block sums are ignored).
+    rng = np.random.default_rng(2)
+    scale_offsets = {Q.Q2_K: (80, 82), Q.Q3_K: (108,), Q.IQ4_NL: (0,), Q.IQ4_XS: (0,)}
+    for qt, offs in scale_offsets.items():
+        bs, ts = gguf.GGML_QUANT_SIZES[qt]
+        nb = 2 * 256 // bs  # two rows of 256 values
+        blocks = rng.integers(0, 256, size=(nb, ts), dtype=np.uint8)
+        for b in blocks:
+            for off in offs:
+                b[off : off + 2] = np.frombuffer(np.float16(rng.uniform(0.01, 0.1)).tobytes(), np.uint8)
+        q = blocks.reshape(2, nb // 2 * ts)
+        w.add_tensor(qt.name.lower(), q, raw_dtype=qt)
+        w.add_tensor(qt.name.lower() + ".expected", quants.dequantize(q, qt).astype(np.float32))
+    bs, ts = gguf.GGML_QUANT_SIZES[Q.Q8_K]
+    blocks = rng.integers(0, 256, size=(2, ts), dtype=np.uint8)
+    d = rng.uniform(0.001, 0.01, size=2).astype(np.float32)
+    for b, s in zip(blocks, d):
+        b[0:4] = np.frombuffer(s.tobytes(), np.uint8)
+    w.add_tensor("q8_k", blocks, raw_dtype=Q.Q8_K)
+    q8 = blocks[:, 4:260].view(np.int8).astype(np.float32)
+    w.add_tensor("q8_k.expected", (d[:, None] * q8).astype(np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
