@@ -122,7 +122,7 @@ impl Plan {
     }
     fn event(&mut self, exec: usize) -> &Arc<Event> {
         if exec == INLINE {
-            self.inline_ev.get_or_insert_with(Event::new)
+            self.inline_ev.get_or_insert_with(Event::new_inline)
         } else {
             &self.jobs[exec].1
         }
@@ -390,6 +390,15 @@ pub(crate) fn ensure_ready(a: &Array, batch: Option<&SyncBatch>) -> std::result:
             Some(Pending::Ticket(ev)) => {
                 let ev = ev.clone();
                 drop(st);
+                if ev.owner.is_some() && ev.owner == Some(std::thread::current().id()) {
+                    // An outer eval on this very thread claimed it (a kernel
+                    // that evaluates part of the graph being evaluated):
+                    // waiting would never end.
+                    return Err(NodeError::Original(Error::runtime(
+                        "eval",
+                        "An eval inside a kernel needs an array that the enclosing eval on this thread has not computed yet.",
+                    )));
+                }
                 ev.wait_for(a);
             }
             Some(Pending::Failed(f)) => return Err(NodeError::Propagated(f.clone())),

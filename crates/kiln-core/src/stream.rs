@@ -53,6 +53,8 @@ impl Failure {
 /// Completion signal of an executor: waiters block on the condvar until the
 /// node they need is no longer claimed by this event.
 pub(crate) struct Event {
+    /// The thread of a synchronous eval computing the claimed nodes itself.
+    pub(crate) owner: Option<std::thread::ThreadId>,
     waiters: AtomicUsize,
     lock: Mutex<()>,
     cv: Condvar,
@@ -64,7 +66,17 @@ fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Event {
     pub(crate) fn new() -> Arc<Event> {
-        Arc::new(Event { waiters: AtomicUsize::new(0), lock: Mutex::new(()), cv: Condvar::new() })
+        Arc::new(Event { owner: None, waiters: AtomicUsize::new(0), lock: Mutex::new(()), cv: Condvar::new() })
+    }
+
+    /// The event of the nodes the calling thread computes itself.
+    pub(crate) fn new_inline() -> Arc<Event> {
+        Arc::new(Event {
+            owner: Some(std::thread::current().id()),
+            waiters: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            cv: Condvar::new(),
+        })
     }
 
     /// Wakes the waiters (after the executor changed some node's state). Costs
