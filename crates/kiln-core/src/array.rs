@@ -170,7 +170,12 @@ pub struct Array(pub(crate) Arc<Node>);
 
 impl Array {
     fn make(shape: Vec<usize>, dtype: Dtype, data: Option<Data>, expr: Option<(Arc<Expr>, usize)>) -> Array {
-        Array(Arc::new(Node { shape, dtype, tracer: in_tracing(), state: Mutex::new(NodeState { data, expr, pending: None }) }))
+        Array(Arc::new(Node {
+            shape,
+            dtype,
+            tracer: in_tracing(),
+            state: Mutex::new(NodeState { data, expr, pending: None }),
+        }))
     }
 
     /// A stand-in with no data and no primitive, used by transforms while tracing.

@@ -169,7 +169,7 @@ fn cross_stream_ping_pong_does_not_deadlock() {
         // Each stream consumes the other's previous result.
         let mut a = with_stream(s1, || &x + 1.0);
         let mut b = with_stream(s2, || &a * 0.5);
-        let mut expect: Vec<f32> = vec![1.0, 2.0, 3.0].iter().map(|v| v + 1.0).collect();
+        let mut expect: Vec<f32> = [1.0f32, 2.0, 3.0].iter().map(|v| v + 1.0).collect();
         let mut expect_b: Vec<f32> = expect.iter().map(|v| v * 0.5).collect();
         for _ in 0..50 {
             let na = with_stream(s1, || ops::add(&b, &a).unwrap());
