@@ -537,10 +537,18 @@ fn dot_export_is_deterministic() {
     assert_eq!(after, "digraph kiln {\n  rankdir=TB;\n  n0 [label=\"(2,3) float32\", shape=ellipse, style=dashed, peripheries=2];\n}\n");
 }
 
-/// CPU time of this thread, from /proc (Linux); None elsewhere.
+/// CPU time of this thread in nanoseconds.
+#[cfg(target_os = "linux")]
 fn thread_cpu_ns() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    s.split_whitespace().next()?.parse().ok()
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_ns() -> Option<u64> {
+    None
 }
 
 /// Eval overhead of a 1000-add chain on the default stream (run with
