@@ -93,6 +93,7 @@ pub(crate) struct Expr {
     pub(crate) metas: Vec<(Vec<usize>, Dtype)>,
 }
 
+#[allow(dead_code)]
 impl Expr {
     /// The marker schedule uses for a node with neither data nor primitive.
     pub(crate) fn placeholder() -> Expr {
@@ -113,6 +114,8 @@ pub(crate) struct NodeState {
     pub(crate) data: Option<Data>,
     /// The expression and this node's output position in it; `None` once detached.
     pub(crate) expr: Option<(Arc<Expr>, usize)>,
+    /// Claimed by a scheduled eval (not yet computed) or failed on a stream worker.
+    pub(crate) pending: Option<crate::stream::Pending>,
 }
 
 pub(crate) struct Node {
@@ -167,7 +170,12 @@ pub struct Array(pub(crate) Arc<Node>);
 
 impl Array {
     fn make(shape: Vec<usize>, dtype: Dtype, data: Option<Data>, expr: Option<(Arc<Expr>, usize)>) -> Array {
-        Array(Arc::new(Node { shape, dtype, tracer: in_tracing(), state: Mutex::new(NodeState { data, expr }) }))
+        Array(Arc::new(Node {
+            shape,
+            dtype,
+            tracer: in_tracing(),
+            state: Mutex::new(NodeState { data, expr, pending: None }),
+        }))
     }
 
     /// A stand-in with no data and no primitive, used by transforms while tracing.

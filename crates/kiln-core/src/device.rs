@@ -1,8 +1,8 @@
 //! Devices and streams: runtime values that decide where each op runs.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The kind of a device.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -60,10 +60,14 @@ impl fmt::Display for Stream {
 }
 
 static NEXT_STREAM: AtomicUsize = AtomicUsize::new(1);
+/// Whether stream 0 (the CPU default stream of the first thread that asks) is taken.
+static CPU_ZERO_TAKEN: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static DEFAULT_DEVICE: Cell<Device> = const { Cell::new(Device::cpu()) };
     static DEFAULT_STREAM: Cell<Option<Stream>> = const { Cell::new(None) };
+    /// This thread's own default stream per device, created on first use.
+    static THREAD_STREAMS: RefCell<Vec<Stream>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The default device of this thread (the CPU unless changed).
@@ -77,13 +81,27 @@ pub fn set_default_device(device: Device) {
     DEFAULT_STREAM.with(|s| s.set(None));
 }
 
-/// The default stream of `device` (stream 0 for the CPU).
+/// This thread's default stream on `device`.
+///
+/// As in MLX, default streams are kept per device *and per thread*: the first
+/// thread to ask for the CPU's gets stream 0, every other thread gets a stream
+/// of its own, so work queued by one thread never waits behind another's.
+/// [`crate::eval()`] runs the calling thread's default stream on the calling
+/// thread itself; [`crate::async_eval`] hands it to the stream's worker.
 pub fn default_stream_for(device: Device) -> Stream {
-    let index = match device.kind {
-        DeviceType::Cpu => 0,
-        DeviceType::Gpu => 1_000_000 + device.index,
-    };
-    Stream { index, device }
+    THREAD_STREAMS.with(|t| {
+        if let Some(s) = t.borrow().iter().find(|s| s.device == device) {
+            return *s;
+        }
+        let index = if device == Device::cpu() && !CPU_ZERO_TAKEN.swap(true, Ordering::Relaxed) {
+            0
+        } else {
+            NEXT_STREAM.fetch_add(1, Ordering::Relaxed)
+        };
+        let s = Stream { index, device };
+        t.borrow_mut().push(s);
+        s
+    })
 }
 
 /// The stream ops run on when none is given: this thread's default.
@@ -96,7 +114,7 @@ pub fn set_default_stream(stream: Stream) {
     DEFAULT_STREAM.with(|s| s.set(Some(stream)));
 }
 
-/// A new stream on `device`.
+/// A new stream on `device`, with its own worker thread (started on first use).
 pub fn new_stream(device: Device) -> Stream {
     Stream { index: NEXT_STREAM.fetch_add(1, Ordering::Relaxed), device }
 }
