@@ -3,7 +3,7 @@
 //! MLP, a final norm, and an output head tied to the token embedding.
 
 use kiln_core::{ops, Array, Dtype, Error, Result};
-use kiln_nn::{self as nn, AttentionMask, Forward, Module};
+use kiln_nn::{self as nn, AttentionMask, Forward};
 
 /// Model sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

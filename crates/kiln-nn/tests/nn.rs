@@ -6,7 +6,7 @@ mod golden_util;
 use golden_util::{arr, assert_close, load};
 use kiln_core::{ops, random, tree_flatten, Array, Dtype};
 use kiln_nn::losses::{self, Reduction};
-use kiln_nn::{self as nn, init, Forward, Module, ModuleExt, Param};
+use kiln_nn::{self as nn, init, Forward, ModuleExt, Param};
 
 #[test]
 fn activations_match_mlx() {

@@ -469,11 +469,9 @@ fn check_shapeless(tape: &Tape, inputs: &[Array]) -> Result<()> {
     Ok(())
 }
 
-// FUSION: replace the body with `crate::ops::fused::fuse_graph(outputs)` once
-// the `fusion` branch (ops/fused.rs) is merged. It takes lazy outputs and
-// returns equivalent ones in which elementwise chains are `Fused` nodes.
+/// Elementwise chains of the traced graph become single `Fused` kernels.
 fn fuse_graph(outputs: &[Array]) -> Vec<Array> {
-    outputs.to_vec()
+    crate::ops::fused::fuse_graph(outputs)
 }
 
 // ---------------------------------------------------------------------------

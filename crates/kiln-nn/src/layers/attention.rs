@@ -345,8 +345,11 @@ pub fn rope(x: &Array, dims: usize, traditional: bool, base: f32, scale: f32, of
     } else {
         ops::concatenate(&[o1, o2], Some(-1))?
     };
-    let out =
-        if dims < d { ops::concatenate(&[rotated, last_axis(&xf, -1, dims as i64, d as i64)?], Some(-1))? } else { rotated };
+    let out = if dims < d {
+        ops::concatenate(&[rotated, last_axis(&xf, -1, dims as i64, d as i64)?], Some(-1))?
+    } else {
+        rotated
+    };
     ops::astype(&out, x.dtype())
 }
 
@@ -421,7 +424,8 @@ impl Forward for SinusoidalPositionalEncoding {
     fn forward(&self, x: &Array) -> Result<Array> {
         let y = ops::multiply(&ops::expand_dims(x, -1)?, &self.sigmas)?;
         let (c, s) = (ops::cos(&y)?, ops::sin(&y)?);
-        let y = if self.cos_first { ops::concatenate(&[c, s], Some(-1))? } else { ops::concatenate(&[s, c], Some(-1))? };
+        let y =
+            if self.cos_first { ops::concatenate(&[c, s], Some(-1))? } else { ops::concatenate(&[s, c], Some(-1))? };
         if self.scale != 1.0 {
             ops::multiply(&y, self.scale)
         } else {
