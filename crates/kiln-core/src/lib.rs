@@ -41,6 +41,7 @@ pub use ops::fft;
 pub use ops::linalg;
 pub use ops::random;
 pub use ops::{Axes, Operand};
+pub use transforms::{checkpoint, custom_function, CustomFunction};
 pub use transforms::{
     grad, jvp, stop_gradient, tree_flatten, tree_map, tree_unflatten, value_and_grad, value_and_grad_tree, vjp, vmap,
     Tree,

@@ -158,4 +158,6 @@ pub const ALL_PRIMITIVES: &[&str] = &[
     "FFT",
     // sorting, selection and random bits
     "ArgSort", "Partition", "ArgPartition", "PermuteAlong", "RandomBits",
+    // custom functions and checkpointing (transforms/custom.rs)
+    "CustomTransforms",
 ];

@@ -7,8 +7,10 @@
 //! Arrays created while a transform traces are *tracers*: evaluating them
 //! keeps their graph, which an outer transform may still walk.
 
+pub mod custom;
 mod tree;
 
+pub use custom::{checkpoint, custom_function, CustomFunction};
 pub use tree::{tree_flatten, tree_map, tree_unflatten, Tree};
 
 use crate::array::{tracing, Array, Data};
