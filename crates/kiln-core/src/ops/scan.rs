@@ -9,7 +9,9 @@
 //! sums gathered at the next copied position; logcumsumexp sums the positive
 //! and negative parts of the cotangent in log space (stable).
 
-use super::binary::{add, divide, equal, greater, greater_equal, less, logical_and, maximum, minimum, multiply, subtract};
+use super::binary::{
+    add, divide, equal, greater, greater_equal, less, logical_and, maximum, minimum, multiply, subtract,
+};
 use super::compare::where_;
 use super::creation::{arange_int, astype, zeros};
 use super::indexing::take_along_axis;
@@ -180,7 +182,8 @@ impl Primitive for Scan {
         Ok(vec![self.vjp_line(&primals[0], &outputs[0], &cotangents[0])?])
     }
     fn jvp(&self, primals: &[Array], tangents: &[Array], _: &[usize]) -> Result<Vec<Array>> {
-        let y = if self.op == ScanOp::Sum { primals[0].clone() } else { self.fwd(self.op, &primals[0], self.inclusive) };
+        let y =
+            if self.op == ScanOp::Sum { primals[0].clone() } else { self.fwd(self.op, &primals[0], self.inclusive) };
         Ok(vec![self.jvp_line(&primals[0], &y, &tangents[0])?])
     }
     fn vmap(&self, inputs: &[Array], axes: &[Option<usize>]) -> Result<(Vec<Array>, Vec<Option<usize>>)> {

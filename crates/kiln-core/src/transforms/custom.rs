@@ -174,10 +174,7 @@ impl CustomTransforms {
                 let out_axes: Vec<i32> = ia.iter().map(|a| a.unwrap_or(0)).collect();
                 let g = vmap(|z: &[Array]| v(&z[..n], &z[n..n + n_out], &z[n + n_out..]), &axes, &out_axes)(&all)?;
                 // An unbatched argument's cotangent sums over the batch.
-                g.into_iter()
-                    .zip(&ia)
-                    .map(|(g, a)| if a.is_none() { sum(&g, 0, false) } else { Ok(g) })
-                    .collect()
+                g.into_iter().zip(&ia).map(|(g, a)| if a.is_none() { sum(&g, 0, false) } else { Ok(g) }).collect()
             };
             Arc::new(rule) as VjpFun
         });
