@@ -6,6 +6,8 @@
 //! checks for those families in other configurations (batched, broadcast,
 //! strided, reversed, exclusive, with ties and zeros, long axes).
 
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 #[path = "rules.rs"]
 mod rules;
@@ -377,10 +379,10 @@ fn linalg_family() {
         &[Some(0)],
     );
     both(
-        "solve batched vector rhs",
+        "solve batched",
         |a| linalg::solve(&shift(&a[0], 3.0)?, &a[1]),
-        &[bsq(&mut r), r.array(&[2, 3], -1.0, 1.0)],
-        &[r.array(&[2, 2, 3, 3], -1.0, 1.0), r.array(&[2, 3], -1.0, 1.0)],
+        &[bsq(&mut r), r.array(&[2, 3, 2], -1.0, 1.0)],
+        &[r.array(&[2, 2, 3, 3], -1.0, 1.0), r.array(&[2, 3, 2], -1.0, 1.0)],
         &[Some(1), None],
     );
     both(
@@ -413,7 +415,10 @@ fn scan_checks(name: &str, scan: ScanFn, x: &Array, xb: &Array) {
         let label = format!("{name} rev={rev} inc={inc}");
         // A weighted use so every output position matters differently.
         let f = move |a: &[Array]| -> Result<Array> {
-            ops::multiply(&scan(&a[0], Some(1), rev, inc)?, &ops::arange(1.0, 6.0, 1.0, Dtype::F64)?)
+            // Exclusive max/min start at -inf/+inf: keep the finite outputs.
+            let y = scan(&a[0], Some(1), rev, inc)?;
+            let y = ops::where_(&ops::isfinite(&y)?, &y, 0.0)?;
+            ops::multiply(&y, &ops::arange(1.0, 6.0, 1.0, Dtype::F64)?)
         };
         check_grad(&label, f, std::slice::from_ref(x));
         // Second order: the gradient's own vjp and jvp.

@@ -3,6 +3,8 @@
 //! wrapped function, everything composes (grad of grad, vmap of grad, grad of
 //! vmap, jvp), and checkpointing frees the forward intermediates.
 
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use common::{check_grad, check_vmap, Rng};
