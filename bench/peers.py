@@ -61,6 +61,16 @@ class Workload:
         self.budget_scale = budget_scale
 
 
+# per-example gradients: batch, input, hidden and output sizes of a 2-layer MLP.
+PEG = dict(batch=128, d_in=64, hidden=128, d_out=10)
+
+
+def peg_loss(w1, b1, w2, b2, x, y, tanh):
+    """Squared error of a tanh MLP on one example (x: (d_in,), y: (d_out,))."""
+    d = tanh(x @ w1 + b1) @ w2 + b2 - y
+    return (d * d).mean()
+
+
 def gbs(nbytes):
     return lambda s: nbytes / s / 1e9
 
@@ -102,6 +112,10 @@ WORKLOADS = {w.name: w for w in [
     Workload("gather_1m_rows", "GB/s",
              dict(table=list(GATHER_TABLE), rows=GATHER_ROWS, dtype="float32", index_dtype="int32"),
              gbs(2 * 4 * GATHER_ROWS * GATHER_TABLE[1] + 4 * GATHER_ROWS), warmup=3),
+    *[Workload(f"per_example_grads_{mode}", "examples/s",
+               dict(**PEG, dtype="float32", mode=mode,
+                    loss="mean((tanh(x@W1+b1)@W2+b2 - y)^2) per example, grads of W1,b1,W2,b2"),
+               lambda s: PEG["batch"] / s, warmup=3) for mode in ("vmap", "loop")],
     *[Workload("mlp_value_and_grad_784_512_512_10_b256" + ("_compiled" if mode == "compiled" else ""), "ms/step",
                dict(sizes=list(MLP_SIZES), batch=MLP_BATCH, dtype="float32",
                     loss="cross_entropy(relu MLP logits, one-hot), mean over batch", mode=mode),
@@ -249,6 +263,31 @@ class MlxPeer:
             mx.eval(y)
         return f
 
+    def _peg(self, p):
+        mx = self.mx
+        args = [self.rand(p["d_in"], p["hidden"]) * 0.1, self.rand(p["hidden"]) * 0.1,
+                self.rand(p["hidden"], p["d_out"]) * 0.1, self.rand(p["d_out"]) * 0.1,
+                self.rand(p["batch"], p["d_in"]), self.rand(p["batch"], p["d_out"])]
+        mx.eval(args)
+        g = mx.grad(lambda *a: peg_loss(*a, mx.tanh), argnums=(0, 1, 2, 3))
+        return args, g
+
+    impl_per_example_grads_vmap = "mx.vmap(mx.grad(loss), in_axes=(None,)*4+(0,0))"
+
+    def per_example_grads_vmap(self, p):
+        mx = self.mx
+        args, g = self._peg(p)
+        vg = mx.vmap(g, in_axes=(None, None, None, None, 0, 0))
+        return lambda: mx.eval(vg(*args))
+
+    impl_per_example_grads_loop = "python loop of mx.grad calls, one mx.eval"
+
+    def per_example_grads_loop(self, p):
+        mx = self.mx
+        args, g = self._peg(p)
+        w, (x, y) = args[:4], args[4:]
+        return lambda: mx.eval([g(*w, x[b], y[b]) for b in range(p["batch"])])
+
 
     def _matmul(self, p):
         mx = self.mx
@@ -345,6 +384,30 @@ class TorchPeer:
             return y
         return f
 
+    def _peg(self, p):
+        from torch.func import grad
+        torch = self.torch
+        args = [self.rand(p["d_in"], p["hidden"]) * 0.1, self.rand(p["hidden"]) * 0.1,
+                self.rand(p["hidden"], p["d_out"]) * 0.1, self.rand(p["d_out"]) * 0.1,
+                self.rand(p["batch"], p["d_in"]), self.rand(p["batch"], p["d_out"])]
+        g = grad(lambda *a: peg_loss(*a, torch.tanh), argnums=(0, 1, 2, 3))
+        return args, g
+
+    impl_per_example_grads_vmap = "torch.func.vmap(torch.func.grad(loss))"
+
+    def per_example_grads_vmap(self, p):
+        from torch.func import vmap
+        args, g = self._peg(p)
+        vg = vmap(g, in_dims=(None, None, None, None, 0, 0))
+        return lambda: vg(*args)
+
+    impl_per_example_grads_loop = "python loop of torch.func.grad calls"
+
+    def per_example_grads_loop(self, p):
+        args, g = self._peg(p)
+        w, (x, y) = args[:4], args[4:]
+        return lambda: [g(*w, x[b], y[b]) for b in range(p["batch"])]
+
 
     def _matmul(self, p):
         torch = self.torch
@@ -412,6 +475,31 @@ class TorchPeer:
 
     def mlp_value_and_grad_784_512_512_10_b256_compiled(self, p):
         return self._mlp(True)
+
+    def _peg(self, p):
+        jax, jnp = self.jax, self.jnp
+        args = [self.rand(p["d_in"], p["hidden"]) * 0.1, self.rand(p["hidden"]) * 0.1,
+                self.rand(p["hidden"], p["d_out"]) * 0.1, self.rand(p["d_out"]) * 0.1,
+                self.rand(p["batch"], p["d_in"]), self.rand(p["batch"], p["d_out"])]
+        g = jax.grad(lambda *a: peg_loss(*a, jnp.tanh), argnums=(0, 1, 2, 3))
+        return args, g
+
+    impl_per_example_grads_vmap = "jax.jit(jax.vmap(jax.grad(loss)))"
+
+    def per_example_grads_vmap(self, p):
+        jax = self.jax
+        args, g = self._peg(p)
+        vg = jax.jit(jax.vmap(g, in_axes=(None, None, None, None, 0, 0)))
+        return lambda: jax.block_until_ready(vg(*args))
+
+    impl_per_example_grads_loop = "python loop of jax.jit(jax.grad(loss)) calls"
+
+    def per_example_grads_loop(self, p):
+        jax = self.jax
+        args, g = self._peg(p)
+        g = jax.jit(g)
+        w, (x, y) = args[:4], args[4:]
+        return lambda: jax.block_until_ready([g(*w, x[b], y[b]) for b in range(p["batch"])])
 
 
 class JaxPeer:

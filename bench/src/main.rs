@@ -248,7 +248,86 @@ fn workloads() -> Vec<Workload> {
             value: |s| gbs(2 * 4 * GATHER_ROWS * GATHER_TABLE[1] + 4 * GATHER_ROWS, s),
             setup: setup_gather,
         },
+        Workload {
+            name: "per_example_grads_vmap",
+            metric: "examples/s",
+            params: peg_params("vmap"),
+            desc: "kiln::vmap(kiln::grad(loss, [0,1,2,3]), [None x4, Some(0), Some(0)])",
+            warmup: 3,
+            budget_scale: 1.0,
+            value: |s| PEG[0] as f64 / s,
+            setup: |rng| setup_peg(rng, true),
+        },
+        Workload {
+            name: "per_example_grads_loop",
+            metric: "examples/s",
+            params: peg_params("loop"),
+            desc: "loop of kiln::grad(loss) calls over the rows, one eval",
+            warmup: 3,
+            budget_scale: 1.0,
+            value: |s| PEG[0] as f64 / s,
+            setup: |rng| setup_peg(rng, false),
+        },
     ]
+}
+
+/// Per-example gradients: batch, input, hidden and output sizes of a 2-layer MLP.
+const PEG: [usize; 4] = [128, 64, 128, 10];
+
+fn peg_params(mode: &str) -> Json {
+    obj(vec![
+        ("batch", PEG[0].into()),
+        ("d_in", PEG[1].into()),
+        ("hidden", PEG[2].into()),
+        ("d_out", PEG[3].into()),
+        ("dtype", "float32".into()),
+        ("mode", mode.into()),
+        ("loss", "mean((tanh(x@W1+b1)@W2+b2 - y)^2) per example, grads of W1,b1,W2,b2".into()),
+    ])
+}
+
+/// Squared error of a tanh MLP on one example: `[w1, b1, w2, b2, x, y]`.
+fn peg_loss(a: &[Array]) -> kiln::Result<Vec<Array>> {
+    use kiln::ops;
+    let h = ops::tanh(&ops::add(&ops::matmul(&a[4], &a[0])?, &a[1])?)?;
+    let d = ops::subtract(&ops::add(&ops::matmul(&h, &a[2])?, &a[3])?, &a[5])?;
+    Ok(vec![ops::mean(&ops::multiply(&d, &d)?, kiln::Axes::All, false)?])
+}
+
+fn setup_peg(rng: &mut Rng, vmapped: bool) -> R<Thunk> {
+    let [b, din, hid, dout] = PEG;
+    let small = |a: Array| kiln::ops::multiply(&a, 0.1);
+    let w = vec![
+        small(rng.normal_array(&[din, hid])?)?,
+        small(rng.normal_array(&[hid])?)?,
+        small(rng.normal_array(&[hid, dout])?)?,
+        small(rng.normal_array(&[dout])?)?,
+    ];
+    let (x, y) = (rng.normal_array(&[b, din])?, rng.normal_array(&[b, dout])?);
+    let all: Vec<&Array> = w.iter().chain([&x, &y]).collect();
+    kiln::eval(&all)?;
+    let g = kiln::grad(peg_loss, &[0, 1, 2, 3]);
+    if vmapped {
+        let vg = kiln::vmap(g, &[None, None, None, None, Some(0), Some(0)], &[0]);
+        let args: Vec<Array> = w.iter().cloned().chain([x, y]).collect();
+        return Ok(Box::new(move || {
+            let out = vg(&args)?;
+            kiln::eval(&out.iter().collect::<Vec<_>>())?;
+            Ok(())
+        }));
+    }
+    Ok(Box::new(move || {
+        let mut out = Vec::with_capacity(4 * b);
+        for i in 0..b as i32 {
+            let row = |a: &Array| kiln::ops::take(a, &Array::scalar(i), Some(0));
+            let mut args = w.clone();
+            args.push(row(&x)?);
+            args.push(row(&y)?);
+            out.extend(g(&args)?);
+        }
+        kiln::eval(&out.iter().collect::<Vec<_>>())?;
+        Ok(())
+    }))
 }
 
 fn setup_matmul(rng: &mut Rng, n: usize, bf16: bool) -> R<Thunk> {

@@ -41,6 +41,7 @@ pub use memory::{
     clear_cache, get_active_memory, get_cache_memory, get_memory_limit, get_peak_memory, reset_peak_memory,
     set_cache_limit, set_memory_limit,
 };
+pub use transforms::{checkpoint, custom_function, CustomFunction};
 pub use ops::fft;
 pub use ops::linalg;
 pub use ops::random;

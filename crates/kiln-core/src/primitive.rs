@@ -158,6 +158,8 @@ pub const ALL_PRIMITIVES: &[&str] = &[
     // convolution
     "Convolution",
     // matmul family
+    // custom functions and checkpointing (transforms/custom.rs)
+    "CustomTransforms",
     // binary search (indexing)
     "SearchSorted",
     "Matmul", "GatherMM",

@@ -14,10 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 type F = fn(&[Array]) -> Result<Array>;
 
 /// A function that records the primitive, and the inputs to check it at.
-struct Sample {
-    f: F,
+pub(crate) struct Sample {
+    pub(crate) f: F,
     /// (shape, low, high) of each f64 input.
-    inputs: Vec<(Vec<usize>, f64, f64)>,
+    pub(crate) inputs: Vec<(Vec<usize>, f64, f64)>,
 }
 
 fn s(f: F, inputs: &[(&[usize], f64, f64)]) -> Sample {
@@ -26,7 +26,7 @@ fn s(f: F, inputs: &[(&[usize], f64, f64)]) -> Sample {
 
 const X: &[usize] = &[2, 3];
 
-fn samples() -> BTreeMap<&'static str, Sample> {
+pub(crate) fn samples() -> BTreeMap<&'static str, Sample> {
     let mut m: BTreeMap<&'static str, Sample> = BTreeMap::new();
     let any = (X, -2.0, 2.0);
     let pos = (X, 0.5, 2.0);
@@ -306,6 +306,23 @@ fn samples() -> BTreeMap<&'static str, Sample> {
                 ops::astype(&ops::searchsorted(&sorted, &a[1], "left")?, Dtype::F64)
             },
             &[any, any],
+        ),
+    );
+    // Custom functions (transforms/custom.rs): an exact user vjp; jvp and vmap
+    // fall back to transforming the wrapped function.
+    m.insert(
+        "CustomTransforms",
+        s(
+            |a| {
+                let f = kiln_core::custom_function(|x: &[Array]| Ok(vec![ops::multiply(&ops::sin(&x[0])?, &x[1])?]))
+                    .with_vjp(|x: &[Array], ct: &[Array], _: &[Array]| {
+                        let g0 = ops::multiply(&ops::multiply(&ct[0], &ops::cos(&x[0])?)?, &x[1])?;
+                        let g1 = ops::sum(&ops::multiply(&ct[0], &ops::sin(&x[0])?)?, 0, false)?;
+                        Ok(vec![g0, g1])
+                    });
+                Ok(f.call(a)?.remove(0))
+            },
+            &[any, b],
         ),
     );
     m

@@ -1,15 +1,24 @@
 //! Cumulative scans along one axis: cumsum, cumprod, cummax, cummin and
 //! logcumsumexp (the `Scan` primitive).
 //!
-//! Gradients: cumsum's is a cumsum in the other direction. cumprod, cummax,
-//! cummin and logcumsumexp build, along the scanned axis, an n×n matrix of
-//! partial derivatives ∂y_i/∂x_j with ordinary ops (exact where x has zeros
-//! for cumprod, stable for logcumsumexp); they cost O(n²) per scanned line.
+//! Gradients are O(n) per scanned line, built from scans in the other
+//! direction: cumsum's is a reversed cumsum; cumprod's divides by x before
+//! the first zero of a line and recomputes the product without that zero at
+//! it (exact with zeros, as MLX); cummax/cummin route each output's gradient
+//! to the input it copies (ties: the latest, as MLX) with a difference of
+//! sums gathered at the next copied position; logcumsumexp sums the positive
+//! and negative parts of the cotangent in log space (stable).
 
-use super::binary::{add, equal, minimum, multiply, subtract};
-use super::creation::astype;
+use super::binary::{
+    add, divide, equal, greater, greater_equal, less, logical_and, maximum, minimum, multiply, subtract,
+};
+use super::compare::where_;
+use super::creation::{arange_int, astype, zeros};
+use super::indexing::take_along_axis;
 use super::reduce::reduce_keep;
-use super::shape::{expand_dims, moveaxis, reshape_to};
+use super::shape::reshape_to;
+use super::slicing::concatenate;
+use super::unary::{exp, isneginf, log, negative};
 use crate::array::{Array, Data};
 use crate::backend::{Backend, ReduceOp, ScanOp};
 use crate::dtype::{to_inexact, Dtype};
@@ -30,66 +39,128 @@ pub struct Scan {
 }
 
 impl Scan {
-    fn with_axis(&self, op: ScanOp, x: &Array, axis: usize, inclusive: bool) -> Array {
-        scan_raw(op, x, axis, self.reverse, inclusive)
+    /// The same scan direction over `v` (`inclusive` chosen by the caller).
+    fn fwd(&self, op: ScanOp, v: &Array, inclusive: bool) -> Array {
+        scan_raw(op, v, self.axis, self.reverse, inclusive)
     }
 
-    /// Window mask W[j, i] = 1 when x_j contributes to y_i (scanned axis sizes n×n).
-    fn window(&self, n: usize) -> Vec<bool> {
-        let mut w = vec![false; n * n];
-        for j in 0..n {
-            for i in 0..n {
-                w[j * n + i] = match (self.reverse, self.inclusive) {
-                    (false, true) => j <= i,
-                    (false, false) => j < i,
-                    (true, true) => j >= i,
-                    (true, false) => j > i,
-                };
-            }
-        }
-        w
+    /// The transposed scan: the opposite direction, this scan's inclusivity.
+    fn back(&self, op: ScanOp, v: &Array) -> Array {
+        scan_raw(op, v, self.axis, !self.reverse, self.inclusive)
     }
 
-    /// D[..., i, j] = ∂y_i/∂x_j with the scanned axis moved last (shape (..., n, n)).
-    fn jacobian(&self, x: &Array) -> Result<Array> {
-        let xl = moveaxis(x, self.axis as i32, -1)?;
-        let n = *xl.shape().last().expect("rank >= 1");
-        let r = xl.ndim();
-        let dt = x.dtype();
-        let w = self.window(n);
-        // Wt[i, j] = W[j, i].
-        let wt: Vec<f64> = (0..n * n).map(|k| w[(k % n) * n + k / n] as u8 as f64).collect();
-        let wt = astype(&Array::from_vec(wt, &[n, n])?, dt)?;
-        let last = r; // the j axis in (..., n, n)
+    /// 0..n along the scanned axis (int32), shaped to broadcast against `x`.
+    fn positions(&self, x: &Array) -> Result<Array> {
+        let n = x.shape()[self.axis];
+        let mut s = vec![1usize; x.ndim()];
+        s[self.axis] = n;
+        reshape_to(&astype(&arange_int(0, n as i64, 1)?, Dtype::I32)?, &s)
+    }
+
+    /// cumprod: where x has no zero before position j, y_i / x_j; at the
+    /// first zero z of a line, the product with x_z replaced by 1; after it 0.
+    /// Returns (x with zeros replaced by 1, first-zero mask, cumprod of x with
+    /// its first zero replaced by 1).
+    fn prod_parts(&self, x: &Array) -> Result<(Array, Array, Array, Array)> {
+        let zero = equal(x, 0.0)?;
+        let zi = astype(&zero, Dtype::I32)?;
+        let first = logical_and(&zero, &equal(&self.fwd(ScanOp::Sum, &zi, true), 1)?)?;
+        let safe = where_(&zero, 1.0, x)?;
+        let yp = self.fwd(ScanOp::Prod, &where_(&first, 1.0, x)?, self.inclusive);
+        Ok((zi, first, safe, yp))
+    }
+
+    /// cummax/cummin: `m[j]` marks the positions a running extreme copies
+    /// (x_j equals the inclusive scan at j; ties go to the latest one).
+    fn extreme_marks(&self, x: &Array, y: &Array) -> Result<Array> {
+        let y_in = if self.inclusive { y.clone() } else { self.fwd(self.op, x, true) };
+        equal(x, &y_in)
+    }
+
+    /// `where(c > 0, log(c), -inf)` with no NaN in value or derivative.
+    fn log_pos(c: &Array) -> Result<Array> {
+        let p = greater(c, 0.0)?;
+        where_(&p, &log(&where_(&p, c, 1.0)?)?, f64::NEG_INFINITY)
+    }
+
+    fn vjp_line(&self, x: &Array, y: &Array, g: &Array) -> Result<Array> {
         match self.op {
+            ScanOp::Sum => Ok(self.back(ScanOp::Sum, g)),
             ScanOp::Prod => {
-                // C[..., j, i] = prod over window(i) of x with x_j replaced by 1.
-                let eye: Vec<f64> = (0..n * n).map(|k| (k / n == k % n) as u8 as f64).collect();
-                let eye = astype(&Array::from_vec(eye, &[n, n])?, dt)?;
-                let xb = expand_dims(&xl, r as i32 - 1)?; // (..., 1, n)
-                let xr = add(&multiply(&xb, &subtract(1.0, &eye)?)?, &eye)?; // (..., n(j), n(k))
-                let c = scan_raw(ScanOp::Prod, &xr, last, self.reverse, self.inclusive); // (..., j, i)
-                let d = moveaxis(&c, -1, -2)?; // (..., i, j)
-                multiply(&d, &wt)
+                // gx_j = Σ_{i ∋ j} g_i Π_{k ≤ i, k ≠ j} x_k, split at the first zero.
+                let (zi, first, safe, yp) = self.prod_parts(x)?;
+                let before = equal(&self.fwd(ScanOp::Sum, &zi, true), 0)?;
+                let a = divide(&self.back(ScanOp::Sum, &multiply(g, y)?), &safe)?;
+                let b = self.back(ScanOp::Sum, &multiply(g, &yp)?);
+                where_(&before, &a, &where_(&first, &b, 0.0)?)
             }
             ScanOp::Max | ScanOp::Min => {
-                // The gradient of y_i goes to the last "record" position it copies.
-                let y_in = self.with_axis(self.op, &xl, r - 1, true);
-                let m = astype(&equal(&xl, &y_in)?, dt)?;
-                let s_in = self.with_axis(ScanOp::Sum, &m, r - 1, true);
-                let s_out = self.with_axis(ScanOp::Sum, &m, r - 1, self.inclusive);
-                let e = equal(&expand_dims(&s_out, r as i32)?, &expand_dims(&s_in, r as i32 - 1)?)?;
-                multiply(&astype(&e, dt)?, &expand_dims(&m, r as i32 - 1)?)
+                // Each output copies one marked input; a marked j collects the
+                // contiguous run of outputs it feeds: a difference of sums.
+                let m = self.extreme_marks(x, y)?;
+                let n = x.shape()[self.axis] as i64;
+                let pos = self.positions(x)?;
+                let rs = self.back(ScanOp::Sum, g);
+                let mut zshape = x.shape().to_vec();
+                zshape[self.axis] = 1;
+                let z = zeros(&zshape, g.dtype())?;
+                let ax = Some(self.axis as i32);
+                let other = if !self.reverse {
+                    // The next marked position after j (n if none).
+                    let nxt = scan_raw(ScanOp::Min, &where_(&m, &pos, n)?, self.axis, true, false);
+                    let nxt = minimum(&nxt, n)?;
+                    take_along_axis(&concatenate(&[rs.clone(), z], ax)?, &nxt, ax)?
+                } else {
+                    // The previous marked position before j (-1 if none).
+                    let prv = scan_raw(ScanOp::Max, &where_(&m, &pos, -1)?, self.axis, false, false);
+                    let prv = add(&maximum(&prv, -1)?, 1)?;
+                    take_along_axis(&concatenate(&[z, rs.clone()], ax)?, &prv, ax)?
+                };
+                where_(&m, &subtract(&rs, &other)?, 0.0)
             }
             ScanOp::LogAddExp => {
-                let y = self.with_axis(ScanOp::LogAddExp, &xl, r - 1, self.inclusive);
-                let diff = subtract(&expand_dims(&xl, r as i32 - 1)?, &expand_dims(&y, r as i32)?)?; // x_j - y_i
-                let logw: Vec<f64> =
-                    (0..n * n).map(|k| if w[(k % n) * n + k / n] { 0.0 } else { f64::NEG_INFINITY }).collect();
-                let logw = astype(&Array::from_vec(logw, &[n, n])?, dt)?;
-                super::unary::exp(&add(&minimum(&diff, 0.0)?, &logw)?)
+                // gx_j = Σ_{i ∋ j} g_i exp(x_j - y_i), positive and negative
+                // parts of g each summed in log space (no overflow).
+                let y_safe = where_(&isneginf(y)?, 0.0, y)?;
+                let part = |c: &Array| -> Result<Array> {
+                    let l = subtract(&Self::log_pos(c)?, &y_safe)?;
+                    exp(&add(x, &self.back(ScanOp::LogAddExp, &l))?)
+                };
+                subtract(&part(g)?, &part(&negative(g)?)?)
             }
-            ScanOp::Sum => multiply(&super::creation::ones(&[n, n], dt)?, &wt),
+        }
+    }
+
+    fn jvp_line(&self, x: &Array, y: &Array, t: &Array) -> Result<Array> {
+        match self.op {
+            ScanOp::Sum => Ok(self.fwd(ScanOp::Sum, t, self.inclusive)),
+            ScanOp::Prod => {
+                let (zi, first, safe, yp) = self.prod_parts(x)?;
+                // Outputs before the first zero: y_i Σ_j t_j / x_j; after it, t_z y'_i.
+                let region = equal(&self.fwd(ScanOp::Sum, &zi, self.inclusive), 0)?;
+                let a = multiply(y, &self.fwd(ScanOp::Sum, &divide(t, &safe)?, self.inclusive))?;
+                let tz = reduce_keep(ReduceOp::Sum, &where_(&first, t, 0.0)?, &[self.axis])?;
+                where_(&region, &a, &multiply(&tz, &yp)?)
+            }
+            ScanOp::Max | ScanOp::Min => {
+                let m = self.extreme_marks(x, y)?;
+                let n = x.shape()[self.axis] as i64;
+                let pos = self.positions(x)?;
+                let (op, none) = if self.reverse { (ScanOp::Min, n) } else { (ScanOp::Max, -1) };
+                let owner = self.fwd(op, &where_(&m, &pos, none)?, self.inclusive);
+                let valid = logical_and(&greater_equal(&owner, 0)?, &less(&owner, n)?)?;
+                let owner = minimum(&maximum(&owner, 0)?, n - 1)?;
+                where_(&valid, &take_along_axis(t, &owner, Some(self.axis as i32))?, 0.0)
+            }
+            ScanOp::LogAddExp => {
+                // ty_i = Σ_{j ∈ i} t_j exp(x_j - y_i), by parts of t in log space.
+                let y_safe = where_(&isneginf(y)?, 0.0, y)?;
+                let part = |c: &Array| -> Result<Array> {
+                    let s = self.fwd(ScanOp::LogAddExp, &add(x, &Self::log_pos(c)?)?, self.inclusive);
+                    exp(&subtract(&s, &y_safe)?)
+                };
+                subtract(&part(t)?, &part(&negative(t)?)?)
+            }
         }
     }
 }
@@ -107,30 +178,13 @@ impl Primitive for Scan {
     fn eval(&self, backend: &dyn Backend, inputs: &[Array], outputs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
         Ok(vec![backend.scan(self.op, &inputs[0], self.axis, self.reverse, self.inclusive, &outputs[0])?])
     }
-    fn vjp(&self, primals: &[Array], cotangents: &[Array], _: &[usize], _: &[Array]) -> Result<Vec<Array>> {
-        let g = &cotangents[0];
-        if self.op == ScanOp::Sum {
-            return Ok(vec![scan_raw(ScanOp::Sum, g, self.axis, !self.reverse, self.inclusive)]);
-        }
-        let d = self.jacobian(&primals[0])?; // (..., i, j)
-        let r = d.ndim() - 2;
-        let gl = expand_dims(&moveaxis(g, self.axis as i32, -1)?, r as i32 + 1)?; // (..., i, 1)
-        let gx = reduce_keep(ReduceOp::Sum, &multiply(&d, &gl)?, &[r])?; // (..., 1, j)
-        let mut shape = gx.shape().to_vec();
-        shape.remove(r);
-        Ok(vec![moveaxis(&reshape_to(&gx, &shape)?, -1, self.axis as i32)?])
+    fn vjp(&self, primals: &[Array], cotangents: &[Array], _: &[usize], outputs: &[Array]) -> Result<Vec<Array>> {
+        Ok(vec![self.vjp_line(&primals[0], &outputs[0], &cotangents[0])?])
     }
     fn jvp(&self, primals: &[Array], tangents: &[Array], _: &[usize]) -> Result<Vec<Array>> {
-        let t = &tangents[0];
-        if self.op == ScanOp::Sum {
-            return Ok(vec![scan_raw(ScanOp::Sum, t, self.axis, self.reverse, self.inclusive)]);
-        }
-        let d = self.jacobian(&primals[0])?; // (..., i, j)
-        let r = d.ndim() - 2;
-        let tl = expand_dims(&moveaxis(t, self.axis as i32, -1)?, r as i32)?; // (..., 1, j)
-        let ty = reduce_keep(ReduceOp::Sum, &multiply(&d, &tl)?, &[r + 1])?; // (..., i, 1)
-        let shape = ty.shape()[..r + 1].to_vec();
-        Ok(vec![moveaxis(&reshape_to(&ty, &shape)?, -1, self.axis as i32)?])
+        let y =
+            if self.op == ScanOp::Sum { primals[0].clone() } else { self.fwd(self.op, &primals[0], self.inclusive) };
+        Ok(vec![self.jvp_line(&primals[0], &y, &tangents[0])?])
     }
     fn vmap(&self, inputs: &[Array], axes: &[Option<usize>]) -> Result<(Vec<Array>, Vec<Option<usize>>)> {
         let axis = match axes[0] {
