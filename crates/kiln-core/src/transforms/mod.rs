@@ -8,12 +8,14 @@
 //! keeps their graph, which an outer transform may still walk.
 
 pub mod compile;
+pub mod custom;
 mod tree;
 pub use compile::{
     compile, compile_shapeless, compile_with_state, disable_compile, enable_compile, is_compile_enabled,
     CompileOptions, Compiled, State,
 };
 
+pub use custom::{checkpoint, custom_function, CustomFunction};
 pub use tree::{tree_flatten, tree_map, tree_unflatten, Tree};
 
 use crate::array::{tracing, Array, Data};
