@@ -41,12 +41,12 @@ pub use memory::{
     clear_cache, get_active_memory, get_cache_memory, get_memory_limit, get_peak_memory, reset_peak_memory,
     set_cache_limit, set_memory_limit,
 };
-pub use transforms::{checkpoint, custom_function, CustomFunction};
 pub use ops::fft;
 pub use ops::linalg;
 pub use ops::random;
 pub use ops::{Axes, Operand};
 pub use stream::{synchronize, synchronize_all};
+pub use transforms::{checkpoint, custom_function, CustomFunction};
 pub use transforms::{compile, compile_shapeless, compile_with_state, disable_compile, enable_compile};
 pub use transforms::{
     grad, jvp, stop_gradient, tree_flatten, tree_map, tree_unflatten, value_and_grad, value_and_grad_tree, vjp, vmap,
