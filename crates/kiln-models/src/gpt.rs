@@ -29,7 +29,7 @@ impl GptConfig {
         if fields.contains(&0) {
             return Err(Error::invalid("GptConfig", format!("Every size must be positive: {self:?}.")));
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(Error::invalid(
                 "GptConfig",
                 format!("d_model ({}) must be divisible by n_heads ({}).", self.d_model, self.n_heads),
@@ -141,7 +141,7 @@ impl Forward for Gpt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_nn::ModuleExt;
+    use kiln_nn::{Module, ModuleExt};
 
     fn tiny() -> GptConfig {
         GptConfig { vocab_size: 11, context: 8, d_model: 16, n_layers: 2, n_heads: 4, d_ff: 32 }
@@ -173,7 +173,7 @@ mod tests {
     fn a_few_steps_reduce_the_loss() {
         kiln_core::random::seed(3);
         let mut m = Gpt::new(tiny()).unwrap();
-        let data: Vec<i32> = (0..64).map(|i| (i * 7 % 11) as i32).collect();
+        let data: Vec<i32> = (0..64i32).map(|i| i * 7 % 11).collect();
         let x = Array::from_slice(&data[..48], &[6, 8]).unwrap();
         let y = Array::from_slice(&data[1..49], &[6, 8]).unwrap();
         let vg = nn::value_and_grad(|m: &Gpt, a: &[Array]| m.loss(&a[0], &a[1]));

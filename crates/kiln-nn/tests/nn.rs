@@ -15,7 +15,8 @@ fn activations_match_mlx() {
     let x = arr(&a["x"]);
     let alpha = arr(&a["alpha"]);
     type Act = fn(&Array) -> kiln_core::Result<Array>;
-    let cases: Vec<(&str, Box<dyn Fn(&Array) -> kiln_core::Result<Array>>)> = vec![
+    type Boxed = Box<dyn Fn(&Array) -> kiln_core::Result<Array>>;
+    let cases: Vec<(&str, Boxed)> = vec![
         ("sigmoid", Box::new(nn::sigmoid as Act)),
         ("relu", Box::new(nn::relu as Act)),
         ("relu2", Box::new(nn::relu2 as Act)),

@@ -11,7 +11,7 @@
 //! use kiln_optim::{Optimizer, Sgd};
 //!
 //! let mut model = nn::Linear::new(3, 1, true).unwrap();
-//! let mut opt = Sgd::new(0.1);
+//! let mut opt = Sgd::new(0.01);
 //! let x = Array::from_slice(&[1.0f32, 2.0, 3.0], &[1, 3]).unwrap();
 //! let loss_fn = nn::value_and_grad(|m: &nn::Linear, a: &[Array]| ops::sum(&ops::square(&m.forward(&a[0])?)?, ops::Axes::All, false));
 //! let (first, grads) = loss_fn(&model, &[x.clone()]).unwrap();

@@ -69,6 +69,8 @@ pub trait Optimizer {
 pub struct Base {
     step: Array,
     lr: Array,
+    /// Whether `learning_rate` belongs in the state (Adafactor without one has none, as MLX).
+    has_lr: bool,
     schedule: Option<Schedule>,
     state: BTreeMap<String, ParamState>,
 }
@@ -81,7 +83,7 @@ impl Base {
             LearningRate::Constant(x) => (Array::scalar_as(Scalar::Float(x), Dtype::F32), None),
             LearningRate::Scheduled(s) => (s(&step)?, Some(s)),
         };
-        Ok(Base { step, lr, schedule, state: BTreeMap::new() })
+        Ok(Base { step, lr, has_lr: true, schedule, state: BTreeMap::new() })
     }
 
     /// Runs one update: schedules the learning rate at the current step,
@@ -126,7 +128,10 @@ impl Base {
     }
 
     fn to_tree(&self) -> Result<Tree> {
-        let mut items = vec![("step".to_string(), self.step.clone()), ("learning_rate".to_string(), self.lr.clone())];
+        let mut items = vec![("step".to_string(), self.step.clone())];
+        if self.has_lr {
+            items.push(("learning_rate".to_string(), self.lr.clone()));
+        }
         for (k, st) in &self.state {
             for (name, a) in st {
                 items.push((format!("{k}.{name}"), a.clone()));
@@ -135,7 +140,7 @@ impl Base {
         tree_unflatten(items)
     }
 
-    fn from_tree(&mut self, tree: &Tree) -> Result<()> {
+    fn load_tree(&mut self, tree: &Tree) -> Result<()> {
         let mut step = None;
         let mut lr = None;
         let mut state: BTreeMap<String, ParamState> = BTreeMap::new();
@@ -173,7 +178,7 @@ macro_rules! optimizer_common {
             self.base.to_tree()
         }
         fn set_state(&mut self, state: &Tree) -> Result<()> {
-            self.base.from_tree(state)
+            self.base.load_tree(state)
         }
         fn learning_rate(&self) -> Array {
             self.base.lr.clone()
@@ -625,8 +630,10 @@ pub struct Adafactor {
 impl Adafactor {
     /// Adafactor with MLX's defaults (relative step, no learning rate).
     pub fn new() -> Result<Adafactor> {
+        let mut base = Base::new(0.0)?;
+        base.has_lr = false;
         Ok(Adafactor {
-            base: Base::new(0.0)?,
+            base,
             has_lr: false,
             eps: (1e-30, 1e-3),
             clip_threshold: 1.0,

@@ -97,7 +97,12 @@ fn parse(src: &Arc<Source>) -> Result<(ArrayMap, BTreeMap<String, String>)> {
     let mut ranges = Vec::new();
     for (key, v) in items {
         if key == "__metadata__" {
-            let Json_::Obj(m) = v else { return Err(bad("__metadata__ must be an object".into())) };
+            // MLX's `save_weights` writes `"__metadata__": null`. The parser keeps null, true and
+            // false as one literal; none of them carries metadata.
+            if matches!(v, Json_::Literal) {
+                continue;
+            }
+            let Json_::Obj(m) = v else { return Err(bad("__metadata__ must be an object or null".into())) };
             for (k, v) in m {
                 let Json_::Str(s) = v else { return Err(bad(format!("metadata value of '{k}' is not a string"))) };
                 meta.insert(k, s);

@@ -42,7 +42,7 @@ pub fn scaled_dot_product_attention(
             format!("Incompatible shapes: queries {:?}, keys {:?}, values {:?}.", q.shape(), k.shape(), v.shape()),
         ));
     }
-    if hkv == 0 || hq % hkv != 0 {
+    if hkv == 0 || !hq.is_multiple_of(hkv) {
         return Err(Error::invalid(
             op,
             format!("The number of query heads ({hq}) must be a multiple of the number of key/value heads ({hkv})."),
@@ -148,7 +148,7 @@ impl MultiHeadAttention {
         value_output_dims: usize,
         bias: bool,
     ) -> Result<MultiHeadAttention> {
-        if num_heads == 0 || dims % num_heads != 0 {
+        if num_heads == 0 || !dims.is_multiple_of(num_heads) {
             return Err(Error::invalid(
                 "MultiHeadAttention",
                 format!("The input feature dimensions should be divisible by the number of heads ({dims} % {num_heads}) != 0"),
@@ -317,7 +317,7 @@ pub fn rope(x: &Array, dims: usize, traditional: bool, base: f32, scale: f32, of
         return Err(Error::invalid(op, format!("The input must have at least 2 dimensions, got {:?}.", x.shape())));
     }
     let d = x.shape()[x.ndim() - 1];
-    if dims > d || dims % 2 != 0 {
+    if dims > d || !dims.is_multiple_of(2) {
         return Err(Error::invalid(op, format!("dims ({dims}) must be even and at most the feature size ({d}).")));
     }
     let l = x.shape()[x.ndim() - 2];
@@ -398,7 +398,7 @@ impl SinusoidalPositionalEncoding {
         cos_first: bool,
         full_turns: bool,
     ) -> Result<Self> {
-        if dims == 0 || dims % 2 != 0 {
+        if dims == 0 || !dims.is_multiple_of(2) {
             return Err(Error::invalid(
                 "SinusoidalPositionalEncoding",
                 format!("dims must be positive and even but got {dims}."),

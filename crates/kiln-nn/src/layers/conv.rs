@@ -7,7 +7,7 @@ use kiln_core::ops::{self, PadMode};
 use kiln_core::{Array, Dtype, Error, Result};
 
 fn check_groups(op: &str, in_channels: usize, groups: usize) -> Result<()> {
-    if groups == 0 || in_channels % groups != 0 {
+    if groups == 0 || !in_channels.is_multiple_of(groups) {
         return Err(Error::invalid(
             op,
             format!(
@@ -44,6 +44,7 @@ pub type Conv3d = Conv<3>;
 
 impl<const N: usize> Conv<N> {
     /// A layer initialised as MLX: weight uniform in `±1/√(fan_in)`, bias zero.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         in_channels: usize,
         out_channels: usize,
@@ -123,6 +124,7 @@ pub type ConvTranspose3d = ConvTranspose<3>;
 
 impl<const N: usize> ConvTranspose<N> {
     /// A layer initialised as MLX: weight uniform in `±1/√(in·k)`, bias zero.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         in_channels: usize,
         out_channels: usize,

@@ -114,7 +114,7 @@ impl GroupNorm {
     /// channels (`pytorch_compatible = false`); PyTorch's are contiguous blocks.
     pub fn new(num_groups: usize, dims: usize, eps: f32, affine: bool, pytorch_compatible: bool) -> Result<GroupNorm> {
         check_eps("GroupNorm", eps)?;
-        if num_groups == 0 || dims == 0 || dims % num_groups != 0 {
+        if num_groups == 0 || dims == 0 || !dims.is_multiple_of(num_groups) {
             return Err(kiln_core::Error::invalid(
                 "GroupNorm",
                 format!(

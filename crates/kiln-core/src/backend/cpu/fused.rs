@@ -498,17 +498,17 @@ impl Kernel<'_> {
             heap = vec![std::ptr::null_mut(); nregs];
             &mut heap
         };
-        for r in 0..nregs {
+        for (r, slot) in ptrs.iter_mut().enumerate() {
             let c = self.size[r];
-            ptrs[r] = match self.loc[r] {
+            *slot = match self.loc[r] {
                 Loc::Direct(k) => self.in_ptr[k].get().wrapping_add(i0 * c),
                 Loc::Slot(s) => arena.wrapping_add(s * SLOT_BYTES),
                 Loc::Out(k) => self.out_ptr[k].get().wrapping_add(i0 * c),
             };
         }
-        for k in 0..p.n_inputs {
+        for (k, &dst) in ptrs.iter().enumerate().take(p.n_inputs) {
             if self.fill[k] == Fill::Load {
-                self.load(k, ptrs[k], i0, len);
+                self.load(k, dst, i0, len);
             }
         }
         let mut args = [std::ptr::null_mut::<u8>(); 3];
@@ -649,7 +649,7 @@ pub fn fused(prog: &FusedProgram, inputs: &[Array], outs: &[OutSpec<'_>]) -> Res
     let in_ptr: Vec<SendPtr<u8>> = in_data
         .iter()
         .zip(inputs)
-        .map(|(d, a)| SendPtr(crate::dispatch_dtype!(a.dtype(), T => d.ptr::<T>() as *mut u8)))
+        .map(|(d, a)| SendPtr(crate::dispatch_dtype!(a.dtype(), T => d.ptr::<T>().cast::<u8>())))
         .collect();
     let size: Vec<usize> = dtypes.iter().map(|&d| class(d).map(csize)).collect::<Result<_>>()?;
     let mut arg_dtype = Vec::with_capacity(prog.insts.len());

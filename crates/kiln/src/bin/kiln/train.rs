@@ -308,13 +308,13 @@ pub fn train(raw: &[String]) -> Result<()> {
             fmt_secs(per_step * (t.steps - done) as f64)
         );
         let _ = err.flush();
-        if done % t.eval_every == 0 || done == t.steps {
+        if done.is_multiple_of(t.eval_every) || done == t.steps {
             let v = evaluate(&model, val_toks, &t)?;
             val_loss = Some(v);
             let _ =
                 writeln!(err, "\nstep {done}: train loss {:.4}, held-out loss {v:.4} nats/char", smoothed.unwrap_or(l));
         }
-        if done % t.save_every == 0 || done == t.steps {
+        if done.is_multiple_of(t.save_every) || done == t.steps {
             save_checkpoint(&t.out, &model, &opt, &config_json(model.config(), &tok, done, &t, val_loss))?;
         }
     }
