@@ -191,7 +191,7 @@ fn read_config(dir: &Path) -> Result<(GptConfig, CharTokenizer, usize)> {
 fn save_checkpoint(dir: &Path, model: &Gpt, opt: &AdamW, config: &Value) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     // Write to temporary names and rename, so an interrupted save keeps the last good checkpoint.
-    let tmp = |n: &str| dir.join(format!(".{n}.tmp"));
+    let tmp = |n: &str| dir.join(format!(".partial-{n}"));
     model.save_weights(tmp("model.safetensors"))?;
     let state = tree_flatten(&opt.state()?).into_iter().collect();
     kiln_core::io::save_safetensors(tmp("optimizer.safetensors"), &state, &Default::default())?;
