@@ -206,6 +206,11 @@ fn scale(a: f64, x: &Array) -> Result<Array> {
     ops::multiply(a, x)
 }
 
+/// The running average `β·old + (1-β)·new`, in MLX's order of operations.
+fn ema(beta: f64, old: &Array, new: &Array) -> Result<Array> {
+    ops::add(&scale(beta, old)?, &scale(1.0 - beta, new)?)
+}
+
 /// Stochastic gradient descent with optional momentum, dampening, Nesterov
 /// momentum and (L2) weight decay.
 #[derive(Clone)]
@@ -307,7 +312,7 @@ impl Optimizer for RmsProp {
             |p| zeros_state(p, &["v"]),
             |g, p, st, b| {
                 let lr = b.lr_as(g.dtype())?;
-                let v = ops::add(&scale(alpha, &get(st, "v"))?, &scale(1.0 - alpha, &ops::square(g)?)?)?;
+                let v = ema(alpha, &get(st, "v"), &ops::square(g)?)?;
                 st.insert("v".into(), v.clone());
                 ops::subtract(p, &ops::divide(&ops::multiply(&lr, g)?, &ops::add(&ops::sqrt(&v)?, eps)?)?)
             },
@@ -396,12 +401,12 @@ impl Optimizer for AdaDelta {
             |g, p, st, b| {
                 let lr = b.lr_as(g.dtype())?;
                 let (v, u) = (get(st, "v"), get(st, "u"));
-                let v = ops::add(&scale(rho, &v)?, &scale(1.0 - rho, &ops::square(g)?)?)?;
+                let v = ema(rho, &v, &ops::square(g)?)?;
                 let d = ops::multiply(
                     &ops::divide(&ops::sqrt(&ops::add(&u, eps)?)?, &ops::sqrt(&ops::add(&v, eps)?)?)?,
                     g,
                 )?;
-                let u = ops::add(&scale(rho, &u)?, &scale(1.0 - rho, &ops::square(&d)?)?)?;
+                let u = ema(rho, &u, &ops::square(&d)?)?;
                 st.insert("v".into(), v);
                 st.insert("u".into(), u);
                 ops::subtract(p, &ops::multiply(&lr, &d)?)
@@ -423,8 +428,8 @@ fn adam_single(
 ) -> Result<Array> {
     let lr = b.lr_as(g.dtype())?;
     let (b1, b2) = betas;
-    let m = ops::add(&scale(b1, &get(st, "m"))?, &scale(1.0 - b1, g)?)?;
-    let v = ops::add(&scale(b2, &get(st, "v"))?, &scale(1.0 - b2, &ops::square(g)?)?)?;
+    let m = ema(b1, &get(st, "m"), g)?;
+    let v = ema(b2, &get(st, "v"), &ops::square(g)?)?;
     st.insert("m".into(), m.clone());
     st.insert("v".into(), v.clone());
     if bias_correction {
@@ -548,7 +553,7 @@ impl Optimizer for Adamax {
             |p| zeros_state(p, &["m", "v"]),
             |g, p, st, b| {
                 let lr = b.lr_as(g.dtype())?;
-                let m = ops::add(&scale(b1, &get(st, "m"))?, &scale(1.0 - b1, g)?)?;
+                let m = ema(b1, &get(st, "m"), g)?;
                 let v = ops::maximum(&scale(b2, &get(st, "v"))?, &ops::abs(g)?)?;
                 st.insert("m".into(), m.clone());
                 st.insert("v".into(), v.clone());
@@ -590,8 +595,8 @@ impl Optimizer for Lion {
             |g, p, st, b| {
                 let lr = b.lr_as(g.dtype())?;
                 let m = get(st, "m");
-                let c = ops::add(&scale(b1, &m)?, &scale(1.0 - b1, g)?)?;
-                st.insert("m".into(), ops::add(&scale(b2, &m)?, &scale(1.0 - b2, g)?)?);
+                let c = ema(b1, &m, g)?;
+                st.insert("m".into(), ema(b2, &m, g)?);
                 let mut p = p.clone();
                 if wd > 0.0 {
                     p = ops::multiply(&ops::subtract(1, &ops::multiply(&lr, wd)?)?, &p)?;
@@ -729,7 +734,7 @@ impl Optimizer for Adafactor {
                 update = ops::divide(&update, &ops::maximum(1.0, &ops::divide(&rms(&update)?, h.clip_threshold)?)?)?;
                 update = ops::multiply(&lr, &update)?;
                 if let Some(b1) = beta_1 {
-                    let e = ops::add(&scale(b1, &get(st, "exp_avg"))?, &scale(1.0 - b1, &update)?)?;
+                    let e = ema(b1, &get(st, "exp_avg"), &update)?;
                     st.insert("exp_avg".into(), e.clone());
                     update = e;
                 }
@@ -795,7 +800,7 @@ impl Optimizer for Muon {
                 if h.weight_decay != 0.0 {
                     g = ops::add(&g, &scale(h.weight_decay, p)?)?;
                 }
-                let v = ops::add(&scale(h.momentum, &get(st, "v"))?, &scale(1.0 - h.momentum, &g)?)?;
+                let v = ema(h.momentum, &get(st, "v"), &g)?;
                 st.insert("v".into(), v.clone());
                 let mut update = if h.nesterov {
                     ops::add(&ops::multiply(&g, 1.0 - h.momentum)?, &ops::multiply(&v, h.momentum)?)?

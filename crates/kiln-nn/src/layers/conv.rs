@@ -18,6 +18,31 @@ fn check_groups(op: &str, in_channels: usize, groups: usize) -> Result<()> {
     Ok(())
 }
 
+/// MLX's convolution initialisation: weight `(out, kernel…, in)` uniform in
+/// `±1/√(in·∏kernel)`, bias zeros.
+fn conv_params(
+    out_channels: usize,
+    kernel_size: &[usize],
+    in_channels: usize,
+    bias: bool,
+) -> Result<(Param, Option<Param>)> {
+    let fan_in = in_channels * kernel_size.iter().product::<usize>();
+    let scale = (1.0 / fan_in.max(1) as f64).sqrt();
+    let mut shape = vec![out_channels];
+    shape.extend(kernel_size);
+    shape.push(in_channels);
+    let weight = Param::new(init::uniform(&shape, -scale, scale, Dtype::F32)?);
+    let bias = if bias { Some(Param::new(ops::zeros(&[out_channels], Dtype::F32)?)) } else { None };
+    Ok((weight, bias))
+}
+
+fn add_bias(y: Array, bias: &Option<Param>) -> Result<Array> {
+    match bias {
+        Some(b) => ops::add(&y, b),
+        None => Ok(y),
+    }
+}
+
 /// An N-d convolution (N = 1, 2, 3): [`Conv1d`], [`Conv2d`], [`Conv3d`].
 #[derive(Clone, Debug, crate::Module)]
 pub struct Conv<const N: usize> {
@@ -56,19 +81,8 @@ impl<const N: usize> Conv<N> {
         bias: bool,
     ) -> Result<Conv<N>> {
         check_groups("Conv", in_channels, groups)?;
-        let fan_in = in_channels / groups * kernel_size.iter().product::<usize>();
-        let scale = (1.0 / fan_in.max(1) as f64).sqrt();
-        let mut shape = vec![out_channels];
-        shape.extend(kernel_size);
-        shape.push(in_channels / groups);
-        Ok(Conv {
-            weight: Param::new(init::uniform(&shape, -scale, scale, Dtype::F32)?),
-            bias: if bias { Some(Param::new(ops::zeros(&[out_channels], Dtype::F32)?)) } else { None },
-            stride,
-            padding,
-            dilation,
-            groups,
-        })
+        let (weight, bias) = conv_params(out_channels, &kernel_size, in_channels / groups, bias)?;
+        Ok(Conv { weight, bias, stride, padding, dilation, groups })
     }
     /// Kernel `k`, stride 1, no padding, no dilation, one group, with bias.
     pub fn simple(in_channels: usize, out_channels: usize, kernel_size: usize) -> Result<Conv<N>> {
@@ -91,10 +105,7 @@ impl<const N: usize> Forward for Conv<N> {
         let pad: Vec<i64> = self.padding.iter().map(|&p| p as i64).collect();
         let y =
             ops::conv_general(x, &self.weight, &self.stride, &pad, &pad, &self.dilation, &[1; N], self.groups, false)?;
-        match &self.bias {
-            Some(b) => ops::add(&y, b),
-            None => Ok(y),
-        }
+        add_bias(y, &self.bias)
     }
 }
 
@@ -135,19 +146,8 @@ impl<const N: usize> ConvTranspose<N> {
         output_padding: [usize; N],
         bias: bool,
     ) -> Result<ConvTranspose<N>> {
-        let fan = in_channels * kernel_size.iter().product::<usize>();
-        let scale = (1.0 / fan.max(1) as f64).sqrt();
-        let mut shape = vec![out_channels];
-        shape.extend(kernel_size);
-        shape.push(in_channels);
-        Ok(ConvTranspose {
-            weight: Param::new(init::uniform(&shape, -scale, scale, Dtype::F32)?),
-            bias: if bias { Some(Param::new(ops::zeros(&[out_channels], Dtype::F32)?)) } else { None },
-            stride,
-            padding,
-            dilation,
-            output_padding,
-        })
+        let (weight, bias) = conv_params(out_channels, &kernel_size, in_channels, bias)?;
+        Ok(ConvTranspose { weight, bias, stride, padding, dilation, output_padding })
     }
 }
 
@@ -183,10 +183,7 @@ impl<const N: usize> Forward for ConvTranspose<N> {
                 1,
             )?,
         };
-        match &self.bias {
-            Some(b) => ops::add(&y, b),
-            None => Ok(y),
-        }
+        add_bias(y, &self.bias)
     }
 }
 
