@@ -476,32 +476,6 @@ class TorchPeer:
     def mlp_value_and_grad_784_512_512_10_b256_compiled(self, p):
         return self._mlp(True)
 
-    def _peg(self, p):
-        jax, jnp = self.jax, self.jnp
-        args = [self.rand(p["d_in"], p["hidden"]) * 0.1, self.rand(p["hidden"]) * 0.1,
-                self.rand(p["hidden"], p["d_out"]) * 0.1, self.rand(p["d_out"]) * 0.1,
-                self.rand(p["batch"], p["d_in"]), self.rand(p["batch"], p["d_out"])]
-        g = jax.grad(lambda *a: peg_loss(*a, jnp.tanh), argnums=(0, 1, 2, 3))
-        return args, g
-
-    impl_per_example_grads_vmap = "jax.jit(jax.vmap(jax.grad(loss)))"
-
-    def per_example_grads_vmap(self, p):
-        jax = self.jax
-        args, g = self._peg(p)
-        vg = jax.jit(jax.vmap(g, in_axes=(None, None, None, None, 0, 0)))
-        return lambda: jax.block_until_ready(vg(*args))
-
-    impl_per_example_grads_loop = "python loop of jax.jit(jax.grad(loss)) calls"
-
-    def per_example_grads_loop(self, p):
-        jax = self.jax
-        args, g = self._peg(p)
-        g = jax.jit(g)
-        w, (x, y) = args[:4], args[4:]
-        return lambda: jax.block_until_ready([g(*w, x[b], y[b]) for b in range(p["batch"])])
-
-
 class JaxPeer:
     def __init__(self, args):
         import jax
@@ -613,6 +587,31 @@ class JaxPeer:
     def mlp_value_and_grad_784_512_512_10_b256_compiled(self, p):
         return self._mlp(True)
 
+    def _peg(self, p):
+        jax, jnp = self.jax, self.jnp
+        args = [self.rand(p["d_in"], p["hidden"]) * 0.1, self.rand(p["hidden"]) * 0.1,
+                self.rand(p["hidden"], p["d_out"]) * 0.1, self.rand(p["d_out"]) * 0.1,
+                self.rand(p["batch"], p["d_in"]), self.rand(p["batch"], p["d_out"])]
+        g = jax.grad(lambda *a: peg_loss(*a, jnp.tanh), argnums=(0, 1, 2, 3))
+        return args, g
+
+    impl_per_example_grads_vmap = "jax.jit(jax.vmap(jax.grad(loss)))"
+
+    def per_example_grads_vmap(self, p):
+        jax = self.jax
+        args, g = self._peg(p)
+        vg = jax.jit(jax.vmap(g, in_axes=(None, None, None, None, 0, 0)))
+        return lambda: jax.block_until_ready(vg(*args))
+
+    impl_per_example_grads_loop = "python loop of jax.jit(jax.grad(loss)) calls"
+
+    def per_example_grads_loop(self, p):
+        jax = self.jax
+        args, g = self._peg(p)
+        g = jax.jit(g)
+        w, (x, y) = args[:4], args[4:]
+        return lambda: jax.block_until_ready([g(*w, x[b], y[b]) for b in range(p["batch"])])
+
 
 PEERS = dict(numpy=NumpyPeer, mlx=MlxPeer, torch=TorchPeer, jax=JaxPeer)
 
@@ -620,6 +619,7 @@ PEERS = dict(numpy=NumpyPeer, mlx=MlxPeer, torch=TorchPeer, jax=JaxPeer)
 # ----------------------------------------------------------------------------
 # Timing
 # ----------------------------------------------------------------------------
+
 def machine_busy_s():
     """Busy CPU seconds of the whole machine so far (all processes), from /proc/stat."""
     try:

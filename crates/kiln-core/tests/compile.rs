@@ -239,7 +239,8 @@ fn inputs(rng: &mut Rng, r: usize, c: usize) -> Vec<Array> {
 #[test]
 fn random_graphs_compiled_match_uncompiled() {
     let _g = shared();
-    let mut rng = Rng::new(2024);
+    // SEED=n explores other random graphs.
+    let mut rng = Rng::new(std::env::var("SEED").map(|s| s.parse().unwrap()).unwrap_or(2024));
     for case in 0..60 {
         let p = Rc::new(Program::random(&mut rng, 6 + case % 10, false));
         let ctx = format!("program {case} {:?}", p);
@@ -265,7 +266,8 @@ fn random_graphs_compiled_match_uncompiled() {
 #[test]
 fn random_graph_gradients_compiled_match_uncompiled() {
     let _g = shared();
-    let mut rng = Rng::new(77);
+    // SEED=n explores other random graphs.
+    let mut rng = Rng::new(std::env::var("SEED").map(|s| s.parse().unwrap()).unwrap_or(77));
     let argnums = [0usize, 1, 2, 3];
     for case in 0..40 {
         let p = Rc::new(Program::random(&mut rng, 5 + case % 8, false));

@@ -272,146 +272,335 @@ pub fn supported(op: FusedOp, d: Dtype, out: Dtype) -> bool {
 /// nodes replaced by [`Fused`] nodes (see the module docs). Evaluated arrays
 /// and non-elementwise nodes are kept (rebuilt with the same primitives where
 /// an input changed); the returned arrays compute the same values.
+///
+/// Grouping: fusable nodes of one shape are merged along producer→consumer
+/// edges, then groups of one shape that read a common input are merged too
+/// (one pass over that input instead of two). A merge is made only when the
+/// group stays convex — no path leaves it and comes back through a node
+/// outside it (say a reduction) — so the graph of kernels stays acyclic and
+/// nothing is recomputed. Every member read outside its group, or requested,
+/// becomes an output of the fused node.
 pub fn fuse_graph(outputs: &[Array]) -> Vec<Array> {
-    // Post-order of the unevaluated nodes (one representative per expression).
-    let mut order: Vec<Array> = Vec::new();
-    let mut seen: HashMap<usize, ()> = HashMap::new();
-    let mut consumers: HashMap<usize, Vec<usize>> = HashMap::new();
-    let lazy = |a: &Array| {
-        let st = a.0.lock();
-        st.data.is_none() && st.expr.is_some()
-    };
-    let mut stack: Vec<(Array, bool)> = outputs.iter().rev().map(|o| (o.clone(), false)).collect();
-    while let Some((a, done)) = stack.pop() {
-        if done {
-            order.push(a);
+    let g = Graph::new(outputs);
+    let n = g.order.len();
+
+    // Fusable nodes, and a union-find over them.
+    let fop: Vec<Option<FusedOp>> = g
+        .order
+        .iter()
+        .map(|a| {
+            if a.siblings().0.len() != 1 {
+                return None;
+            }
+            let prim = a.primitive()?;
+            fusable_op(a, &prim, &a.inputs())
+        })
+        .collect();
+    let mut uf = Groups::new(n);
+    let mut scratch = Walk::new(n);
+    let same_shape = |x: usize, y: usize| g.order[x].shape() == g.order[y].shape();
+    // Producer→consumer edges, from the outputs back (so a chain feeding a
+    // requested value grows from it, and a value also read by, say, a
+    // reduction stays at the boundary instead of pulling its producers in).
+    for k in (0..n).rev() {
+        if fop[k].is_none() {
             continue;
         }
-        if seen.contains_key(&a.id()) || !lazy(&a) {
-            continue;
-        }
-        let (sibs, _) = a.siblings();
-        for s in &sibs {
-            seen.insert(s.id(), ());
-        }
-        stack.push((a.clone(), true));
-        for i in a.inputs().iter().rev() {
-            consumers.entry(i.id()).or_default().push(a.id());
-            if !seen.contains_key(&i.id()) {
-                stack.push((i.clone(), false));
+        for &i in &g.inputs[k] {
+            if fop[i].is_some() && same_shape(i, k) {
+                uf.try_merge(i, k, &g, &mut scratch);
             }
         }
     }
-    let requested: HashMap<usize, ()> = outputs.iter().map(|o| (o.id(), ())).collect();
-
-    // Groups, consumers first: a node joins its consumers' group when every
-    // consumer is in that one group and the shapes match.
-    let mut group_of: HashMap<usize, usize> = HashMap::new();
-    let mut members: Vec<Vec<usize>> = Vec::new(); // indices into `order`
-    let mut fop: HashMap<usize, FusedOp> = HashMap::new();
-    for k in (0..order.len()).rev() {
-        let a = &order[k];
-        if a.siblings().0.len() != 1 {
+    // Groups reading a common input (evaluated or not fusable).
+    let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
+    for k in 0..n {
+        if fop[k].is_none() {
             continue;
         }
-        let Some(prim) = a.primitive() else { continue };
-        let Some(op) = fusable_op(a, &prim, &a.inputs()) else { continue };
-        fop.insert(a.id(), op);
-        let cons = consumers.get(&a.id()).map(|v| v.as_slice()).unwrap_or(&[]);
-        let g = cons.first().and_then(|c| group_of.get(c)).copied();
-        let joins = g.is_some_and(|g| {
-            cons.iter().all(|c| group_of.get(c) == Some(&g)) && order[members[g][0]].shape() == a.shape()
-        });
-        let g = if joins {
-            g.expect("checked")
-        } else {
-            members.push(Vec::new());
-            members.len() - 1
-        };
-        group_of.insert(a.id(), g);
-        members[g].push(k);
+        for x in g.order[k].inputs() {
+            let external = g.index.get(&x.id()).is_none_or(|&i| fop[i].is_none());
+            if external && x.size() > 1 {
+                readers.entry(x.id()).or_default().push(k);
+            }
+        }
+    }
+    let mut keys: Vec<usize> = readers.keys().copied().collect();
+    keys.sort_unstable_by_key(|id| readers[id][0]);
+    for id in keys {
+        let r = &readers[&id];
+        for w in r.windows(2) {
+            if same_shape(w[0], w[1]) {
+                uf.try_merge(w[0], w[1], &g, &mut scratch);
+            }
+        }
     }
 
-    // Rebuild in topological order.
+    // Units: a group of two or more nodes, or a single node. Rebuild them in
+    // a topological order of the contracted graph (acyclic by convexity).
+    let unit = |k: usize| {
+        let r = uf.find_const(k);
+        if uf.members[r].len() > 1 {
+            r
+        } else {
+            k
+        }
+    };
+    let mut indeg = vec![0usize; n];
+    let mut out_units: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for k in 0..n {
+        let u = unit(k);
+        for &i in &g.inputs[k] {
+            let v = unit(i);
+            if v != u {
+                out_units[v].push(u);
+                indeg[u] += 1;
+            }
+        }
+    }
+    let is_unit = |k: usize| unit(k) == k;
+    let mut ready: Vec<usize> = (0..n).rev().filter(|&k| is_unit(k) && indeg[k] == 0).collect();
     let mut map: HashMap<usize, Array> = HashMap::new();
     let get = |map: &HashMap<usize, Array>, a: &Array| map.get(&a.id()).cloned().unwrap_or_else(|| a.clone());
-    for (k, a) in order.iter().enumerate() {
-        if map.contains_key(&a.id()) {
-            continue;
-        }
-        if let Some(&g) = group_of.get(&a.id()) {
-            let mem = &members[g];
-            if mem.len() > 1 {
-                // The root (first pushed) is the last member in topological order.
-                if mem[0] == k {
-                    build_group(&order, mem, &fop, &requested, &consumers, &group_of, &mut map, &get);
-                }
-                continue;
-            }
-        }
-        let inputs = a.inputs();
-        let new_inputs: Vec<Array> = inputs.iter().map(|i| get(&map, i)).collect();
-        if inputs.iter().zip(&new_inputs).all(|(x, y)| x.id() == y.id()) {
-            continue; // unchanged: keep the node itself
-        }
-        let (expr, _) = a.expr().expect("lazy node");
-        let prim = expr.prim.clone();
-        let (sibs, _) = a.siblings();
-        if sibs.len() == 1 {
-            map.insert(a.id(), Array::from_op_arc(a.shape().to_vec(), a.dtype(), prim, new_inputs));
+    let mut done = 0;
+    while let Some(u) = ready.pop() {
+        done += 1;
+        if uf.members[uf.find_const(u)].len() > 1 && uf.find_const(u) == u {
+            build_group(&g, &uf.members[u], &fop, &uf, &mut map, &get);
         } else {
-            let new = Array::from_op_multi(expr.metas.clone(), prim, new_inputs);
-            for (s, n) in sibs.iter().zip(new) {
-                map.insert(s.id(), n);
+            rebuild_node(&g.order[u], &mut map, &get);
+        }
+        for &w in &out_units[u] {
+            indeg[w] -= 1;
+            if indeg[w] == 0 {
+                ready.push(w);
             }
         }
     }
+    debug_assert_eq!(done, (0..n).filter(|&k| is_unit(k)).count(), "fusion made the graph cyclic");
     outputs.iter().map(|o| get(&map, o)).collect()
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The unevaluated graph behind some outputs, in topological order.
+struct Graph {
+    /// One representative per expression, producers first.
+    order: Vec<Array>,
+    /// Position in `order` by array id (every sibling of a node included).
+    index: HashMap<usize, usize>,
+    /// Lazy inputs of each node, as positions.
+    inputs: Vec<Vec<usize>>,
+    /// Consumers of each node, as positions.
+    consumers: Vec<Vec<usize>>,
+    /// Whether each node is requested by the caller.
+    requested: Vec<bool>,
+}
+
+impl Graph {
+    fn new(outputs: &[Array]) -> Graph {
+        let lazy = |a: &Array| {
+            let st = a.0.lock();
+            st.data.is_none() && st.expr.is_some()
+        };
+        let mut order: Vec<Array> = Vec::new();
+        let mut index: HashMap<usize, usize> = HashMap::new();
+        let mut seen: HashMap<usize, ()> = HashMap::new();
+        let mut stack: Vec<(Array, bool)> = outputs.iter().rev().map(|o| (o.clone(), false)).collect();
+        while let Some((a, done)) = stack.pop() {
+            if done {
+                for s in a.siblings().0 {
+                    index.insert(s.id(), order.len());
+                }
+                order.push(a);
+                continue;
+            }
+            if seen.contains_key(&a.id()) || !lazy(&a) {
+                continue;
+            }
+            for s in a.siblings().0 {
+                seen.insert(s.id(), ());
+            }
+            stack.push((a.clone(), true));
+            for i in a.inputs().iter().rev() {
+                if !seen.contains_key(&i.id()) {
+                    stack.push((i.clone(), false));
+                }
+            }
+        }
+        let n = order.len();
+        let mut inputs = vec![Vec::new(); n];
+        let mut consumers = vec![Vec::new(); n];
+        for (k, a) in order.iter().enumerate() {
+            for i in a.inputs() {
+                if let Some(&j) = index.get(&i.id()) {
+                    if !inputs[k].contains(&j) {
+                        inputs[k].push(j);
+                        consumers[j].push(k);
+                    }
+                }
+            }
+        }
+        let mut requested = vec![false; n];
+        for o in outputs {
+            if let Some(&k) = index.get(&o.id()) {
+                requested[k] = true;
+            }
+        }
+        Graph { order, index, inputs, consumers, requested }
+    }
+}
+
+/// Union-find over node positions; a root's `members` lists its group.
+struct Groups {
+    parent: Vec<usize>,
+    members: Vec<Vec<usize>>,
+}
+
+impl Groups {
+    fn new(n: usize) -> Groups {
+        Groups { parent: (0..n).collect(), members: (0..n).map(|k| vec![k]).collect() }
+    }
+    fn find_const(&self, mut k: usize) -> usize {
+        while self.parent[k] != k {
+            k = self.parent[k];
+        }
+        k
+    }
+    /// Merges the groups of `a` and `b` if the union stays convex.
+    fn try_merge(&mut self, a: usize, b: usize, g: &Graph, w: &mut Walk) -> bool {
+        let (ra, rb) = (self.find_const(a), self.find_const(b));
+        if ra == rb || !self.convex(ra, rb, g, w) {
+            return false;
+        }
+        // Attach the smaller group under the larger; members stay sorted.
+        let (big, small) = if self.members[ra].len() >= self.members[rb].len() { (ra, rb) } else { (rb, ra) };
+        self.parent[small] = big;
+        let moved = std::mem::take(&mut self.members[small]);
+        self.members[big].extend(moved);
+        self.members[big].sort_unstable();
+        true
+    }
+    /// Whether no path leaves `ra ∪ rb` and re-enters it, counting other
+    /// groups as single kernels (reaching one member of a group reaches all
+    /// of them, since its kernel needs every member's inputs). Without this,
+    /// two convex groups could still need each other's outputs.
+    fn convex(&self, ra: usize, rb: usize, g: &Graph, w: &mut Walk) -> bool {
+        let inside = |k: usize| {
+            let r = self.find_const(k);
+            r == ra || r == rb
+        };
+        w.next_generation();
+        let mut stack: Vec<usize> = Vec::new();
+        for &m in self.members[ra].iter().chain(&self.members[rb]) {
+            stack.extend(g.consumers[m].iter().copied().filter(|&c| !inside(c)));
+        }
+        while let Some(x) = stack.pop() {
+            if !w.visit(x) {
+                continue;
+            }
+            let r = self.find_const(x);
+            let unit: &[usize] = if self.members[r].len() > 1 { &self.members[r] } else { std::slice::from_ref(&x) };
+            for &y in unit {
+                w.visit(y);
+                for &c in &g.consumers[y] {
+                    if inside(c) {
+                        return false;
+                    }
+                    if w.mark[c] != w.generation {
+                        stack.push(c);
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Visited marks for repeated graph walks without clearing.
+struct Walk {
+    mark: Vec<u32>,
+    generation: u32,
+}
+
+impl Walk {
+    fn new(n: usize) -> Walk {
+        Walk { mark: vec![0; n], generation: 0 }
+    }
+    fn next_generation(&mut self) {
+        self.generation += 1;
+    }
+    fn visit(&mut self, k: usize) -> bool {
+        let first = self.mark[k] != self.generation;
+        self.mark[k] = self.generation;
+        first
+    }
+}
+
+/// Rebuilds one node on its (possibly replaced) inputs, keeping it as is
+/// when no input changed.
+fn rebuild_node(a: &Array, map: &mut HashMap<usize, Array>, get: &dyn Fn(&HashMap<usize, Array>, &Array) -> Array) {
+    let inputs = a.inputs();
+    let new_inputs: Vec<Array> = inputs.iter().map(|i| get(map, i)).collect();
+    if inputs.iter().zip(&new_inputs).all(|(x, y)| x.id() == y.id()) {
+        return;
+    }
+    let (expr, _) = a.expr().expect("lazy node");
+    let prim = expr.prim.clone();
+    let (sibs, _) = a.siblings();
+    if sibs.len() == 1 {
+        map.insert(a.id(), Array::from_op_arc(a.shape().to_vec(), a.dtype(), prim, new_inputs));
+    } else {
+        let new = Array::from_op_multi(expr.metas.clone(), prim, new_inputs);
+        for (s, n) in sibs.iter().zip(new) {
+            map.insert(s.id(), n);
+        }
+    }
+}
+
+/// Replaces the group `mem` (positions in topological order) by one Fused node.
 fn build_group(
-    order: &[Array],
+    g: &Graph,
     mem: &[usize],
-    fop: &HashMap<usize, FusedOp>,
-    requested: &HashMap<usize, ()>,
-    consumers: &HashMap<usize, Vec<usize>>,
-    group_of: &HashMap<usize, usize>,
+    fop: &[Option<FusedOp>],
+    uf: &Groups,
     map: &mut HashMap<usize, Array>,
     get: &dyn Fn(&HashMap<usize, Array>, &Array) -> Array,
 ) {
-    let mut idx: Vec<usize> = mem.to_vec();
-    idx.sort_unstable();
-    let g = group_of[&order[mem[0]].id()];
-    let in_group = |a: &Array| group_of.get(&a.id()) == Some(&g);
+    let root = uf.find_const(mem[0]);
+    let in_group = |k: usize| uf.find_const(k) == root;
+    let member = |a: &Array| g.index.get(&a.id()).is_some_and(|&k| in_group(k));
     let mut inputs: Vec<Array> = Vec::new();
     let mut reg: HashMap<usize, usize> = HashMap::new();
     // Input registers first.
-    for &k in &idx {
-        for i in order[k].inputs() {
-            if !in_group(&i) && !reg.contains_key(&i.id()) {
+    for &k in mem {
+        for i in g.order[k].inputs() {
+            if !member(&i) && !reg.contains_key(&i.id()) {
                 reg.insert(i.id(), inputs.len());
                 inputs.push(i);
             }
         }
     }
     let n_inputs = inputs.len();
-    let mut insts = Vec::with_capacity(idx.len());
-    let mut outs: Vec<(usize, usize)> = Vec::new(); // (register, order index)
-    for (j, &k) in idx.iter().enumerate() {
-        let a = &order[k];
+    let mut insts = Vec::with_capacity(mem.len());
+    let mut outs: Vec<(usize, usize)> = Vec::new(); // (register, position)
+    for (j, &k) in mem.iter().enumerate() {
+        let a = &g.order[k];
         let args: Vec<usize> = a.inputs().iter().map(|i| reg[&i.id()]).collect();
-        insts.push(FusedInst { op: fop[&a.id()], args, dtype: a.dtype(), prim: a.primitive().expect("lazy node") });
+        insts.push(FusedInst {
+            op: fop[k].expect("fusable member"),
+            args,
+            dtype: a.dtype(),
+            prim: a.primitive().expect("lazy node"),
+        });
         reg.insert(a.id(), n_inputs + j);
-        let external = consumers.get(&a.id()).is_some_and(|c| c.iter().any(|c| group_of.get(c) != Some(&g)));
-        if k == mem[0] || requested.contains_key(&a.id()) || external {
+        let external = g.consumers[k].iter().any(|&c| !in_group(c));
+        if g.requested[k] || external {
             outs.push((n_inputs + j, k));
         }
     }
-    let shape = order[mem[0]].shape().to_vec();
+    let shape = g.order[mem[0]].shape().to_vec();
     let program = FusedProgram { n_inputs, insts, outputs: outs.iter().map(|o| o.0).collect(), shape: shape.clone() };
     let new_inputs: Vec<Array> = inputs.iter().map(|i| get(map, i)).collect();
-    let metas: Vec<(Vec<usize>, Dtype)> = outs.iter().map(|&(_, k)| (shape.clone(), order[k].dtype())).collect();
+    let metas: Vec<(Vec<usize>, Dtype)> = outs.iter().map(|&(_, k)| (shape.clone(), g.order[k].dtype())).collect();
     let prim: Arc<dyn Primitive> = Arc::new(Fused { program: Arc::new(program) });
     let arrays = if metas.len() == 1 {
         vec![Array::from_op_arc(shape.clone(), metas[0].1, prim, new_inputs)]
@@ -419,6 +608,6 @@ fn build_group(
         Array::from_op_multi(metas, prim, new_inputs)
     };
     for (&(_, k), a) in outs.iter().zip(arrays) {
-        map.insert(order[k].id(), a);
+        map.insert(g.order[k].id(), a);
     }
 }
