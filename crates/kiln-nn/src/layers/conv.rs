@@ -226,6 +226,8 @@ pub type AvgPool3d = Pool<3>;
 
 impl<const N: usize> Pool<N> {
     /// Pooling with `kernel`, `stride` (MLX defaults to the kernel) and zero-or-more `padding`.
+    /// As MLX, the padding may exceed half the kernel (a window wholly in the
+    /// padding gives -inf for max pooling, 0 for average pooling).
     pub fn new(kind: PoolKind, kernel: [usize; N], stride: Option<[usize; N]>, padding: [usize; N]) -> Result<Pool<N>> {
         let stride = stride.unwrap_or(kernel);
         if kernel.contains(&0) || stride.contains(&0) {
@@ -233,14 +235,6 @@ impl<const N: usize> Pool<N> {
                 "Pool",
                 format!("kernel_size {kernel:?} and stride {stride:?} must be positive."),
             ));
-        }
-        for (k, p) in kernel.iter().zip(&padding) {
-            if *p > k / 2 {
-                return Err(Error::invalid(
-                    "Pool",
-                    format!("padding {padding:?} must be at most half of kernel_size {kernel:?}."),
-                ));
-            }
         }
         Ok(Pool { kind, kernel, stride, padding })
     }

@@ -20,6 +20,7 @@ pub struct LayerNorm {
 impl LayerNorm {
     /// `affine` adds a weight (ones) and, with `bias`, a bias (zeros).
     pub fn new(dims: usize, eps: f32, affine: bool, bias: bool) -> Result<LayerNorm> {
+        check_eps("LayerNorm", eps)?;
         let weight = if affine { Some(Param::new(ops::ones(&[dims], Dtype::F32)?)) } else { None };
         let bias = if affine && bias { Some(Param::new(ops::zeros(&[dims], Dtype::F32)?)) } else { None };
         Ok(LayerNorm { weight, bias, eps })
@@ -60,6 +61,7 @@ pub struct RMSNorm {
 impl RMSNorm {
     /// Weight initialised to ones.
     pub fn new(dims: usize, eps: f32) -> Result<RMSNorm> {
+        check_eps("RMSNorm", eps)?;
         Ok(RMSNorm { weight: Param::new(ops::ones(&[dims], Dtype::F32)?), eps })
     }
 }

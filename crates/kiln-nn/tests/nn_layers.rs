@@ -1,0 +1,659 @@
+//! kiln-nn's layers against MLX 0.32.4 (golden/nn_layers.json and
+//! golden/net.safetensors, written by golden/gen_nn_layers.py): every layer
+//! of `layers/{basic,norm,conv,attention}.rs` not covered by nn.rs, the
+//! activation modules, and an MLX-saved model loaded by name. Weights are set
+//! by their MLX names with strict `load_arrays`, which also checks the names.
+
+#[path = "golden_util.rs"]
+mod golden_util;
+
+use golden_util::assert_close;
+use kiln_core::io::ArrayMap;
+use kiln_core::{ops, random, tree_flatten, Array, Dtype};
+use kiln_nn::{self as nn, AttentionMask, Forward, ModuleExt, PoolKind};
+use serde_json::Value;
+
+fn load() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/nn_layers.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("golden file")).expect("valid JSON")
+}
+
+/// A golden tensor (float32, int32 or bool).
+fn arr(v: &Value) -> Array {
+    if v["dtype"] == "bool" {
+        let mut f = v.clone();
+        f["dtype"] = Value::from("float32");
+        return ops::not_equal(&golden_util::arr(&f), 0.0f32).unwrap();
+    }
+    golden_util::arr(v)
+}
+
+/// `{mlx_key: tensor}` as the arrays `load_arrays` takes.
+fn params(v: &Value) -> ArrayMap {
+    v.as_object().unwrap().iter().map(|(k, t)| (k.clone(), arr(t))).collect()
+}
+
+/// Loads the golden parameters by name, strictly: every key of the module
+/// must be in the golden and the other way round, with the same shapes.
+fn set<M: ModuleExt>(m: &mut M, v: &Value) {
+    let report = m.load_arrays(params(v), true).unwrap();
+    assert!(report.is_exact());
+}
+
+fn usizes<const N: usize>(v: &Value) -> [usize; N] {
+    let v: Vec<usize> = v.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+    v.try_into().unwrap()
+}
+
+fn u(v: &Value) -> usize {
+    v.as_u64().unwrap() as usize
+}
+
+fn f(v: &Value) -> f32 {
+    v.as_f64().unwrap() as f32
+}
+
+fn keys_of(t: &kiln_core::Tree) -> Vec<String> {
+    let mut k: Vec<String> = tree_flatten(t).into_iter().map(|(k, _)| k).collect();
+    k.sort();
+    k
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    k.sort();
+    k
+}
+
+fn vals(a: &Array) -> Vec<f32> {
+    ops::astype(a, Dtype::F32).unwrap().to_vec::<f32>().unwrap()
+}
+
+// Tolerances: 1e-5 relative to max(1, |want|) wherever Kiln and MLX sum in a
+// different order (matmul/conv accumulation, mean/var, softmax); exact where
+// the computation is a selection (max pooling, dropout masks, identity).
+const TOL: f64 = 1e-5;
+
+#[test]
+fn bilinear_matches_mlx() {
+    let g = load();
+    let b = &g["bilinear"];
+    let (x1, x2) = (arr(&b["x1"]), arr(&b["x2"]));
+    for (case, bias) in [("bias", true), ("no_bias", false)] {
+        let mut l = nn::Bilinear::new(4, 3, 5, bias).unwrap();
+        set(&mut l, &b[case]["params"]);
+        assert_close(case, &l.apply(&x1, &x2).unwrap(), &b[case]["out"], TOL);
+    }
+    let l = nn::Bilinear::new(4, 3, 5, true).unwrap();
+    assert!(l.apply(&x2, &x1).is_err(), "swapped inputs");
+    assert!(l.apply(&x1, &ops::zeros(&[3, 2, 3], Dtype::F32).unwrap()).is_err(), "different leading shapes");
+}
+
+fn conv_case<const N: usize>(c: &Value) -> Array {
+    let x = arr(&c["x"]);
+    let (cin, cout, bias) = (u(&c["in_channels"]), u(&c["out_channels"]), c["bias"].as_bool().unwrap());
+    let (k, s, p, d) = (
+        usizes::<N>(&c["kernel_size"]),
+        usizes::<N>(&c["stride"]),
+        usizes::<N>(&c["padding"]),
+        usizes::<N>(&c["dilation"]),
+    );
+    if c["transpose"].as_bool().unwrap() {
+        let mut l =
+            nn::ConvTranspose::<N>::new(cin, cout, k, s, p, d, usizes::<N>(&c["output_padding"]), bias).unwrap();
+        set(&mut l, &c["params"]);
+        l.forward(&x).unwrap()
+    } else {
+        let mut l = nn::Conv::<N>::new(cin, cout, k, s, p, d, u(&c["groups"]), bias).unwrap();
+        set(&mut l, &c["params"]);
+        l.forward(&x).unwrap()
+    }
+}
+
+#[test]
+fn conv_and_conv_transpose_match_mlx() {
+    let g = load();
+    let cases = g["conv"].as_array().unwrap();
+    assert_eq!(cases.len(), 12);
+    for c in cases {
+        let got = match u(&c["n"]) {
+            1 => conv_case::<1>(c),
+            2 => conv_case::<2>(c),
+            _ => conv_case::<3>(c),
+        };
+        assert_close(c["name"].as_str().unwrap(), &got, &c["out"], TOL);
+    }
+}
+
+#[test]
+fn conv_bad_inputs_are_errors() {
+    let conv = nn::Conv2d::new(4, 6, [3, 3], [1, 1], [1, 1], [1, 1], 2, true).unwrap();
+    let wrong_channels = ops::zeros(&[1, 5, 5, 3], Dtype::F32).unwrap();
+    assert!(conv.forward(&wrong_channels).and_then(|y| y.eval()).is_err());
+    let wrong_rank = ops::zeros(&[5, 5, 4], Dtype::F32).unwrap();
+    assert!(conv.forward(&wrong_rank).and_then(|y| y.eval()).is_err());
+    let too_small = ops::zeros(&[1, 1, 1, 4], Dtype::F32).unwrap();
+    assert!(nn::Conv2d::simple(4, 2, 3).unwrap().forward(&too_small).and_then(|y| y.eval()).is_err());
+    assert!(nn::Conv1d::new(3, 4, [3], [1], [0], [1], 2, true).is_err(), "3 channels in 2 groups");
+    assert!(nn::Conv1d::new(4, 4, [3], [1], [0], [1], 0, true).is_err(), "zero groups");
+    let ct = nn::ConvTranspose2d::new(2, 3, [2, 2], [2, 2], [0, 0], [1, 1], [0, 0], true).unwrap();
+    assert!(ct.forward(&ops::zeros(&[1, 3, 3, 3], Dtype::F32).unwrap()).and_then(|y| y.eval()).is_err());
+    assert!(ct.forward(&ops::zeros(&[3, 3, 2], Dtype::F32).unwrap()).and_then(|y| y.eval()).is_err());
+    // MLX builds this layer and fails when it is called: 3 outputs in 2 groups.
+    let uneven = nn::Conv1d::new(4, 3, [3], [1], [0], [1], 2, true).unwrap();
+    assert!(uneven.forward(&ops::zeros(&[1, 5, 4], Dtype::F32).unwrap()).and_then(|y| y.eval()).is_err());
+    let c3 = nn::Conv3d::simple(2, 2, 2).unwrap();
+    assert!(c3.forward(&ops::zeros(&[1, 3, 3, 2], Dtype::F32).unwrap()).and_then(|y| y.eval()).is_err());
+}
+
+fn pool_case<const N: usize>(c: &Value) -> Array {
+    let kind = if c["kind"] == "max" { PoolKind::Max } else { PoolKind::Avg };
+    let stride = if c["stride"].is_null() { None } else { Some(usizes::<N>(&c["stride"])) };
+    let p = nn::Pool::<N>::new(kind, usizes::<N>(&c["kernel"]), stride, usizes::<N>(&c["padding"])).unwrap();
+    p.forward(&arr(&c["x"])).unwrap()
+}
+
+#[test]
+fn pooling_matches_mlx() {
+    let g = load();
+    let cases = g["pool"].as_array().unwrap();
+    assert_eq!(cases.len(), 10);
+    for c in cases {
+        let got = match u(&c["n"]) {
+            1 => pool_case::<1>(c),
+            2 => pool_case::<2>(c),
+            _ => pool_case::<3>(c),
+        };
+        // Max pooling selects: exact. Average pooling sums in another order.
+        let tol = if c["kind"] == "max" { 0.0 } else { 1e-6 };
+        assert_close(c["name"].as_str().unwrap(), &got, &c["out"], tol);
+    }
+    // The shorthand constructors agree with `new`.
+    let c = &cases[6];
+    assert_close("MaxPool2d::max", &nn::MaxPool2d::max([2, 2]).forward(&arr(&c["x"])).unwrap(), &c["out"], 0.0);
+}
+
+#[test]
+fn pooling_bad_inputs_are_errors() {
+    assert!(nn::MaxPool2d::new(PoolKind::Max, [0, 2], None, [0, 0]).is_err());
+    assert!(nn::MaxPool2d::new(PoolKind::Max, [2, 2], Some([1, 0]), [0, 0]).is_err());
+    let p = nn::AvgPool2d::avg([2, 2]);
+    assert!(p.forward(&ops::zeros(&[4, 4, 3], Dtype::F32).unwrap()).is_err(), "missing batch axis");
+    assert!(p.forward(&ops::zeros(&[1, 1, 4, 3], Dtype::F32).unwrap()).is_err(), "kernel larger than input");
+    assert!(nn::MaxPool1d::max([2]).forward(&ops::zeros(&[1, 2, 2, 3], Dtype::F32).unwrap()).is_err());
+}
+
+#[test]
+fn group_norm_matches_mlx() {
+    let g = load();
+    let cases = g["group_norm"].as_array().unwrap();
+    assert_eq!(cases.len(), 8);
+    for c in cases {
+        let (pc, affine) = (c["pytorch_compatible"].as_bool().unwrap(), c["affine"].as_bool().unwrap());
+        let mut gn = nn::GroupNorm::new(u(&c["groups"]), u(&c["dims"]), 1e-5, affine, pc).unwrap();
+        set(&mut gn, &c["params"]);
+        let x = arr(&c["x"]);
+        assert_close(
+            &format!("group_norm pc={pc} affine={affine} {:?}", x.shape()),
+            &gn.forward(&x).unwrap(),
+            &c["out"],
+            TOL,
+        );
+    }
+    let gn = nn::GroupNorm::new(3, 6, 1e-5, true, false).unwrap();
+    assert!(gn.forward(&ops::zeros(&[2, 4, 4], Dtype::F32).unwrap()).and_then(|y| y.eval()).is_err(), "4 channels");
+    assert!(gn.forward(&ops::zeros(&[6], Dtype::F32).unwrap()).is_err(), "rank 1");
+    assert!(nn::GroupNorm::new(4, 6, 1e-5, true, false).is_err());
+    assert!(nn::GroupNorm::new(3, 6, 0.0, true, false).is_err());
+}
+
+#[test]
+fn instance_norm_matches_mlx() {
+    let g = load();
+    for c in g["instance_norm"].as_array().unwrap() {
+        let affine = c["affine"].as_bool().unwrap();
+        let mut inorm = nn::InstanceNorm::new(u(&c["dims"]), 1e-5, affine).unwrap();
+        set(&mut inorm, &c["params"]);
+        let x = arr(&c["x"]);
+        assert_close(&format!("instance_norm {:?}", x.shape()), &inorm.forward(&x).unwrap(), &c["out"], TOL);
+    }
+    let inorm = nn::InstanceNorm::new(3, 1e-5, true).unwrap();
+    assert!(inorm.forward(&ops::zeros(&[2, 3], Dtype::F32).unwrap()).is_err(), "rank 2");
+    assert!(inorm.forward(&ops::zeros(&[2, 4, 5], Dtype::F32).unwrap()).and_then(|y| y.eval()).is_err(), "5 channels");
+}
+
+fn running(bn: &nn::BatchNorm) -> ArrayMap {
+    bn.named_parameters().into_iter().filter(|(k, _)| k.starts_with("running")).collect()
+}
+
+#[test]
+fn batch_norm_matches_mlx() {
+    let g = load();
+    let cases = g["batch_norm"].as_array().unwrap();
+    assert_eq!(cases.len(), 4);
+    for c in cases {
+        let (affine, track) = (c["affine"].as_bool().unwrap(), c["track_running_stats"].as_bool().unwrap());
+        let what = format!("batch_norm affine={affine} track={track}");
+        let mut bn = nn::BatchNorm::new(u(&c["features"]), 1e-5, f(&c["momentum"]), affine, track).unwrap();
+        set(&mut bn, &c["params"]);
+        assert_eq!(keys_of(&bn.trainable_parameters()), strings(&c["trainable"]), "{what}: trainable keys");
+        bn.train(true);
+        for (x, y, stats) in [("x1", "train1", "stats1"), ("x2", "train2", "stats2")] {
+            assert_close(&format!("{what} {y}"), &bn.forward(&arr(&c[x])).unwrap(), &c[y], TOL);
+            let got = running(&bn);
+            let want = c[stats].as_object().unwrap();
+            assert_eq!(got.len(), want.len(), "{what}: running statistics");
+            for (k, v) in want {
+                assert_close(&format!("{what} {stats} {k}"), &got[k], v, TOL);
+            }
+        }
+        bn.eval_mode();
+        let before = running(&bn);
+        assert_close(&format!("{what} eval"), &bn.forward(&arr(&c["x3"])).unwrap(), &c["eval3"], TOL);
+        for (k, a) in running(&bn) {
+            assert_eq!(vals(&a), vals(&before[&k]), "{what}: evaluation leaves {k} alone");
+        }
+        // Unfreezing never makes the running statistics trainable.
+        bn.unfreeze();
+        assert_eq!(keys_of(&bn.trainable_parameters()), strings(&c["trainable"]), "{what}: after unfreeze");
+    }
+    let bn = nn::BatchNorm::new(3, 1e-5, 0.1, true, true).unwrap();
+    assert!(bn.forward(&ops::zeros(&[3], Dtype::F32).unwrap()).is_err(), "rank 1");
+    assert!(bn.forward(&ops::zeros(&[2, 2, 2, 2, 3], Dtype::F32).unwrap()).is_err(), "rank 5");
+    assert!(bn.forward(&ops::zeros(&[1, 3], Dtype::F32).unwrap()).is_err(), "one value per channel");
+    assert!(bn.forward(&ops::zeros(&[4, 5], Dtype::F32).unwrap()).and_then(|y| y.eval()).is_err(), "5 features");
+    assert!(nn::BatchNorm::new(3, -1.0, 0.1, true, true).is_err());
+}
+
+/// Checks a training-mode dropout output: every element is 0 or `x/(1-p)`,
+/// and the zeros are whole channels (constant over the `spatial` axes before
+/// the last one).
+fn check_dropout_structure(what: &str, x: &Array, y: &Array, p: f32, spatial: usize) {
+    let (xs, ys) = (vals(x), vals(y));
+    let shape = x.shape().to_vec();
+    let c = shape[shape.len() - 1];
+    let inner: usize = shape[shape.len() - 1 - spatial..shape.len() - 1].iter().product();
+    let mut kept = 0;
+    for (i, (a, b)) in xs.iter().zip(&ys).enumerate() {
+        let keep = *b != 0.0;
+        kept += keep as usize;
+        if keep {
+            assert!((b - a / (1.0 - p)).abs() <= 1e-6 * b.abs().max(1.0), "{what}[{i}]: {b} is not {a}/(1-{p})");
+        }
+        if spatial > 0 {
+            // The first element of the same (batch, channel).
+            let batch = i / (inner * c);
+            let first = batch * inner * c + i % c;
+            assert_eq!(keep, ys[first] != 0.0, "{what}[{i}]: the channel is dropped as a whole");
+        }
+    }
+    assert!(kept > 0 && kept < xs.len(), "{what}: some kept, some dropped ({kept} of {})", xs.len());
+}
+
+#[test]
+fn dropout_matches_mlx() {
+    let g = load();
+    let d = &g["dropout"];
+    type Make = fn(f32) -> kiln_core::Result<Box<dyn nn::SequentialLayer>>;
+    let cases: [(&str, usize, Make); 5] = [
+        ("dropout", 0, |p| Ok(Box::new(nn::Dropout::new(p)?))),
+        ("dropout2d", 2, |p| Ok(Box::new(nn::Dropout2d::new(p)?))),
+        ("dropout2d_unbatched", 2, |p| Ok(Box::new(nn::Dropout2d::new(p)?))),
+        ("dropout3d", 3, |p| Ok(Box::new(nn::Dropout3d::new(p)?))),
+        ("dropout3d_unbatched", 3, |p| Ok(Box::new(nn::Dropout3d::new(p)?))),
+    ];
+    for (name, spatial, make) in cases {
+        let c = &d[name];
+        let p = f(&c["p"]);
+        let x = arr(&c["x"]);
+        let mut layer = make(p).unwrap();
+        random::seed(c["seed"].as_u64().unwrap());
+        let y = layer.forward(&x).unwrap();
+        check_dropout_structure(name, &x, &y, p, spatial);
+        // Same seed, same key sequence: the very mask MLX drew.
+        assert_close(&format!("{name} train"), &y, &c["train"], 1e-6);
+        layer.set_training_flag(false);
+        assert_close(&format!("{name} eval"), &layer.forward(&x).unwrap(), &c["eval"], 0.0);
+    }
+    let x4 = ops::zeros(&[2, 3, 4, 5], Dtype::F32).unwrap();
+    assert!(nn::Dropout2d::new(0.5).unwrap().forward(&ops::zeros(&[3, 4], Dtype::F32).unwrap()).is_err());
+    assert!(nn::Dropout2d::new(0.5).unwrap().forward(&ops::zeros(&[1, 2, 3, 4, 5], Dtype::F32).unwrap()).is_err());
+    assert!(nn::Dropout3d::new(0.5).unwrap().forward(&ops::zeros(&[3, 4, 5], Dtype::F32).unwrap()).is_err());
+    assert!(nn::Dropout3d::new(0.5).unwrap().forward(&x4).is_ok());
+    assert!(nn::Dropout2d::new(-0.1).is_err() && nn::Dropout3d::new(1.0).is_err());
+}
+
+#[test]
+fn scaled_dot_product_attention_matches_mlx() {
+    let g = load();
+    let s = &g["sdpa"];
+    let scale = f(&s["scale"]);
+    let cases = s["cases"].as_object().unwrap();
+    assert_eq!(cases.len(), 12);
+    for (name, c) in cases {
+        let input = |k: &str| arr(&s["inputs"][c[k].as_str().unwrap()]);
+        let mask = match c["mask_kind"].as_str().unwrap() {
+            "none" => None,
+            "causal" => Some(AttentionMask::Causal),
+            _ => Some(AttentionMask::Array(arr(&s["masks"][c["mask"].as_str().unwrap()]))),
+        };
+        let got =
+            nn::scaled_dot_product_attention(&input("q"), &input("k"), &input("v"), scale, mask.as_ref()).unwrap();
+        assert_close(name, &got, &c["out"], TOL);
+    }
+}
+
+#[test]
+fn scaled_dot_product_attention_bad_inputs_are_errors() {
+    let z = |s: &[usize]| ops::zeros(s, Dtype::F32).unwrap();
+    let sdpa = |q: &Array, k: &Array, v: &Array, m: Option<&AttentionMask>| {
+        nn::scaled_dot_product_attention(q, k, v, 1.0, m).and_then(|y| y.eval())
+    };
+    let (q, k, v) = (z(&[1, 4, 3, 8]), z(&[1, 2, 5, 8]), z(&[1, 2, 5, 6]));
+    assert!(sdpa(&q, &k, &v, None).is_ok());
+    assert!(sdpa(&z(&[4, 3, 8]), &k, &v, None).is_err(), "rank 3 queries");
+    assert!(sdpa(&q, &z(&[1, 2, 5, 7]), &v, None).is_err(), "head dims differ");
+    assert!(sdpa(&q, &k, &z(&[1, 2, 4, 6]), None).is_err(), "key and value lengths differ");
+    assert!(sdpa(&z(&[1, 3, 3, 8]), &k, &v, None).is_err(), "3 query heads on 2 key/value heads");
+    assert!(sdpa(&q, &k, &v, Some(&AttentionMask::Array(z(&[3, 4])))).is_err(), "mask does not broadcast");
+    assert!(sdpa(&q, &k, &v, Some(&AttentionMask::Array(z(&[1, 1, 1, 3, 5])))).is_err(), "rank 5 mask");
+}
+
+#[test]
+fn multi_head_attention_matches_mlx() {
+    let g = load();
+    for c in g["mha"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        let mut m = nn::MultiHeadAttention::with_dims(
+            u(&c["dims"]),
+            u(&c["num_heads"]),
+            [u(&c["query_input_dims"]), u(&c["key_input_dims"]), u(&c["value_input_dims"])],
+            u(&c["value_dims"]),
+            u(&c["value_output_dims"]),
+            c["bias"].as_bool().unwrap(),
+        )
+        .unwrap();
+        set(&mut m, &c["params"]);
+        let mask = if c["mask_kind"] == "none" { None } else { Some(AttentionMask::Array(arr(&c["mask"]))) };
+        let got = m.attend(&arr(&c["queries"]), &arr(&c["keys"]), &arr(&c["values"]), mask.as_ref()).unwrap();
+        assert_close(name, &got, &c["out"], TOL);
+    }
+    let m = nn::MultiHeadAttention::new(8, 2, false).unwrap();
+    let x = ops::zeros(&[2, 3, 8], Dtype::F32).unwrap();
+    assert!(m.attend(&x, &x, &x, None).is_ok());
+    assert!(m.attend(&ops::zeros(&[3, 8], Dtype::F32).unwrap(), &x, &x, None).is_err(), "rank 2 queries");
+    let x6 = ops::zeros(&[2, 3, 6], Dtype::F32).unwrap();
+    assert!(m.attend(&x6, &x, &x, None).and_then(|y| y.eval()).is_err(), "6 query features");
+    assert!(m.attend(&x, &ops::zeros(&[1, 3, 8], Dtype::F32).unwrap(), &x, None).and_then(|y| y.eval()).is_err());
+    assert!(nn::MultiHeadAttention::new(8, 3, false).is_err());
+}
+
+#[test]
+fn additive_causal_mask_matches_mlx() {
+    let g = load();
+    let c = &g["causal_mask"];
+    assert_close("f32", &nn::create_additive_causal_mask(4, Dtype::F32).unwrap(), &c["f32"], 0.0);
+    let m16 = nn::create_additive_causal_mask(4, Dtype::F16).unwrap();
+    assert_eq!(m16.dtype(), Dtype::F16);
+    assert_close("f16", &m16, &c["f16"], 0.0);
+}
+
+#[test]
+fn transformer_encoder_matches_mlx() {
+    let g = load();
+    let t = &g["transformer"];
+    let x = arr(&t["x"]);
+    let mask = AttentionMask::Array(arr(&t["mask"]));
+    for nf in [true, false] {
+        let c = &t["cases"][format!("layer_norm_first_{nf}")];
+        let mut layer = nn::TransformerEncoderLayer::new(8, 2, Some(16), 0.0, nf).unwrap();
+        set(&mut layer, &c["params"]);
+        assert_close(&format!("layer nf={nf}"), &layer.apply(&x, None).unwrap(), &c["out"], TOL);
+        assert_close(&format!("layer nf={nf} causal"), &layer.apply(&x, Some(&mask)).unwrap(), &c["out_causal"], TOL);
+
+        let c = &t["cases"][format!("encoder_norm_first_{nf}")];
+        let mut enc = nn::TransformerEncoder::new(2, 8, 2, Some(16), 0.0, nf).unwrap();
+        set(&mut enc, &c["params"]);
+        assert_close(&format!("encoder nf={nf}"), &enc.apply(&x, None).unwrap(), &c["out"], TOL);
+        assert_close(&format!("encoder nf={nf} causal"), &enc.apply(&x, Some(&mask)).unwrap(), &c["out_causal"], TOL);
+        // The causal mask as a mask kind gives the same as MLX's additive mask.
+        assert_close(
+            &format!("encoder nf={nf} AttentionMask::Causal"),
+            &enc.apply(&x, Some(&AttentionMask::Causal)).unwrap(),
+            &c["out_causal"],
+            TOL,
+        );
+    }
+    let enc = nn::TransformerEncoder::new(1, 8, 2, None, 0.0, true).unwrap();
+    assert!(enc.apply(&ops::zeros(&[2, 4, 6], Dtype::F32).unwrap(), None).and_then(|y| y.eval()).is_err());
+    assert!(enc.apply(&ops::zeros(&[4, 8], Dtype::F32).unwrap(), None).is_err());
+}
+
+#[test]
+fn rope_matches_mlx() {
+    let g = load();
+    let r = &g["rope"];
+    let x = arr(&r["x"]);
+    for c in r["cases"].as_array().unwrap() {
+        let m = nn::RoPE {
+            dims: u(&c["dims"]),
+            traditional: c["traditional"].as_bool().unwrap(),
+            base: f(&c["base"]),
+            scale: f(&c["scale"]),
+        };
+        let offset = u(&c["offset"]);
+        let what = format!("rope {m:?} offset {offset}");
+        assert_close(&what, &m.apply(&x, offset).unwrap(), &c["out"], TOL);
+        let direct = nn::rope(&x, m.dims, m.traditional, m.base, m.scale, offset).unwrap();
+        assert_close(&what, &direct, &c["out"], TOL);
+    }
+    let m = nn::RoPE::new(8);
+    assert!(m.apply(&ops::zeros(&[5, 8], Dtype::F32).unwrap(), 0).is_err(), "rank 2 (MLX wants at least 3)");
+    assert!(nn::RoPE::new(10).apply(&x, 0).is_err(), "dims above the feature size");
+    assert!(nn::RoPE::new(5).apply(&x, 0).is_err(), "odd dims");
+}
+
+#[test]
+fn sinusoidal_positional_encoding_matches_mlx() {
+    let g = load();
+    let s = &g["sinusoidal"];
+    let x = arr(&s["x"]);
+    for c in s["cases"].as_array().unwrap() {
+        let kw = &c["kw"];
+        let m = nn::SinusoidalPositionalEncoding::new(
+            u(&kw["dims"]),
+            kw.get("min_freq").map_or(1e-4, |v| v.as_f64().unwrap()),
+            kw.get("max_freq").map_or(1.0, |v| v.as_f64().unwrap()),
+            kw.get("scale").map(f),
+            kw.get("cos_first").is_some_and(|v| v.as_bool().unwrap()),
+            kw.get("full_turns").is_some_and(|v| v.as_bool().unwrap()),
+        )
+        .unwrap();
+        // Angles up to 50·2π: sin/cos of a float32 argument that large carry
+        // ~1e-5 of absolute rounding whatever the order of operations.
+        assert_close(&format!("sinusoidal {kw}"), &m.forward(&x).unwrap(), &c["out"], 2e-5);
+    }
+    assert!(nn::SinusoidalPositionalEncoding::new(7, 1e-4, 1.0, None, false, false).is_err());
+    assert!(nn::SinusoidalPositionalEncoding::new(0, 1e-4, 1.0, None, false, false).is_err());
+}
+
+#[test]
+fn alibi_matches_mlx() {
+    let g = load();
+    let a = &g["alibi"];
+    for (h, want) in a["slopes"].as_object().unwrap() {
+        assert_close(&format!("slopes {h}"), &nn::ALiBi::slopes(h.parse().unwrap(), Dtype::F32).unwrap(), want, 0.0);
+    }
+    for c in a["matrix"].as_array().unwrap() {
+        let got = nn::ALiBi::matrix(u(&c["q"]), u(&c["k"]), u(&c["heads"]), u(&c["offset"]), Dtype::F32).unwrap();
+        assert_close(&format!("matrix {c}"), &got, &c["out"], 0.0);
+    }
+    let (scores, mask) = (arr(&a["scores"]), arr(&a["mask"]));
+    let alibi = nn::ALiBi::default();
+    assert_close("apply", &alibi.apply(&scores, 0, None).unwrap(), &a["apply"], 1e-6);
+    assert_close("apply offset mask", &alibi.apply(&scores, 2, Some(&mask)).unwrap(), &a["apply_offset_mask"], 1e-6);
+    assert_close("apply 6 heads", &alibi.apply(&arr(&a["scores6"]), 1, None).unwrap(), &a["apply6"], 1e-6);
+    assert!(alibi.apply(&ops::zeros(&[4, 3, 5], Dtype::F32).unwrap(), 0, None).is_err());
+}
+
+#[test]
+fn activation_modules_match_mlx() {
+    let g = load();
+    let a = &g["activation_modules"];
+    let x = arr(&a["x"]);
+    let out = &a["out"];
+    let modules: Vec<(&str, Box<dyn Forward>)> = vec![
+        ("CELU", Box::new(nn::CELU::default())),
+        ("ELU", Box::new(nn::ELU::default())),
+        ("GELU", Box::new(nn::GELU::default())),
+        ("GLU", Box::new(nn::GLU::default())),
+        ("HardShrink", Box::new(nn::HardShrink::default())),
+        ("HardTanh", Box::new(nn::HardTanh::default())),
+        ("Hardswish", Box::new(nn::Hardswish::default())),
+        ("LeakyReLU", Box::new(nn::LeakyReLU::default())),
+        ("LogSigmoid", Box::new(nn::LogSigmoid::default())),
+        ("LogSoftmax", Box::new(nn::LogSoftmax::default())),
+        ("Mish", Box::new(nn::Mish::default())),
+        ("ReLU", Box::new(nn::ReLU::default())),
+        ("ReLU2", Box::new(nn::ReLU2::default())),
+        ("ReLU6", Box::new(nn::ReLU6::default())),
+        ("SELU", Box::new(nn::SELU::default())),
+        ("SiLU", Box::new(nn::SiLU::default())),
+        ("Sigmoid", Box::new(nn::Sigmoid::default())),
+        ("Softmax", Box::new(nn::Softmax::default())),
+        ("Softmin", Box::new(nn::Softmin::default())),
+        ("Softplus", Box::new(nn::Softplus::default())),
+        ("Softshrink", Box::new(nn::Softshrink::default())),
+        ("Softsign", Box::new(nn::Softsign::default())),
+        ("Step", Box::new(nn::Step::default())),
+        ("Tanh", Box::new(nn::Tanh::default())),
+        ("GELU_precise", Box::new(nn::GELU { approx: nn::GeluApprox::Tanh })),
+        ("GELU_tanh", Box::new(nn::GELU { approx: nn::GeluApprox::Tanh })),
+        ("GELU_fast", Box::new(nn::GELU { approx: nn::GeluApprox::Fast })),
+        ("LeakyReLU_0.2", Box::new(nn::LeakyReLU { negative_slope: 0.2 })),
+        ("ELU_0.5", Box::new(nn::ELU { alpha: 0.5 })),
+        ("CELU_2", Box::new(nn::CELU { alpha: 2.0 })),
+        ("Softshrink_1", Box::new(nn::Softshrink { lambd: 1.0 })),
+        ("HardShrink_1", Box::new(nn::HardShrink { lambd: 1.0 })),
+        ("Step_0.5", Box::new(nn::Step { threshold: 0.5 })),
+        ("GLU_0", Box::new(nn::GLU { axis: 0 })),
+        ("PReLU_default", Box::new(nn::PReLU::new(6, 0.25).unwrap())),
+    ];
+    let names: std::collections::BTreeSet<&str> = modules.iter().map(|(n, _)| *n).collect();
+    for name in out.as_object().unwrap().keys() {
+        assert!(name == "PReLU" || names.contains(name.as_str()), "no Kiln module checked for MLX's {name}");
+    }
+    for (name, m) in &modules {
+        assert_close(name, &m.forward(&x).unwrap(), &out[*name], 2e-6);
+    }
+    let mut prelu = nn::PReLU::new(6, 0.25).unwrap();
+    set(&mut prelu, &out["PReLU"]["params"]);
+    assert_close("PReLU", &prelu.forward(&x).unwrap(), &out["PReLU"]["out"], 2e-6);
+}
+
+#[test]
+fn identity_and_sequential_match_mlx() {
+    let g = load();
+    let s = &g["sequential"];
+    let x = arr(&s["x"]);
+    assert_close("identity", &nn::Identity::default().forward(&x).unwrap(), &s["identity"], 0.0);
+    let mut seq = nn::Sequential::new()
+        .push(nn::Linear::new(5, 8, true).unwrap())
+        .push(nn::ReLU::default())
+        .push(nn::Linear::new(8, 3, false).unwrap())
+        .push(nn::Dropout::new(0.5).unwrap());
+    set(&mut seq, &s["params"]);
+    seq.eval_mode();
+    assert_close("sequential", &seq.forward(&x).unwrap(), &s["out"], TOL);
+    assert!(seq.forward(&ops::zeros(&[4, 6], Dtype::F32).unwrap()).is_err(), "6 input features");
+}
+
+/// The model gen_nn_layers.py saves: Conv2d → GroupNorm → relu → BatchNorm →
+/// (B, H·W, C) → TransformerEncoder → Linear.
+#[derive(Clone, nn::Module)]
+struct Net {
+    conv: nn::Conv2d,
+    gn: nn::GroupNorm,
+    bn: nn::BatchNorm,
+    encoder: nn::TransformerEncoder,
+    head: nn::Linear,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            conv: nn::Conv2d::new(3, 8, [3, 3], [1, 1], [1, 1], [1, 1], 1, true).unwrap(),
+            gn: nn::GroupNorm::new(2, 8, 1e-5, true, false).unwrap(),
+            bn: nn::BatchNorm::new(8, 1e-5, 0.1, true, true).unwrap(),
+            encoder: nn::TransformerEncoder::new(2, 8, 2, Some(16), 0.0, false).unwrap(),
+            head: nn::Linear::new(8, 4, true).unwrap(),
+        }
+    }
+    fn apply(&self, x: &Array, mask: Option<&AttentionMask>) -> kiln_core::Result<Array> {
+        let y = self.bn.forward(&nn::relu(&self.gn.forward(&self.conv.forward(x)?)?)?)?;
+        let s = y.shape().to_vec();
+        let y = self.encoder.apply(&ops::reshape_to(&y, &[s[0], s[1] * s[2], s[3]])?, mask)?;
+        self.head.forward(&y)
+    }
+}
+
+#[test]
+fn mlx_saved_model_loads_by_name_and_matches() {
+    let g = load();
+    let n = &g["net"];
+    let mut net = Net::new();
+    assert_eq!(keys_of(&net.parameters()), strings(&n["keys"]), "parameter keys, as MLX's tree_flatten");
+    assert_eq!(keys_of(&net.trainable_parameters()), strings(&n["trainable_keys"]), "trainable keys");
+    let report = net.load_weights(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/net.safetensors"), true).unwrap();
+    assert!(report.is_exact());
+    net.eval_mode();
+    let x = arr(&n["x"]);
+    assert_close("net", &net.apply(&x, None).unwrap(), &n["out"], TOL);
+    let mask = AttentionMask::Array(nn::create_additive_causal_mask(16, Dtype::F32).unwrap());
+    assert_close("net causal", &net.apply(&x, Some(&mask)).unwrap(), &n["out_causal"], TOL);
+    assert!(net.apply(&ops::zeros(&[2, 4, 4, 2], Dtype::F32).unwrap(), None).and_then(|y| y.eval()).is_err());
+}
+
+/// Asserts a freshly built module's parameters are the golden ones, exactly
+/// (same keys, same draws from the seeded key sequence).
+fn assert_params(what: &str, m: &impl ModuleExt, want: &Value) {
+    let got: ArrayMap = m.named_parameters().into_iter().collect();
+    let want = want.as_object().unwrap();
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{what}: keys");
+    for (k, v) in want {
+        assert_close(&format!("{what} {k}"), &got[k], v, 0.0);
+    }
+}
+
+#[test]
+fn default_initialisation_draws_what_mlx_draws() {
+    let g = load();
+    let i = &g["init"];
+    random::seed(11);
+    assert_params("conv1d_g2", &nn::Conv1d::new(4, 6, [3], [1], [0], [1], 2, true).unwrap(), &i["conv1d_g2"]);
+    random::seed(11);
+    assert_params("conv2d", &nn::Conv2d::new(3, 4, [3, 2], [1, 1], [0, 0], [1, 1], 1, true).unwrap(), &i["conv2d"]);
+    random::seed(11);
+    assert_params("conv3d", &nn::Conv3d::new(2, 3, [2; 3], [1; 3], [0; 3], [1; 3], 1, false).unwrap(), &i["conv3d"]);
+    random::seed(11);
+    let ct1 = nn::ConvTranspose1d::new(3, 2, [4], [1], [0], [1], [0], true).unwrap();
+    assert_params("conv_transpose1d", &ct1, &i["conv_transpose1d"]);
+    random::seed(11);
+    let ct2 = nn::ConvTranspose2d::new(2, 3, [2, 3], [1; 2], [0; 2], [1; 2], [0; 2], true).unwrap();
+    assert_params("conv_transpose2d", &ct2, &i["conv_transpose2d"]);
+    random::seed(11);
+    let ct3 = nn::ConvTranspose3d::new(2, 2, [2; 3], [1; 3], [0; 3], [1; 3], [0; 3], true).unwrap();
+    assert_params("conv_transpose3d", &ct3, &i["conv_transpose3d"]);
+    random::seed(11);
+    assert_params("bilinear", &nn::Bilinear::new(4, 3, 5, true).unwrap(), &i["bilinear"]);
+    random::seed(11);
+    assert_params("mha", &nn::MultiHeadAttention::with_dims(8, 2, [6, 8, 8], 4, 8, true).unwrap(), &i["mha"]);
+    random::seed(11);
+    let layer = nn::TransformerEncoderLayer::new(8, 2, Some(16), 0.0, true).unwrap();
+    assert_params("transformer_layer", &layer, &i["transformer_layer"]);
+    assert_params("group_norm", &nn::GroupNorm::new(2, 4, 1e-5, true, false).unwrap(), &i["group_norm"]);
+    assert_params("instance_norm", &nn::InstanceNorm::new(4, 1e-5, true).unwrap(), &i["instance_norm"]);
+    assert_params("batch_norm", &nn::BatchNorm::new(4, 1e-5, 0.1, true, true).unwrap(), &i["batch_norm"]);
+    assert_params("prelu", &nn::PReLU::new(3, 0.25).unwrap(), &i["prelu"]);
+    assert!(nn::LayerNorm::new(4, 0.0, true, true).is_err() && nn::RMSNorm::new(4, -1e-5).is_err());
+}
