@@ -150,7 +150,12 @@ fn f64_array(shape: &[usize], seed: u64) -> Array {
 
 /// Central finite differences (float64) of `loss(model, inputs)` against its
 /// gradient, for every element of every parameter and input.
-fn check_grad<M: Module + Clone>(what: &str, model: &M, inputs: &[Array], loss: impl Fn(&M, &[Array]) -> Result<Array>) {
+fn check_grad<M: Module + Clone>(
+    what: &str,
+    model: &M,
+    inputs: &[Array],
+    loss: impl Fn(&M, &[Array]) -> Result<Array>,
+) {
     let params = model.named_parameters();
     let n = params.len();
     let mut all: Vec<Array> = params.iter().map(|(_, a)| a.clone()).collect();
@@ -281,8 +286,11 @@ fn transformer_layers_match_mlx() {
     let _g = lock();
     let g = golden();
     let t = &g["transformer"];
-    let (dims, heads, mlp) =
-        (t["dims"].as_u64().unwrap() as usize, t["num_heads"].as_u64().unwrap() as usize, t["mlp_dims"].as_u64().unwrap() as usize);
+    let (dims, heads, mlp) = (
+        t["dims"].as_u64().unwrap() as usize,
+        t["num_heads"].as_u64().unwrap() as usize,
+        t["mlp_dims"].as_u64().unwrap() as usize,
+    );
     let (src, tgt) = (arr(&t["src"]), arr(&t["tgt"]));
     let tgt_mask = AttentionMask::Array(tensor(&t["tgt_mask"]));
     let mem_mask = tensor(&t["memory_mask"]);
@@ -298,14 +306,16 @@ fn transformer_layers_match_mlx() {
         let act = activation(case);
         let y = match kind {
             "TransformerDecoderLayer" => {
-                let mut m =
-                    nn::TransformerDecoderLayer::new(dims, heads, Some(mlp), 0.0, norm_first).unwrap().with_activation(act);
+                let mut m = nn::TransformerDecoderLayer::new(dims, heads, Some(mlp), 0.0, norm_first)
+                    .unwrap()
+                    .with_activation(act);
                 load_mlx(&what, &mut m, case);
                 m.apply(&tgt, &src, Some(&tgt_mask), Some(&mem_mask)).unwrap()
             }
             "TransformerDecoder" => {
-                let mut m =
-                    nn::TransformerDecoder::new(2, dims, heads, Some(mlp), 0.0, norm_first).unwrap().with_activation(act);
+                let mut m = nn::TransformerDecoder::new(2, dims, heads, Some(mlp), 0.0, norm_first)
+                    .unwrap()
+                    .with_activation(act);
                 load_mlx(&what, &mut m, case);
                 m.apply(&tgt, &src, Some(&tgt_mask), None).unwrap()
             }
@@ -341,7 +351,9 @@ fn transformer_custom_parts_dropout_and_errors() {
     let m = nn::Transformer::from_parts(ProjEncoder { proj: nn::Linear::new(6, 8, true).unwrap() }, dec.clone());
     let mut k: Vec<String> = m.named_parameters().into_iter().map(|(k, _)| k).collect();
     k.sort();
-    assert!(k.contains(&"encoder.proj.weight".to_string()) && k.contains(&"decoder.layers.0.linear1.weight".to_string()));
+    assert!(
+        k.contains(&"encoder.proj.weight".to_string()) && k.contains(&"decoder.layers.0.linear1.weight".to_string())
+    );
     assert_eq!(k.iter().filter(|k| k.starts_with("decoder.layers.0.")).count(), 18);
     let src = f64_array(&[2, 5, 6], 1);
     let src = ops::astype(&src, Dtype::F32).unwrap();
@@ -399,7 +411,8 @@ fn upsample_matches_mlx() {
             m => panic!("unknown mode {m}"),
         };
         let (ac, aa) = (case["align_corners"].as_bool().unwrap(), case["antialias"].as_bool().unwrap());
-        let what = format!("Upsample case {ci} ({mode:?} {scale:?} align_corners {ac} antialias {aa}, input {:?})", x.shape());
+        let what =
+            format!("Upsample case {ci} ({mode:?} {scale:?} align_corners {ac} antialias {aa}, input {:?})", x.shape());
         let y = nn::Upsample::new(&scale, mode, ac, aa).unwrap().forward(&x).unwrap();
         assert_eq!(y.dtype().to_string(), case["out"]["dtype"].as_str().unwrap(), "{what}: dtype");
         assert_close(&what, &y, &case["out"], 1e-5);
@@ -421,7 +434,9 @@ fn upsample_gradient_and_errors() {
     // element's gradient is the sum of the weights it contributes with).
     let x = f64_array(&[1, 4, 3, 2], 7);
     let w = f64_array(&[1, 8, 4, 2], 8);
-    for (mode, ac) in [(nn::UpsampleMode::Linear, false), (nn::UpsampleMode::Cubic, true), (nn::UpsampleMode::Nearest, false)] {
+    for (mode, ac) in
+        [(nn::UpsampleMode::Linear, false), (nn::UpsampleMode::Cubic, true), (nn::UpsampleMode::Nearest, false)]
+    {
         let scale = if mode == nn::UpsampleMode::Nearest { [2.0, 4.0 / 3.0] } else { [2.0, 1.5] };
         let up = nn::Upsample::new(&scale, mode, ac, false).unwrap();
         check_grad(&format!("Upsample {mode:?}"), &up, &[x.clone()], |m, a| weighted_sum(&m.forward(&a[0])?, &w));

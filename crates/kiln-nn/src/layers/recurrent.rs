@@ -47,10 +47,7 @@ fn uniform(shape: &[usize], hidden_size: usize) -> Result<Param> {
 /// Checks `x (…, L, D)` against the input size and returns `L`.
 fn check_input(op: &str, x: &Array, input_size: usize) -> Result<usize> {
     if x.ndim() < 2 {
-        return Err(Error::invalid(
-            op,
-            format!("The input must be (N, L, D) or (L, D), got shape {:?}.", x.shape()),
-        ));
+        return Err(Error::invalid(op, format!("The input must be (N, L, D) or (L, D), got shape {:?}.", x.shape())));
     }
     let (l, d) = (x.shape()[x.ndim() - 2], x.shape()[x.ndim() - 1]);
     if d != input_size {

@@ -212,8 +212,10 @@ impl TransformerDecoderModule for TransformerDecoder {
 /// the source to a memory, the decoder attends to it. Keys are `encoder.…`
 /// and `decoder.…` as MLX's. The halves may be custom modules.
 #[derive(Clone, Debug, crate::Module)]
-pub struct Transformer<E: TransformerEncoderModule = TransformerEncoder, D: TransformerDecoderModule = TransformerDecoder>
-{
+pub struct Transformer<
+    E: TransformerEncoderModule = TransformerEncoder,
+    D: TransformerDecoderModule = TransformerDecoder,
+> {
     /// The encoder.
     pub encoder: E,
     /// The decoder.

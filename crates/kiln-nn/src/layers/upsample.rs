@@ -153,8 +153,12 @@ pub fn upsample_nearest(x: &Array, scale_factor: &[f64]) -> Result<Array> {
 fn linear_taps(n: usize, scale: f64, align_corners: bool) -> [Tap; 2] {
     let hi = n.saturating_sub(1) as f32;
     let pos: Vec<f32> = scaled_positions(n, scale, align_corners).into_iter().map(|p| p.clamp(0.0, hi)).collect();
-    let left = Tap { idx: pos.iter().map(|p| p.floor() as u32).collect(), w: pos.iter().map(|p| 1.0 - (p - p.floor())).collect() };
-    let right = Tap { idx: pos.iter().map(|p| p.ceil() as u32).collect(), w: pos.iter().map(|p| p - p.floor()).collect() };
+    let left = Tap {
+        idx: pos.iter().map(|p| p.floor() as u32).collect(),
+        w: pos.iter().map(|p| 1.0 - (p - p.floor())).collect(),
+    };
+    let right =
+        Tap { idx: pos.iter().map(|p| p.ceil() as u32).collect(), w: pos.iter().map(|p| p - p.floor()).collect() };
     [left, right]
 }
 
@@ -203,7 +207,7 @@ fn antialias_taps(n: usize, scale: f64, kernel: fn(f32) -> f32, radius: f64) -> 
         }
     }
     for s in &mut sum {
-        if !(*s > 0.0) {
+        if *s <= 0.0 {
             *s = 1.0;
         }
     }
