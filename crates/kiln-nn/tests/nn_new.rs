@@ -456,3 +456,42 @@ fn upsample_gradient_and_errors() {
     assert!(nn::Upsample::new(&[], nn::UpsampleMode::Cubic, false, false).is_err());
     assert!(up.num_parameters() == 0);
 }
+
+// ---------------------------------------------------------------- initialisation
+
+/// Built right after the same seed, every new layer draws exactly what MLX's
+/// constructor draws (compared through per-parameter sums and first elements).
+#[test]
+fn initialisation_matches_mlx_draws() {
+    let _g = lock();
+    let g = golden();
+    let inits = g["init"].as_array().unwrap();
+    assert_eq!(inits.len(), 5);
+    for case in inits {
+        let kind = case["kind"].as_str().unwrap();
+        let a: Vec<usize> = case["args"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        random::seed(case["seed"].as_u64().unwrap());
+        let params = match kind {
+            "RNN" => nn::RNN::new(a[0], a[1], true).unwrap().named_parameters(),
+            "GRU" => nn::GRU::new(a[0], a[1], true).unwrap().named_parameters(),
+            "LSTM" => nn::LSTM::new(a[0], a[1], true).unwrap().named_parameters(),
+            "TransformerDecoderLayer" => {
+                nn::TransformerDecoderLayer::new(a[0], a[1], Some(a[2]), 0.0, true).unwrap().named_parameters()
+            }
+            "Transformer" => {
+                nn::Transformer::new(a[0], a[1], a[2], a[3], Some(a[4]), 0.0, true).unwrap().named_parameters()
+            }
+            k => panic!("unknown kind {k}"),
+        };
+        let stats = case["stats"].as_object().unwrap();
+        assert_eq!(params.len(), stats.len(), "{kind}: number of parameters");
+        for (k, p) in params {
+            let v: Vec<f64> = ops::astype(&p, Dtype::F64).unwrap().to_vec::<f64>().unwrap();
+            let got = [v.iter().sum::<f64>(), v.iter().map(|x| x * x).sum::<f64>(), v[0]];
+            let want: Vec<f64> = stats[&k].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "{kind} {k}: got {got:?}, want {want:?}");
+            }
+        }
+    }
+}

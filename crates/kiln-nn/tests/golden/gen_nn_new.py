@@ -178,6 +178,19 @@ for name, scale, mode, ac, aa in cfgs:
                 "out": enc(y)})
 out["upsample"] = {"inputs": {k: enc(v) for k, v in inputs.items()}, "cases": ups}
 
+# ---------------------------------------------------------------- initialisation
+# Each layer built right after its own seed; per-key (sum, sum of squares,
+# first element) summarise MLX's draws.
+inits = []
+for seed, kind, args in [(11, "RNN", (3, 4)), (12, "GRU", (3, 4)), (13, "LSTM", (3, 4)),
+                         (14, "TransformerDecoderLayer", (8, 2, 12)), (15, "Transformer", (8, 2, 1, 1, 12))]:
+    mx.random.seed(seed)
+    m = getattr(nn, kind)(*args)
+    stats = {k: [v.sum().item(), (v * v).sum().item(), v.reshape(-1)[0].item()]
+             for k, v in tree_flatten(m.parameters())}
+    inits.append({"seed": seed, "kind": kind, "args": list(args), "stats": stats})
+out["init"] = inits
+
 with open(os.path.join(HERE, "nn_new.json"), "w") as f:
     json.dump(out, f, separators=(",", ":"))
 print("wrote nn_new.json", os.path.getsize(os.path.join(HERE, "nn_new.json")), "bytes")
