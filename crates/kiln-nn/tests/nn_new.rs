@@ -495,3 +495,70 @@ fn initialisation_matches_mlx_draws() {
         }
     }
 }
+
+/// How many nodes of `y`'s graph are checkpointed calls.
+fn count_custom(y: &Array) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![y.clone()];
+    let mut n = 0;
+    while let Some(a) = stack.pop() {
+        if !seen.insert(a.id()) {
+            continue;
+        }
+        if a.primitive().is_some_and(|p| p.name() == "CustomTransforms") {
+            n += 1;
+        }
+        stack.extend(a.inputs());
+    }
+    n
+}
+
+#[test]
+fn transformer_checkpoint_gives_the_same_values_and_gradients() {
+    let _g = lock();
+    random::seed(21);
+    let m = nn::Transformer::new(8, 2, 2, 3, Some(12), 0.0, false).unwrap();
+    let mc = m.clone().with_checkpoint(true);
+    let src = ops::astype(&f64_array(&[2, 5, 8], 22), Dtype::F32).unwrap();
+    let tgt = ops::astype(&f64_array(&[2, 4, 8], 23), Dtype::F32).unwrap();
+    let w = ops::astype(&f64_array(&[2, 4, 8], 24), Dtype::F32).unwrap();
+    let causal = AttentionMask::Causal;
+    let y = m.apply(&src, &tgt, None, Some(&causal), None).unwrap();
+    let yc = mc.apply(&src, &tgt, None, Some(&causal), None).unwrap();
+    assert_eq!(count_custom(&y), 0);
+    assert_eq!(count_custom(&yc), 5, "one checkpointed call per layer");
+    assert_eq!(y.to_vec::<f32>().unwrap(), yc.to_vec::<f32>().unwrap());
+    let grads = |model: &nn::Transformer| {
+        let vg = nn::value_and_grad(|m: &nn::Transformer, a: &[Array]| {
+            weighted_sum(&m.apply(&a[0], &a[1], None, Some(&AttentionMask::Causal), None)?, &a[2])
+        });
+        let (v, g) = vg(model, &[src.clone(), tgt.clone(), w.clone()]).unwrap();
+        (v.item::<f32>().unwrap(), kiln_core::tree_flatten(&g))
+    };
+    let (v, g) = grads(&m);
+    let (vc, gc) = grads(&mc);
+    assert_eq!(v, vc);
+    assert_eq!(g.len(), gc.len());
+    assert_eq!(g.len(), m.named_parameters().len());
+    for ((k, a), (kc, b)) in g.iter().zip(&gc) {
+        assert_eq!(k, kc);
+        let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+        let scale = a.iter().fold(1e-3f32, |s, x| s.max(x.abs()));
+        assert!(a.iter().any(|x| *x != 0.0) || k.contains("bias"), "{k}: zero gradient");
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-5 * scale, "{k}: {x} vs {y}");
+        }
+    }
+    // A decoder alone, and a custom encoder checkpointed as a whole.
+    let dec = mc.decoder.clone().with_checkpoint(true);
+    let memory = m.encoder.apply(&src, None).unwrap();
+    let yd = dec.apply(&tgt, &memory, Some(&causal), None).unwrap();
+    assert_eq!(count_custom(&yd), 3);
+    assert_eq!(yd.to_vec::<f32>().unwrap(), y.to_vec::<f32>().unwrap());
+    let custom =
+        nn::Transformer::from_parts(ProjEncoder { proj: nn::Linear::new(8, 8, true).unwrap() }, m.decoder.clone());
+    let plain = custom.apply(&src, &tgt, None, None, None).unwrap();
+    let ck = custom.clone().with_checkpoint(true).apply(&src, &tgt, None, None, None).unwrap();
+    assert_eq!(count_custom(&ck), 4);
+    assert_eq!(plain.to_vec::<f32>().unwrap(), ck.to_vec::<f32>().unwrap());
+}

@@ -4,9 +4,44 @@
 
 use super::attention::{AttentionMask, FeedForwardActivation, MultiHeadAttention, TransformerEncoder};
 use crate::module::{Module, ModuleField};
-use crate::{Dropout, Forward, LayerNorm, Linear};
+use crate::{Dropout, Forward, LayerNorm, Linear, ModuleExt};
 use kiln_core::ops;
 use kiln_core::{Array, Error, Result};
+
+/// `f(module, inputs)` under gradient checkpointing (MLX's
+/// `nn.utils.checkpoint`): the module's parameters and the inputs are the
+/// arguments of a [`kiln_core::checkpoint`]ed function, so the backward pass
+/// recomputes the module's intermediates instead of keeping them. Values and
+/// gradients are those of `f`.
+fn checkpointed<M>(
+    module: &M,
+    inputs: &[Array],
+    f: impl Fn(&M, &[Array]) -> Result<Array> + Send + Sync + 'static,
+) -> Result<Array>
+where
+    M: Module + Clone + Send + Sync + 'static,
+{
+    let params = module.named_parameters();
+    let n = params.len();
+    let keys: Vec<String> = params.iter().map(|(k, _)| k.clone()).collect();
+    let template = module.clone();
+    let g = kiln_core::checkpoint(move |xs: &[Array]| {
+        let mut m = template.clone();
+        m.visit_params_mut("", &mut |k, p| {
+            if let Some(i) = keys.iter().position(|q| q == k) {
+                p.set(xs[i].clone());
+            }
+        });
+        Ok(vec![f(&m, &xs[n..])?])
+    });
+    let mut args: Vec<Array> = params.into_iter().map(|(_, a)| a).collect();
+    args.extend_from_slice(inputs);
+    Ok(g(&args)?.remove(0))
+}
+
+fn owned(mask: Option<&AttentionMask>) -> Option<AttentionMask> {
+    mask.cloned()
+}
 
 fn activate(activation: FeedForwardActivation, x: &Array) -> Result<Array> {
     match activation {
@@ -130,6 +165,9 @@ pub struct TransformerDecoder {
     pub layers: Vec<TransformerDecoderLayer>,
     /// Final norm.
     pub ln: LayerNorm,
+    /// Gradient checkpointing of every layer (MLX's `checkpoint`): less
+    /// memory for activations, one more forward pass per layer in the backward pass.
+    pub checkpoint: bool,
 }
 
 impl TransformerDecoder {
@@ -145,7 +183,12 @@ impl TransformerDecoder {
         let layers = (0..num_layers)
             .map(|_| TransformerDecoderLayer::new(dims, num_heads, mlp_dims, dropout, norm_first))
             .collect::<Result<_>>()?;
-        Ok(TransformerDecoder { layers, ln: LayerNorm::new(dims, 1e-5, true, true)? })
+        Ok(TransformerDecoder { layers, ln: LayerNorm::new(dims, 1e-5, true, true)?, checkpoint: false })
+    }
+    /// The same decoder with gradient checkpointing on or off.
+    pub fn with_checkpoint(mut self, checkpoint: bool) -> Self {
+        self.checkpoint = checkpoint;
+        self
     }
     /// The same decoder with another feed-forward activation in every layer.
     pub fn with_activation(mut self, activation: FeedForwardActivation) -> Self {
@@ -162,24 +205,47 @@ impl TransformerDecoder {
         x_mask: Option<&AttentionMask>,
         memory_mask: Option<&AttentionMask>,
     ) -> Result<Array> {
-        let mut x = x.clone();
-        for l in &self.layers {
-            x = l.apply(&x, memory, x_mask, memory_mask)?;
-        }
-        self.ln.forward(&x)
+        decode_layers(&self.layers, &self.ln, x, memory, x_mask, memory_mask, self.checkpoint)
     }
+}
+
+fn decode_layers(
+    layers: &[TransformerDecoderLayer],
+    ln: &LayerNorm,
+    x: &Array,
+    memory: &Array,
+    x_mask: Option<&AttentionMask>,
+    memory_mask: Option<&AttentionMask>,
+    checkpoint: bool,
+) -> Result<Array> {
+    let mut x = x.clone();
+    for l in layers {
+        x = if checkpoint {
+            let (xm, mm) = (owned(x_mask), owned(memory_mask));
+            checkpointed(l, &[x, memory.clone()], move |l, a| l.apply(&a[0], &a[1], xm.as_ref(), mm.as_ref()))?
+        } else {
+            l.apply(&x, memory, x_mask, memory_mask)?
+        };
+    }
+    ln.forward(&x)
 }
 
 /// The encoder half of a [`Transformer`]: [`TransformerEncoder`] or a custom
 /// module (MLX's `custom_encoder`).
-pub trait TransformerEncoderModule: Module + ModuleField + Clone {
+pub trait TransformerEncoderModule: Module + ModuleField + Clone + Send + Sync + 'static {
     /// Encodes `src (B, S, dims)` under an optional source mask.
     fn encode(&self, src: &Array, src_mask: Option<&AttentionMask>) -> Result<Array>;
+    /// [`TransformerEncoderModule::encode`] under gradient checkpointing (by
+    /// default of the whole module; [`TransformerEncoder`] checkpoints each layer).
+    fn encode_checkpointed(&self, src: &Array, src_mask: Option<&AttentionMask>) -> Result<Array> {
+        let mask = owned(src_mask);
+        checkpointed(self, std::slice::from_ref(src), move |m, a| m.encode(&a[0], mask.as_ref()))
+    }
 }
 
 /// The decoder half of a [`Transformer`]: [`TransformerDecoder`] or a custom
 /// module (MLX's `custom_decoder`).
-pub trait TransformerDecoderModule: Module + ModuleField + Clone {
+pub trait TransformerDecoderModule: Module + ModuleField + Clone + Send + Sync + 'static {
     /// Decodes `tgt (B, L, dims)` attending to `memory (B, S, dims)`.
     fn decode(
         &self,
@@ -188,11 +254,31 @@ pub trait TransformerDecoderModule: Module + ModuleField + Clone {
         tgt_mask: Option<&AttentionMask>,
         memory_mask: Option<&AttentionMask>,
     ) -> Result<Array>;
+    /// [`TransformerDecoderModule::decode`] under gradient checkpointing (by
+    /// default of the whole module; [`TransformerDecoder`] checkpoints each layer).
+    fn decode_checkpointed(
+        &self,
+        tgt: &Array,
+        memory: &Array,
+        tgt_mask: Option<&AttentionMask>,
+        memory_mask: Option<&AttentionMask>,
+    ) -> Result<Array> {
+        let (tm, mm) = (owned(tgt_mask), owned(memory_mask));
+        checkpointed(self, &[tgt.clone(), memory.clone()], move |m, a| m.decode(&a[0], &a[1], tm.as_ref(), mm.as_ref()))
+    }
 }
 
 impl TransformerEncoderModule for TransformerEncoder {
     fn encode(&self, src: &Array, src_mask: Option<&AttentionMask>) -> Result<Array> {
         self.apply(src, src_mask)
+    }
+    fn encode_checkpointed(&self, src: &Array, src_mask: Option<&AttentionMask>) -> Result<Array> {
+        let mut x = src.clone();
+        for l in &self.layers {
+            let mask = owned(src_mask);
+            x = checkpointed(l, &[x], move |l, a| l.apply(&a[0], mask.as_ref()))?;
+        }
+        self.ln.forward(&x)
     }
 }
 
@@ -205,6 +291,15 @@ impl TransformerDecoderModule for TransformerDecoder {
         memory_mask: Option<&AttentionMask>,
     ) -> Result<Array> {
         self.apply(tgt, memory, tgt_mask, memory_mask)
+    }
+    fn decode_checkpointed(
+        &self,
+        tgt: &Array,
+        memory: &Array,
+        tgt_mask: Option<&AttentionMask>,
+        memory_mask: Option<&AttentionMask>,
+    ) -> Result<Array> {
+        decode_layers(&self.layers, &self.ln, tgt, memory, tgt_mask, memory_mask, true)
     }
 }
 
@@ -220,6 +315,9 @@ pub struct Transformer<
     pub encoder: E,
     /// The decoder.
     pub decoder: D,
+    /// Gradient checkpointing of the encoder's and the decoder's layers
+    /// (MLX's `checkpoint`).
+    pub checkpoint: bool,
 }
 
 impl Transformer {
@@ -239,6 +337,7 @@ impl Transformer {
         Ok(Transformer {
             encoder: TransformerEncoder::new(num_encoder_layers, dims, num_heads, mlp_dims, dropout, norm_first)?,
             decoder: TransformerDecoder::new(num_decoder_layers, dims, num_heads, mlp_dims, dropout, norm_first)?,
+            checkpoint: false,
         })
     }
     /// The same model with another feed-forward activation in every layer.
@@ -254,7 +353,12 @@ impl Transformer {
 impl<E: TransformerEncoderModule, D: TransformerDecoderModule> Transformer<E, D> {
     /// A transformer from given halves (MLX's `custom_encoder`/`custom_decoder`).
     pub fn from_parts(encoder: E, decoder: D) -> Self {
-        Transformer { encoder, decoder }
+        Transformer { encoder, decoder, checkpoint: false }
+    }
+    /// The same model with gradient checkpointing on or off.
+    pub fn with_checkpoint(mut self, checkpoint: bool) -> Self {
+        self.checkpoint = checkpoint;
+        self
     }
     /// `decoder(tgt, encoder(src, src_mask), tgt_mask, memory_mask)`.
     pub fn apply(
@@ -265,7 +369,12 @@ impl<E: TransformerEncoderModule, D: TransformerDecoderModule> Transformer<E, D>
         tgt_mask: Option<&AttentionMask>,
         memory_mask: Option<&AttentionMask>,
     ) -> Result<Array> {
-        let memory = self.encoder.encode(src, src_mask)?;
-        self.decoder.decode(tgt, &memory, tgt_mask, memory_mask)
+        if self.checkpoint {
+            let memory = self.encoder.encode_checkpointed(src, src_mask)?;
+            self.decoder.decode_checkpointed(tgt, &memory, tgt_mask, memory_mask)
+        } else {
+            let memory = self.encoder.encode(src, src_mask)?;
+            self.decoder.decode(tgt, &memory, tgt_mask, memory_mask)
+        }
     }
 }
