@@ -265,6 +265,50 @@ fn batch_norm_matches_mlx() {
     assert!(nn::BatchNorm::new(3, -1.0, 0.1, true, true).is_err());
 }
 
+#[test]
+fn batch_norm_trained_through_value_and_grad_updates_running_stats() {
+    // MLX's nn.value_and_grad runs the model itself, so BatchNorm's running
+    // statistics move with every training step; Kiln's works on a clone of
+    // the model, which must share them.
+    let g = load();
+    let c = &g["batch_norm_value_and_grad"];
+    let mut bn = nn::BatchNorm::new(3, 1e-5, 0.1, true, true).unwrap();
+    set(&mut bn, &c["params"]);
+    let scale = Array::from_slice(&[1.0f32, 2.0, 3.0], &[3]).unwrap();
+    let vg = nn::value_and_grad(move |m: &nn::BatchNorm, a: &[Array]| {
+        ops::sum(&ops::multiply(&ops::square(&m.forward(&a[0])?)?, &scale)?, ops::Axes::All, false)
+    });
+    for (i, step) in c["steps"].as_array().unwrap().iter().enumerate() {
+        let (loss, grads) = vg(&bn, &[arr(&step["x"])]).unwrap();
+        assert_close(&format!("step {i} loss"), &loss, &step["loss"], TOL);
+        let grads: ArrayMap = tree_flatten(&grads).into_iter().collect();
+        assert_eq!(grads.len(), 2, "running statistics get no gradient");
+        for (k, v) in step["grads"].as_object().unwrap() {
+            assert_close(&format!("step {i} grad {k}"), &grads[k], v, TOL);
+        }
+        let stats = running(&bn);
+        for (k, v) in step["stats"].as_object().unwrap() {
+            assert_close(&format!("step {i} {k}"), &stats[k], v, TOL);
+        }
+    }
+    // A clone shares the statistics until one of them is loaded or updated.
+    let mut copy = bn.clone();
+    let zeros = ops::zeros(&[3], Dtype::F32).unwrap();
+    copy.load_arrays([("running_mean".to_string(), zeros)].into_iter().collect(), false).unwrap();
+    assert_eq!(vals(&copy.running_mean.as_ref().unwrap().value()), [0.0; 3]);
+    assert_ne!(vals(&bn.running_mean.as_ref().unwrap().value()), [0.0; 3], "the original keeps its statistics");
+    // Many steps keep working (the statistics do not pile up an ever longer graph).
+    let x = arr(&c["steps"][0]["x"]);
+    for _ in 0..300 {
+        vg(&bn, std::slice::from_ref(&x)).unwrap();
+    }
+    let m = vals(&bn.running_mean.as_ref().unwrap().value());
+    let batch_mean = vals(&ops::mean(&x, 0, false).unwrap());
+    for (a, b) in m.iter().zip(&batch_mean) {
+        assert!((a - b).abs() < 1e-4, "running mean {a} converges to the batch mean {b}");
+    }
+}
+
 /// Checks a training-mode dropout output: every element is 0 or `x/(1-p)`,
 /// and the zeros are whole channels (constant over the `spatial` axes before
 /// the last one).

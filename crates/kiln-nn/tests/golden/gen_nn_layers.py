@@ -195,6 +195,18 @@ for affine in (True, False):
         bn_cases.append(case)
 out["batch_norm"] = bn_cases
 
+# Training through nn.value_and_grad updates the running statistics too.
+bn = nn.BatchNorm(3)
+bn.update({"weight": randn(3) * 0.5 + 1, "bias": randn(3) * 0.5})
+bn_vg = {"params": params(bn), "steps": []}
+loss_and_grad = nn.value_and_grad(bn, lambda x: (bn(x) ** 2 * mx.arange(1, 4)).sum())
+for shape in ((5, 3), (2, 4, 3)):
+    x = randn(*shape) * 2 + 1
+    loss, grads = loss_and_grad(x)
+    bn_vg["steps"].append({"x": enc(x), "loss": enc(loss), "grads": {k: enc(v) for k, v in tree_flatten(grads)},
+                           "stats": {k: enc(v) for k, v in tree_flatten(bn.parameters()) if k.startswith("running")}})
+out["batch_norm_value_and_grad"] = bn_vg
+
 # ---------------------------------------------------------------- Dropout
 drop = {}
 for name, cls, p, shape, seed in (("dropout", nn.Dropout, 0.3, (8, 16), 5),
