@@ -322,8 +322,9 @@ pub struct Transformer<
 
 impl Transformer {
     /// MLX's `nn.Transformer(dims, num_heads, num_encoder_layers,
-    /// num_decoder_layers, mlp_dims, dropout, norm_first=…)` with ReLU (see
-    /// [`Transformer::with_activation`]). MLX's defaults are 512, 8, 6, 6,
+    /// num_decoder_layers, mlp_dims, dropout, norm_first=…)` with ReLU and
+    /// without checkpointing (see [`Transformer::with_activation`] and
+    /// [`Transformer::with_checkpoint`]). MLX's defaults are 512, 8, 6, 6,
     /// `4·dims`, 0 and `true`.
     pub fn new(
         dims: usize,
