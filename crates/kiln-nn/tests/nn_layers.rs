@@ -84,9 +84,29 @@ fn bilinear_matches_mlx() {
         set(&mut l, &b[case]["params"]);
         assert_close(case, &l.apply(&x1, &x2).unwrap(), &b[case]["out"], TOL);
     }
-    let l = nn::Bilinear::new(4, 3, 5, true).unwrap();
+    let mut l = nn::Bilinear::new(4, 3, 5, true).unwrap();
+    set(&mut l, &b["bias"]["params"]);
+    let v = &b["vectors"];
+    assert_close("bilinear on vectors", &l.apply(&arr(&v["x1"]), &arr(&v["x2"])).unwrap(), &v["out"], TOL);
     assert!(l.apply(&x2, &x1).is_err(), "swapped inputs");
     assert!(l.apply(&x1, &ops::zeros(&[3, 2, 3], Dtype::F32).unwrap()).is_err(), "different leading shapes");
+}
+
+#[test]
+fn linear_on_vectors_and_batches_matches_mlx() {
+    let g = load();
+    let c = &g["linear_shapes"];
+    let (xv, xb) = (arr(&c["x_vec"]), arr(&c["x_batch"]));
+    let mut lin = nn::Linear::new(4, 3, true).unwrap();
+    set(&mut lin, &c["params"]);
+    assert_close("vec", &lin.forward(&xv).unwrap(), &c["vec"], TOL);
+    assert_close("batch", &lin.forward(&xb).unwrap(), &c["batch"], TOL);
+    let mut lin = nn::Linear::new(4, 3, false).unwrap();
+    set(&mut lin, &c["params_no_bias"]);
+    assert_close("vec_no_bias", &lin.forward(&xv).unwrap(), &c["vec_no_bias"], TOL);
+    assert_close("batch_no_bias", &lin.forward(&xb).unwrap(), &c["batch_no_bias"], TOL);
+    assert!(lin.forward(&ops::zeros(&[2, 5], Dtype::F32).unwrap()).and_then(|y| y.eval()).is_err(), "5 features");
+    assert!(nn::Linear::from_weights(ops::zeros(&[3], Dtype::F32).unwrap(), None).is_err());
 }
 
 fn conv_case<const N: usize>(c: &Value) -> Array {
@@ -147,10 +167,14 @@ fn conv_bad_inputs_are_errors() {
 }
 
 fn pool_case<const N: usize>(c: &Value) -> Array {
+    pool_case_on::<N>(c, &arr(&c["x"]))
+}
+
+fn pool_case_on<const N: usize>(c: &Value, x: &Array) -> Array {
     let kind = if c["kind"] == "max" { PoolKind::Max } else { PoolKind::Avg };
     let stride = if c["stride"].is_null() { None } else { Some(usizes::<N>(&c["stride"])) };
     let p = nn::Pool::<N>::new(kind, usizes::<N>(&c["kernel"]), stride, usizes::<N>(&c["padding"])).unwrap();
-    p.forward(&arr(&c["x"])).unwrap()
+    p.forward(x).unwrap()
 }
 
 #[test]
@@ -168,6 +192,23 @@ fn pooling_matches_mlx() {
         let tol = if c["kind"] == "max" { 0.0 } else { 1e-6 };
         assert_close(c["name"].as_str().unwrap(), &got, &c["out"], tol);
     }
+    // Integer input: max pooling stays integer (padding with the lowest
+    // integer), average pooling gives float32.
+    let pi = &g["pool_int"];
+    let xi = arr(&pi["x"]);
+    let max_p1 = nn::MaxPool1d::new(PoolKind::Max, [2], None, [1]).unwrap().forward(&xi).unwrap();
+    assert_eq!(max_p1.dtype(), Dtype::I32);
+    assert_close("int max_p1", &max_p1, &pi["max_p1"], 0.0);
+    let avg_p1 = nn::AvgPool1d::new(PoolKind::Avg, [2], None, [1]).unwrap().forward(&xi).unwrap();
+    assert_eq!(avg_p1.dtype(), Dtype::F32);
+    assert_close("int avg_p1", &avg_p1, &pi["avg_p1"], 0.0);
+    let max = nn::MaxPool1d::new(PoolKind::Max, [3], Some([1]), [0]).unwrap().forward(&xi).unwrap();
+    assert_close("int max", &max, &pi["max"], 0.0);
+    // A strided (transposed) view of the input pools the same.
+    let c = &cases[4];
+    let x = arr(&c["x"]);
+    let view = ops::swapaxes(&ops::contiguous(&ops::swapaxes(&x, 1, 2).unwrap(), false), 1, 2).unwrap();
+    assert_close("max2d on a view", &pool_case_on::<2>(c, &view), &c["out"], 0.0);
     // The shorthand constructors agree with `new`.
     let c = &cases[6];
     assert_close("MaxPool2d::max", &nn::MaxPool2d::max([2, 2]).forward(&arr(&c["x"])).unwrap(), &c["out"], 0.0);
@@ -388,6 +429,32 @@ fn scaled_dot_product_attention_matches_mlx() {
 }
 
 #[test]
+fn scaled_dot_product_attention_in_float16_matches_mlx() {
+    let g = load();
+    let s = &g["sdpa"];
+    let h = |k: &str| ops::astype(&arr(&s["inputs"][k]), Dtype::F16).unwrap();
+    let w = &g["sdpa_f16"];
+    let scale = f(&s["scale"]);
+    let row_mask = AttentionMask::Array(arr(&s["masks"]["bool_mask_row"]));
+    let cases = [
+        ("f16", nn::scaled_dot_product_attention(&h("q"), &h("k"), &h("v"), scale, None), "out"),
+        (
+            "f16 gqa causal",
+            nn::scaled_dot_product_attention(&h("q"), &h("kg"), &h("vg"), scale, Some(&AttentionMask::Causal)),
+            "out_causal",
+        ),
+        ("f16 bool", nn::scaled_dot_product_attention(&h("q"), &h("k"), &h("v"), scale, Some(&row_mask)), "out_bool"),
+    ];
+    for (what, got, key) in cases {
+        let got = got.unwrap();
+        assert_eq!(got.dtype(), Dtype::F16, "{what}");
+        // float16 keeps 11 bits; MLX and Kiln round the scores and the
+        // probabilities at different points.
+        assert_close(what, &got, &w[key], 2e-3);
+    }
+}
+
+#[test]
 fn scaled_dot_product_attention_bad_inputs_are_errors() {
     let z = |s: &[usize]| ops::zeros(s, Dtype::F32).unwrap();
     let sdpa = |q: &Array, k: &Array, v: &Array, m: Option<&AttentionMask>| {
@@ -418,7 +485,11 @@ fn multi_head_attention_matches_mlx() {
         )
         .unwrap();
         set(&mut m, &c["params"]);
-        let mask = if c["mask_kind"] == "none" { None } else { Some(AttentionMask::Array(arr(&c["mask"]))) };
+        let mask = match c["mask_kind"].as_str().unwrap() {
+            "none" => None,
+            "causal" => Some(AttentionMask::Causal),
+            _ => Some(AttentionMask::Array(arr(&c["mask"]))),
+        };
         let got = m.attend(&arr(&c["queries"]), &arr(&c["keys"]), &arr(&c["values"]), mask.as_ref()).unwrap();
         assert_close(name, &got, &c["out"], TOL);
     }
@@ -440,6 +511,9 @@ fn additive_causal_mask_matches_mlx() {
     let m16 = nn::create_additive_causal_mask(4, Dtype::F16).unwrap();
     assert_eq!(m16.dtype(), Dtype::F16);
     assert_close("f16", &m16, &c["f16"], 0.0);
+    let mb16 = nn::create_additive_causal_mask(4, Dtype::BF16).unwrap();
+    assert_eq!(mb16.dtype(), Dtype::BF16);
+    assert_close("bf16", &mb16, &c["bf16"], 0.0);
 }
 
 #[test]
@@ -468,6 +542,12 @@ fn transformer_encoder_matches_mlx() {
             TOL,
         );
     }
+    let c = &t["cases"]["layer_gelu"];
+    let mut layer = nn::TransformerEncoderLayer::new(8, 2, Some(16), 0.0, true).unwrap();
+    layer.activation = nn::FeedForwardActivation::Gelu;
+    set(&mut layer, &c["params"]);
+    assert_close("layer gelu", &layer.apply(&x, None).unwrap(), &c["out"], TOL);
+    assert_close("layer gelu causal", &layer.apply(&x, Some(&mask)).unwrap(), &c["out_causal"], TOL);
     let enc = nn::TransformerEncoder::new(1, 8, 2, None, 0.0, true).unwrap();
     assert!(enc.apply(&ops::zeros(&[2, 4, 6], Dtype::F32).unwrap(), None).and_then(|y| y.eval()).is_err());
     assert!(enc.apply(&ops::zeros(&[4, 8], Dtype::F32).unwrap(), None).is_err());
@@ -491,6 +571,13 @@ fn rope_matches_mlx() {
         let direct = nn::rope(&x, m.dims, m.traditional, m.base, m.scale, offset).unwrap();
         assert_close(&what, &direct, &c["out"], TOL);
     }
+    let x3 = arr(&r["x3"]);
+    assert_close("rank 3", &nn::rope(&x3, 8, false, 10000.0, 1.0, 1).unwrap(), &r["rank3"], TOL);
+    assert_close("rank 3 traditional", &nn::rope(&x3, 6, true, 10000.0, 1.0, 0).unwrap(), &r["rank3_traditional"], TOL);
+    let h = nn::rope(&ops::astype(&x, Dtype::F16).unwrap(), 8, false, 10000.0, 1.0, 2).unwrap();
+    assert_eq!(h.dtype(), Dtype::F16);
+    // One float16 rounding of the output (MLX computes in float32 too).
+    assert_close("f16", &h, &r["f16"], 1e-3);
     let m = nn::RoPE::new(8);
     assert!(m.apply(&ops::zeros(&[5, 8], Dtype::F32).unwrap(), 0).is_err(), "rank 2 (MLX wants at least 3)");
     assert!(nn::RoPE::new(10).apply(&x, 0).is_err(), "dims above the feature size");
@@ -610,6 +697,18 @@ fn identity_and_sequential_match_mlx() {
     seq.eval_mode();
     assert_close("sequential", &seq.forward(&x).unwrap(), &s["out"], TOL);
     assert!(seq.forward(&ops::zeros(&[4, 6], Dtype::F32).unwrap()).is_err(), "6 input features");
+    let mut nested = nn::Sequential::new()
+        .push(nn::Sequential::new().push(nn::Linear::new(5, 4, true).unwrap()).push(nn::ReLU::default()))
+        .push(nn::Identity::default())
+        .push(nn::Linear::new(4, 2, true).unwrap());
+    let n = &g["sequential_nested"];
+    assert_eq!(keys_of(&nested.parameters()), {
+        let mut k: Vec<String> = n["params"].as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    });
+    set(&mut nested, &n["params"]);
+    assert_close("nested sequential", &nested.forward(&x).unwrap(), &n["out"], TOL);
 }
 
 /// The model gen_nn_layers.py saves: Conv2d → GroupNorm → relu → BatchNorm →

@@ -79,7 +79,16 @@ out["bilinear"] = {
     "x1": enc(x1), "x2": enc(x2),
     "bias": {"params": params(bl), "out": enc(bl(x1, x2))},
     "no_bias": {"params": params(bl_nb), "out": enc(bl_nb(x1, x2))},
+    "vectors": {"x1": enc(x1[0, 0]), "x2": enc(x2[0, 0]), "out": enc(bl(x1[0, 0], x2[0, 0]))},
 }
+
+# Linear on a vector and on a batch of matrices.
+lin = randomize(nn.Linear(4, 3))
+lin_nb = randomize(nn.Linear(4, 3, bias=False))
+xv, xb = randn(4), randn(2, 3, 4)
+out["linear_shapes"] = {"params": params(lin), "params_no_bias": params(lin_nb), "x_vec": enc(xv), "x_batch": enc(xb),
+                        "vec": enc(lin(xv)), "batch": enc(lin(xb)), "vec_no_bias": enc(lin_nb(xv)),
+                        "batch_no_bias": enc(lin_nb(xb))}
 
 # ---------------------------------------------------------------- Conv
 conv_cases = []
@@ -149,6 +158,9 @@ pool_case("max2d_k2_nonoverlapping", nn.MaxPool2d, 2, (2, 4, 6, 3), 2)
 pool_case("avg2d_k2_nonoverlapping", nn.AvgPool2d, 2, (2, 4, 6, 3), 2)
 pool_case("max3d_k2_s1_p1", nn.MaxPool3d, 3, (1, 3, 3, 3, 2), 2, 1, 1)
 pool_case("avg3d_rect", nn.AvgPool3d, 3, (2, 4, 4, 3, 2), (2, 2, 1), (1, 2, 1), (1, 0, 0))
+xi = mx.array(rng.integers(-20, 20, (2, 5, 3)).astype(np.int32))
+out["pool_int"] = {"x": enc(xi), "max_p1": enc(nn.MaxPool1d(2, padding=1)(xi)),
+                   "avg_p1": enc(nn.AvgPool1d(2, padding=1)(xi)), "max": enc(nn.MaxPool1d(3, 1)(xi))}
 out["pool"] = pool_cases
 
 # ---------------------------------------------------------------- GroupNorm / InstanceNorm
@@ -258,6 +270,10 @@ sd_case("gqa", "q", "kg", "vg")
 sd_case("gqa_causal", "q", "kg", "vg", "causal")
 sd_case("gqa_additive_per_head", "q", "kg", "vg", "head_mask")
 sd_case("gqa_bool", "q", "kg", "vg", "bool_mask")
+h = {k_: v_.astype(mx.float16) for k_, v_ in sd_inputs.items()}
+out["sdpa_f16"] = {"out": enc(sdpa(h["q"], h["k"], h["v"], scale=scale)),
+                   "out_causal": enc(sdpa(h["q"], h["kg"], h["vg"], scale=scale, mask="causal")),
+                   "out_bool": enc(sdpa(h["q"], h["k"], h["v"], scale=scale, mask=bool_mask_row))}
 out["sdpa"] = {"scale": scale, "inputs": {k_: enc(v_) for k_, v_ in sd_inputs.items()},
                "masks": {k_: enc(v_) for k_, v_ in sd_masks.items()}, "cases": sd_cases}
 
@@ -272,9 +288,10 @@ def mha_case(name, kw, xq, xk, xv, mask=None):
          "value_input_dims": kw.get("value_input_dims", kw.get("key_input_dims", kw["dims"])),
          "value_dims": kw.get("value_dims", kw["dims"]), "value_output_dims": kw.get("value_output_dims", kw["dims"]),
          "params": params(m), "queries": enc(xq), "keys": enc(xk), "values": enc(xv),
-         "mask_kind": "none" if mask is None else ("bool" if mask.dtype == mx.bool_ else "additive"),
+         "mask_kind": "none" if mask is None else ("causal" if isinstance(mask, str) else
+                                                  ("bool" if mask.dtype == mx.bool_ else "additive")),
          "out": enc(m(xq, xk, xv, mask))}
-    if mask is not None:
+    if mask is not None and not isinstance(mask, str):
         c["mask"] = enc(mask)
     mha_cases.append(c)
 
@@ -287,9 +304,11 @@ mha_case("bias_causal_mask", {"dims": 8, "num_heads": 2, "bias": True}, xs, xs, 
 mha_case("dims_bool_mask", {"dims": 8, "num_heads": 4, "query_input_dims": 6, "key_input_dims": 5,
                             "value_input_dims": 7, "value_dims": 4, "value_output_dims": 9, "bias": True},
          randn(2, 3, 6), randn(2, 4, 5), randn(2, 4, 7), mx.array(rng.random((2, 1, 3, 4)) > 0.3))
+mha_case("bias_causal_string", {"dims": 8, "num_heads": 2, "bias": True}, xs, xs, xs, "causal")
 out["mha"] = mha_cases
 out["causal_mask"] = {"f32": enc(nn.MultiHeadAttention.create_additive_causal_mask(4)),
-                      "f16": enc(nn.MultiHeadAttention.create_additive_causal_mask(4, mx.float16))}
+                      "f16": enc(nn.MultiHeadAttention.create_additive_causal_mask(4, mx.float16)),
+                      "bf16": enc(nn.MultiHeadAttention.create_additive_causal_mask(4, mx.bfloat16))}
 
 # ---------------------------------------------------------------- Transformer encoder
 tf = {}
@@ -302,6 +321,8 @@ for nf in (True, False):
     enc_ = randomize(nn.TransformerEncoder(2, 8, 2, mlp_dims=16, norm_first=nf))
     tf[f"encoder_norm_first_{str(nf).lower()}"] = {"params": params(enc_), "out": enc(enc_(xt, None)),
                                       "out_causal": enc(enc_(xt, causal4))}
+layer = randomize(nn.TransformerEncoderLayer(8, 2, mlp_dims=16, activation=nn.gelu))
+tf["layer_gelu"] = {"params": params(layer), "out": enc(layer(xt, None)), "out_causal": enc(layer(xt, causal4))}
 out["transformer"] = {"x": enc(xt), "mask": enc(causal4), "cases": tf}
 
 # ---------------------------------------------------------------- RoPE
@@ -314,7 +335,11 @@ for dims, trad, base, sc, off in ((8, False, 10000.0, 1.0, 0), (8, True, 10000.0
     y2 = mx.fast.rope(xr, dims, traditional=trad, base=base, scale=sc, offset=off)
     assert mx.array_equal(y, y2).item()
     rope_cases.append({"dims": dims, "traditional": trad, "base": base, "scale": sc, "offset": off, "out": enc(y)})
-out["rope"] = {"x": enc(xr), "cases": rope_cases}
+x3 = randn(2, 5, 8)
+out["rope"] = {"x": enc(xr), "cases": rope_cases, "x3": enc(x3),
+               "rank3": enc(mx.fast.rope(x3, 8, traditional=False, base=10000.0, scale=1.0, offset=1)),
+               "rank3_traditional": enc(mx.fast.rope(x3, 6, traditional=True, base=10000.0, scale=1.0, offset=0)),
+               "f16": enc(mx.fast.rope(xr.astype(mx.float16), 8, traditional=False, base=10000.0, scale=1.0, offset=2))}
 
 # ---------------------------------------------------------------- Sinusoidal positional encoding
 xp = mx.array(np.concatenate([np.arange(5, dtype=np.float32)[None], rng.uniform(0, 50, (1, 5)).astype(np.float32)]))
@@ -366,6 +391,8 @@ out["activation_modules"] = {"x": enc(xa), "out": act}
 seq = randomize(nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3, bias=False), nn.Dropout(0.5)))
 seq.eval()
 xq = randn(4, 5)
+nested = randomize(nn.Sequential(nn.Sequential(nn.Linear(5, 4), nn.ReLU()), nn.Identity(), nn.Linear(4, 2)))
+out["sequential_nested"] = {"params": params(nested), "out": enc(nested(xq))}
 out["sequential"] = {"x": enc(xq), "params": params(seq), "out": enc(seq(xq)), "identity": enc(nn.Identity()(xq))}
 
 
