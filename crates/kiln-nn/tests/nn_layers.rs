@@ -800,3 +800,191 @@ fn default_initialisation_draws_what_mlx_draws() {
     assert_params("prelu", &nn::PReLU::new(3, 0.25).unwrap(), &i["prelu"]);
     assert!(nn::LayerNorm::new(4, 0.0, true, true).is_err() && nn::RMSNorm::new(4, -1e-5).is_err());
 }
+
+/// Checks `loss = sum(call(model, inputs) · r)` and its gradients with respect
+/// to the model's trainable parameters (by MLX key) and every input against
+/// the golden case.
+fn check_grads<M>(name: &str, mut model: M, call: impl Fn(&M, &[Array]) -> kiln_core::Result<Array>, c: &Value)
+where
+    M: ModuleExt + Clone,
+{
+    set(&mut model, &c["params"]);
+    let inputs: Vec<Array> = c["inputs"].as_array().unwrap().iter().map(arr).collect();
+    let r = arr(&c["r"]);
+    let flat = tree_flatten(&model.trainable_parameters());
+    let keys: Vec<String> = flat.iter().map(|(k, _)| k.clone()).collect();
+    let n = keys.len();
+    let mut all: Vec<Array> = flat.into_iter().map(|(_, a)| a).collect();
+    all.extend(inputs);
+    let vg = kiln_core::value_and_grad(
+        |xs: &[Array]| {
+            let mut m = model.clone();
+            if n > 0 {
+                m.update(&kiln_core::tree_unflatten(keys.iter().cloned().zip(xs[..n].iter().cloned()))?)?;
+            }
+            let y = call(&m, &xs[n..])?;
+            Ok(vec![ops::sum(&ops::multiply(&y, &r)?, ops::Axes::All, false)?])
+        },
+        &(0..all.len()).collect::<Vec<_>>(),
+    );
+    let (loss, grads) = vg(&all).unwrap();
+    // Gradients sum over many more terms than the outputs: 2e-5.
+    assert_close(&format!("{name} loss"), &loss[0], &c["loss"], 2e-5);
+    let want = c["grads"].as_object().unwrap();
+    assert_eq!(keys.iter().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{name}: trainable keys");
+    for (k, g) in keys.iter().zip(&grads) {
+        assert_close(&format!("{name} d/d{k}"), g, &want[k], 2e-5);
+    }
+    for (i, w) in c["input_grads"].as_array().unwrap().iter().enumerate() {
+        assert_close(&format!("{name} d/dinput{i}"), &grads[n + i], w, 2e-5);
+    }
+}
+
+#[test]
+fn gradients_match_mlx() {
+    let g = load();
+    let gc = &g["grads"];
+    let fwd = |m: &dyn Forward, x: &[Array]| m.forward(&x[0]);
+    check_grads(
+        "conv2d",
+        nn::Conv2d::new(4, 4, [3, 2], [2, 1], [1, 0], [1, 2], 2, true).unwrap(),
+        |m, x| fwd(m, x),
+        &gc["conv2d"],
+    );
+    check_grads("conv1d", nn::Conv1d::new(3, 4, [2], [2], [0], [2], 1, true).unwrap(), |m, x| fwd(m, x), &gc["conv1d"]);
+    check_grads(
+        "conv_transpose2d",
+        nn::ConvTranspose2d::new(2, 3, [3, 2], [2, 3], [1, 0], [1, 1], [0, 0], true).unwrap(),
+        |m, x| fwd(m, x),
+        &gc["conv_transpose2d"],
+    );
+    let maxp = nn::MaxPool2d::new(PoolKind::Max, [3, 2], Some([2, 1]), [1, 0]).unwrap();
+    check_grads("max_pool2d", maxp, |m, x| fwd(m, x), &gc["max_pool2d"]);
+    let avgp = nn::AvgPool2d::new(PoolKind::Avg, [2, 2], Some([1, 1]), [1, 1]).unwrap();
+    check_grads("avg_pool2d", avgp, |m, x| fwd(m, x), &gc["avg_pool2d"]);
+    check_grads(
+        "max_pool2d_ties",
+        nn::MaxPool2d::new(PoolKind::Max, [2, 2], Some([1, 1]), [0, 0]).unwrap(),
+        |m, x| fwd(m, x),
+        &gc["max_pool2d_ties"],
+    );
+    check_grads(
+        "max_pool2d_ties_nonoverlapping",
+        nn::MaxPool2d::max([2, 2]),
+        |m, x| fwd(m, x),
+        &gc["max_pool2d_ties_nonoverlapping"],
+    );
+    check_grads(
+        "max_pool1d",
+        nn::MaxPool1d::new(PoolKind::Max, [3], Some([2]), [1]).unwrap(),
+        |m, x| fwd(m, x),
+        &gc["max_pool1d"],
+    );
+    let avg3 = nn::AvgPool3d::new(PoolKind::Avg, [2, 2, 1], Some([1, 2, 1]), [1, 0, 0]).unwrap();
+    check_grads("avg_pool3d", avg3, |m, x| fwd(m, x), &gc["avg_pool3d"]);
+    let gn = |pc| nn::GroupNorm::new(3, 6, 1e-5, true, pc).unwrap();
+    check_grads("group_norm", gn(false), |m, x| fwd(m, x), &gc["group_norm"]);
+    check_grads("group_norm_pytorch", gn(true), |m, x| fwd(m, x), &gc["group_norm_pytorch"]);
+    check_grads("instance_norm", nn::InstanceNorm::new(3, 1e-5, true).unwrap(), |m, x| fwd(m, x), &gc["instance_norm"]);
+    let bn = nn::BatchNorm::new(3, 1e-5, 0.1, true, true).unwrap();
+    check_grads("batch_norm_train", bn, |m, x| fwd(m, x), &gc["batch_norm_train"]);
+    let mut bn = nn::BatchNorm::new(3, 1e-5, 0.1, true, true).unwrap();
+    bn.eval_mode();
+    check_grads("batch_norm_eval", bn, |m, x| fwd(m, x), &gc["batch_norm_eval"]);
+    check_grads("bilinear", nn::Bilinear::new(4, 3, 5, true).unwrap(), |m, x| m.apply(&x[0], &x[1]), &gc["bilinear"]);
+    check_grads(
+        "mha",
+        nn::MultiHeadAttention::with_dims(8, 2, [8, 5, 5], 4, 8, true).unwrap(),
+        |m, x| m.attend(&x[0], &x[1], &x[2], Some(&AttentionMask::Causal)),
+        &gc["mha"],
+    );
+    let mask = AttentionMask::Array(arr(&g["transformer"]["mask"]));
+    check_grads(
+        "transformer_layer_post_norm",
+        nn::TransformerEncoderLayer::new(8, 2, Some(16), 0.0, false).unwrap(),
+        |m, x| m.apply(&x[0], Some(&mask)),
+        &gc["transformer_layer_post_norm"],
+    );
+    let rope = nn::RoPE { dims: 6, traditional: true, base: 500.0, scale: 1.0 };
+    check_grads("rope", rope, |m, x| m.apply(&x[0], 2), &gc["rope"]);
+    let masks = &g["sdpa"]["masks"];
+    let bool_mask = AttentionMask::Array(arr(&masks["bool_mask"]));
+    check_grads(
+        "sdpa_gqa_bool",
+        nn::Identity::default(),
+        |_, x| nn::scaled_dot_product_attention(&x[0], &x[1], &x[2], 0.3, Some(&bool_mask)),
+        &gc["sdpa_gqa_bool"],
+    );
+    let add_mask = AttentionMask::Array(arr(&masks["add_mask"]));
+    check_grads(
+        "sdpa_causal_additive",
+        nn::Identity::default(),
+        |_, x| {
+            let a = nn::scaled_dot_product_attention(&x[0], &x[1], &x[2], 0.3, Some(&add_mask))?;
+            ops::add(&a, &nn::scaled_dot_product_attention(&x[0], &x[1], &x[2], 0.3, Some(&AttentionMask::Causal))?)
+        },
+        &gc["sdpa_causal_additive"],
+    );
+    let sin = nn::SinusoidalPositionalEncoding::new(8, 1e-4, 1.0, None, true, false).unwrap();
+    check_grads("sinusoidal", sin, |m, x| fwd(m, x), &gc["sinusoidal"]);
+}
+
+#[test]
+fn pooling_composes_with_vmap_jvp_and_second_order_grad() {
+    // Overlapping windows go through a custom function (as_strided forward,
+    // sliced backward): check the other transforms against plain loops and
+    // finite differences.
+    let g = load();
+    let c = &g["pool"].as_array().unwrap()[4]; // max2d_rect
+    let x = arr(&c["x"]); // (2, 5, 4, 3)
+    let pool = nn::MaxPool2d::new(PoolKind::Max, [3, 2], Some([2, 1]), [1, 0]).unwrap();
+    let avg = nn::AvgPool2d::new(PoolKind::Avg, [2, 2], Some([1, 1]), [1, 1]).unwrap();
+    for (what, p) in [("max", pool), ("avg", avg)] {
+        let full = p.forward(&x).unwrap();
+        // vmap over a leading axis of a (3, 2, 5, 4, 3) stack gives each pooled.
+        let stacked = ops::stack(&[x.clone(), ops::multiply(&x, 2.0).unwrap(), ops::negative(&x).unwrap()], 0).unwrap();
+        let v = kiln_core::vmap(move |a: &[Array]| Ok(vec![p.forward(&a[0])?]), &[Some(0)], &[0])(&[stacked]).unwrap();
+        let want = [
+            full.clone(),
+            p.forward(&ops::multiply(&x, 2.0).unwrap()).unwrap(),
+            p.forward(&ops::negative(&x).unwrap()).unwrap(),
+        ];
+        for (i, w) in want.iter().enumerate() {
+            let got = ops::take(&v[0], &Array::from_slice(&[i as i32], &[]).unwrap(), Some(0)).unwrap();
+            assert_eq!(vals(&got), vals(w), "{what} vmap item {i}");
+        }
+        // jvp: pooling is piecewise linear, so the tangent of a small
+        // direction is the (exact) difference quotient away from ties.
+        let t = ops::sin(&x).unwrap();
+        let (_, tan) = kiln_core::jvp(|a: &[Array]| Ok(vec![p.forward(&a[0])?]), &[x.clone()], &[t.clone()]).unwrap();
+        let eps = 1e-3;
+        let fd = ops::divide(
+            &ops::subtract(&p.forward(&ops::add(&x, &ops::multiply(&t, eps).unwrap()).unwrap()).unwrap(), &full)
+                .unwrap(),
+            eps,
+        )
+        .unwrap();
+        for (a, b) in vals(&tan[0]).iter().zip(vals(&fd)) {
+            assert!((a - b).abs() < 1e-2, "{what} jvp {a} vs {b}");
+        }
+        // Second order: the gradient of sum(grad(sum(pool(x)²)) · x) exists.
+        let gfun = kiln_core::grad(
+            move |a: &[Array]| Ok(vec![ops::sum(&ops::square(&p.forward(&a[0])?)?, ops::Axes::All, false)?]),
+            &[0],
+        );
+        let gg = kiln_core::grad(
+            move |a: &[Array]| Ok(vec![ops::sum(&ops::multiply(&gfun(a)?[0], &a[0])?, ops::Axes::All, false)?]),
+            &[0],
+        )(&[x.clone()])
+        .unwrap();
+        // For a piecewise-linear pool, sum(grad(sum(pool²)) · x) = 2·sum(pool²), whose gradient is 2·grad(sum(pool²)).
+        let g1 = kiln_core::grad(
+            move |a: &[Array]| Ok(vec![ops::sum(&ops::square(&p.forward(&a[0])?)?, ops::Axes::All, false)?]),
+            &[0],
+        )(&[x.clone()])
+        .unwrap();
+        for (a, b) in vals(&gg[0]).iter().zip(vals(&g1[0])) {
+            assert!((a - 2.0 * b).abs() < 1e-4 * b.abs().max(1.0), "{what} second order {a} vs 2·{b}");
+        }
+    }
+}

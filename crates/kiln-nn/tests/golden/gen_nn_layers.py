@@ -428,6 +428,65 @@ out["net"] = {"keys": [k for k, _ in tree_flatten(net.parameters())],
               "trainable_keys": [k for k, _ in tree_flatten(net.trainable_parameters())],
               "x": enc(xn), "out": enc(net(xn, None)), "out_causal": enc(net(xn, mask16))}
 
+# ---------------------------------------------------------------- gradients
+# loss = sum(layer(inputs…) · r) for a fixed random r; gradients with respect
+# to the trainable parameters (by MLX key) and to every input.
+grad_cases = {}
+
+
+def grad_case(name, layer, call, inputs, train=True):
+    layer.train(train)
+    orig = layer.trainable_parameters()
+    r = randn(*call(layer, *inputs).shape)
+
+    def f(p, *xs):
+        layer.update(p)
+        return (call(layer, *xs) * r).sum()
+
+    val, g = mx.value_and_grad(f, argnums=tuple(range(len(inputs) + 1)))(orig, *inputs)
+    layer.update(orig)
+    grad_cases[name] = {"params": params(layer), "inputs": [enc(x_) for x_ in inputs], "r": enc(r), "loss": enc(val),
+                        "grads": {k_: enc(v_) for k_, v_ in tree_flatten(g[0])}, "input_grads": [enc(x_) for x_ in g[1:]]}
+
+
+fwd = lambda l, x_: l(x_)
+grad_case("conv2d", randomize(nn.Conv2d(4, 4, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2)), fwd,
+          [randn(1, 6, 5, 4)])
+grad_case("conv1d", randomize(nn.Conv1d(3, 4, 2, dilation=2, stride=2)), fwd, [randn(2, 7, 3)])
+# No output_padding: MLX 0.32.4's input gradient of conv_transpose with
+# output_padding has the wrong shape ((1, 3, 2, 2) for a (1, 3, 4, 2) input).
+grad_case("conv_transpose2d", randomize(nn.ConvTranspose2d(2, 3, (3, 2), stride=(2, 3), padding=(1, 0))), fwd,
+          [randn(1, 3, 4, 2)])
+grad_case("max_pool2d", nn.MaxPool2d((3, 2), (2, 1), (1, 0)), fwd, [randn(2, 5, 4, 3)])
+grad_case("avg_pool2d", nn.AvgPool2d(2, 1, 1), fwd, [randn(1, 4, 5, 2)])
+# Ties (zeros after a relu): the gradient is shared between the tied maxima.
+grad_case("max_pool2d_ties", nn.MaxPool2d(2, 1), fwd, [mx.maximum(randn(2, 4, 4, 3), 0)])
+grad_case("max_pool2d_ties_nonoverlapping", nn.MaxPool2d(2), fwd, [mx.maximum(randn(2, 4, 4, 3), 0)])
+grad_case("max_pool1d", nn.MaxPool1d(3, 2, 1), fwd, [randn(2, 8, 3)])
+grad_case("avg_pool3d", nn.AvgPool3d((2, 2, 1), (1, 2, 1), (1, 0, 0)), fwd, [randn(1, 3, 4, 2, 2)])
+grad_case("group_norm", randomize(nn.GroupNorm(3, 6)), fwd, [randn(2, 3, 4, 6)])
+grad_case("group_norm_pytorch", randomize(nn.GroupNorm(3, 6, pytorch_compatible=True)), fwd, [randn(2, 3, 4, 6)])
+grad_case("instance_norm", randomize(nn.InstanceNorm(3, affine=True)), fwd, [randn(2, 4, 5, 3)])
+bn = nn.BatchNorm(3)
+bn.update({"weight": randn(3), "bias": randn(3)})
+grad_case("batch_norm_train", bn, fwd, [randn(4, 5, 3)])
+bn = nn.BatchNorm(3)
+bn.update({"weight": randn(3), "bias": randn(3), "running_mean": randn(3), "running_var": randn(3) ** 2 + 0.5})
+grad_case("batch_norm_eval", bn, fwd, [randn(4, 5, 3)], train=False)
+grad_case("bilinear", randomize(nn.Bilinear(4, 3, 5)), lambda l, a, b: l(a, b), [randn(2, 4), randn(2, 3)])
+grad_case("mha", randomize(nn.MultiHeadAttention(8, 2, key_input_dims=5, value_dims=4, bias=True)),
+          lambda l, q_, k_, v_: l(q_, k_, v_, mask="causal"), [randn(2, 3, 8), randn(2, 4, 5), randn(2, 4, 5)])
+grad_case("transformer_layer_post_norm", randomize(nn.TransformerEncoderLayer(8, 2, mlp_dims=16, norm_first=False)),
+          lambda l, x_: l(x_, causal4), [randn(2, 4, 8)])
+grad_case("rope", nn.RoPE(6, traditional=True, base=500.0), lambda l, x_: l(x_, offset=2), [randn(1, 2, 4, 8)])
+grad_case("sdpa_gqa_bool", nn.Identity(), lambda l, q_, k_, v_: sdpa(q_, k_, v_, scale=0.3, mask=bool_mask),
+          [randn(2, 4, 3, 8), randn(2, 2, 5, 8), randn(2, 2, 5, 6)])
+grad_case("sdpa_causal_additive", nn.Identity(),
+          lambda l, q_, k_, v_: sdpa(q_, k_, v_, scale=0.3, mask=add_mask) + sdpa(q_, k_, v_, scale=0.3, mask="causal"),
+          [randn(2, 4, 3, 8), randn(2, 4, 5, 8), randn(2, 4, 5, 6)])
+grad_case("sinusoidal", nn.SinusoidalPositionalEncoding(8, cos_first=True), fwd, [randn(2, 5) * 5])
+out["grads"] = grad_cases
+
 # ---------------------------------------------------------------- default initialisation
 # The constructors draw from the global key sequence in a fixed order: same
 # seed, same weights.
