@@ -19,7 +19,9 @@ pub enum AttentionMask {
 /// `softmax(scale · q kᵀ + mask) v` for `q (B, Hq, L, D)`, `k (B, Hkv, S, D)`,
 /// `v (B, Hkv, S, Dv)`; `Hq` must be a multiple of `Hkv` (grouped-query
 /// attention shares each key/value head between `Hq/Hkv` query heads). The
-/// softmax runs in float32 whatever the input precision.
+/// softmax runs in float32 whatever the input precision. Masked-out scores
+/// become float32's lowest finite value rather than -inf (as MLX), so a query
+/// that may see no key gets the mean of the values, not NaN.
 pub fn scaled_dot_product_attention(
     q: &Array,
     k: &Array,
@@ -63,7 +65,7 @@ pub fn scaled_dot_product_attention(
             let qi = ops::add(&ops::arange_int(0, l as i64, 1)?, (s as i64 - l as i64) as i32)?;
             let kj = ops::arange_int(0, s as i64, 1)?;
             let allowed = ops::greater_equal(&ops::expand_dims(&qi, 1)?, &ops::expand_dims(&kj, 0)?)?;
-            scores = ops::where_(&allowed, &scores, f32::NEG_INFINITY)?;
+            scores = ops::where_(&allowed, &scores, f32::MIN)?;
         }
         Some(AttentionMask::Array(m)) => {
             if m.ndim() > 4 {
@@ -81,7 +83,7 @@ pub fn scaled_dot_product_attention(
             })?;
             let mg = ops::reshape_to(&m4, &[b, hkv, rep, l, s])?;
             scores = if m.dtype() == Dtype::Bool {
-                ops::where_(&mg, &scores, f32::NEG_INFINITY)?
+                ops::where_(&mg, &scores, f32::MIN)?
             } else {
                 ops::add(&scores, &ops::astype(&mg, Dtype::F32)?)?
             };
@@ -313,8 +315,11 @@ impl TransformerEncoder {
 /// the halves `(i, i + dims/2)` are paired.
 pub fn rope(x: &Array, dims: usize, traditional: bool, base: f32, scale: f32, offset: usize) -> Result<Array> {
     let op = "rope";
-    if x.ndim() < 2 {
-        return Err(Error::invalid(op, format!("The input must have at least 2 dimensions, got {:?}.", x.shape())));
+    if x.ndim() < 3 {
+        return Err(Error::invalid(
+            op,
+            format!("Input must have at least 3 dimensions but got input with {} dimensions.", x.ndim()),
+        ));
     }
     let d = x.shape()[x.ndim() - 1];
     if dims > d || !dims.is_multiple_of(2) {

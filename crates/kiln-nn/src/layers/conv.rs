@@ -226,6 +226,8 @@ pub type AvgPool3d = Pool<3>;
 
 impl<const N: usize> Pool<N> {
     /// Pooling with `kernel`, `stride` (MLX defaults to the kernel) and zero-or-more `padding`.
+    /// As MLX, the padding may exceed half the kernel (a window wholly in the
+    /// padding gives -inf for max pooling, 0 for average pooling).
     pub fn new(kind: PoolKind, kernel: [usize; N], stride: Option<[usize; N]>, padding: [usize; N]) -> Result<Pool<N>> {
         let stride = stride.unwrap_or(kernel);
         if kernel.contains(&0) || stride.contains(&0) {
@@ -233,14 +235,6 @@ impl<const N: usize> Pool<N> {
                 "Pool",
                 format!("kernel_size {kernel:?} and stride {stride:?} must be positive."),
             ));
-        }
-        for (k, p) in kernel.iter().zip(&padding) {
-            if *p > k / 2 {
-                return Err(Error::invalid(
-                    "Pool",
-                    format!("padding {padding:?} must be at most half of kernel_size {kernel:?}."),
-                ));
-            }
         }
         Ok(Pool { kind, kernel, stride, padding })
     }
@@ -271,8 +265,60 @@ impl<const N: usize> Forward for Pool<N> {
         } else {
             x.clone()
         };
-        // Sliding windows as a strided view: (N, out…, k…, C).
-        let x = ops::contiguous(&x, false);
+        let s = x.shape().to_vec();
+        let mut out = [0usize; N];
+        for d in 0..N {
+            if s[d + 1] < self.kernel[d] {
+                return Err(Error::invalid(
+                    "Pool",
+                    format!("The kernel {:?} is larger than the (padded) input {:?}.", self.kernel, &s[1..=N]),
+                ));
+            }
+            out[d] = (s[d + 1] - self.kernel[d]) / self.stride[d] + 1;
+        }
+        if self.stride == self.kernel {
+            // Non-overlapping windows: a crop and a reshape (differentiable, no copy).
+            return self.pool_reshaped(&x, out);
+        }
+        // Overlapping (or gapped) windows: an as_strided view of the windows
+        // is the fast forward; as_strided has no vjp, so the gradient comes
+        // from the same pooling built of strided slices.
+        let this = *self;
+        let f = kiln_core::custom_function(move |a: &[Array]| Ok(vec![this.pool_strided(&a[0], out)?])).with_vjp(
+            move |primals: &[Array], cotangents: &[Array], _: &[Array]| {
+                let sliced = |a: &[Array]| Ok(vec![this.pool_sliced(&a[0], out)?]);
+                Ok(kiln_core::vjp(sliced, primals, cotangents)?.1)
+            },
+        );
+        Ok(f.call(&[x])?.remove(0))
+    }
+}
+
+impl<const N: usize> Pool<N> {
+    fn reduce(&self, a: &Array, axes: Vec<i32>) -> Result<Array> {
+        match self.kind {
+            PoolKind::Max => ops::max(a, axes, false),
+            PoolKind::Avg => ops::mean(a, axes, false),
+        }
+    }
+
+    /// Stride = kernel: crop to whole windows, view as (N, out₀, k₀, out₁, k₁, …, C).
+    fn pool_reshaped(&self, x: &Array, out: [usize; N]) -> Result<Array> {
+        let s = x.shape();
+        let mut stops: Vec<i64> = s.iter().map(|&d| d as i64).collect();
+        let mut shape = vec![s[0]];
+        for d in 0..N {
+            stops[d + 1] = (out[d] * self.kernel[d]) as i64;
+            shape.extend([out[d], self.kernel[d]]);
+        }
+        shape.push(s[N + 1]);
+        let cropped = ops::slice(x, &vec![0; N + 2], &stops, &vec![1; N + 2])?;
+        self.reduce(&ops::reshape_to(&cropped, &shape)?, (0..N).map(|d| (2 + 2 * d) as i32).collect())
+    }
+
+    /// The windows as a strided view (N, out…, k…, C), reduced over k….
+    fn pool_strided(&self, x: &Array, out: [usize; N]) -> Result<Array> {
+        let x = ops::contiguous(x, false);
         let s = x.shape().to_vec();
         let mut strides = vec![0i64; s.len()];
         let mut acc = 1i64;
@@ -283,13 +329,7 @@ impl<const N: usize> Forward for Pool<N> {
         let mut shape = vec![s[0]];
         let mut vstrides = vec![strides[0]];
         for d in 0..N {
-            if s[d + 1] < self.kernel[d] {
-                return Err(Error::invalid(
-                    "Pool",
-                    format!("The kernel {:?} is larger than the (padded) input {:?}.", self.kernel, &s[1..=N]),
-                ));
-            }
-            shape.push((s[d + 1] - self.kernel[d]) / self.stride[d] + 1);
+            shape.push(out[d]);
             vstrides.push(strides[d + 1] * self.stride[d] as i64);
         }
         for d in 0..N {
@@ -299,10 +339,31 @@ impl<const N: usize> Forward for Pool<N> {
         shape.push(s[N + 1]);
         vstrides.push(strides[N + 1]);
         let windows = ops::as_strided(&x, &shape, &vstrides, 0)?;
-        let axes: Vec<i32> = (0..N).map(|d| (N + 1 + d) as i32).collect();
-        match self.kind {
-            PoolKind::Max => ops::max(&windows, axes, false),
-            PoolKind::Avg => ops::mean(&windows, axes, false),
+        self.reduce(&windows, (0..N).map(|d| (N + 1 + d) as i32).collect())
+    }
+
+    /// The same from one strided slice per kernel offset, stacked on a new
+    /// leading axis (kernel offsets in row-major order) and reduced over it:
+    /// differentiable with ordinary rules (ties in a max share the gradient,
+    /// as MLX's).
+    fn pool_sliced(&self, x: &Array, out: [usize; N]) -> Result<Array> {
+        let s = x.shape();
+        let k_total: usize = self.kernel.iter().product();
+        let mut slices = Vec::with_capacity(k_total);
+        for flat in 0..k_total {
+            let mut rem = flat;
+            let mut starts = vec![0i64; N + 2];
+            let mut stops: Vec<i64> = s.iter().map(|&d| d as i64).collect();
+            let mut steps = vec![1i64; N + 2];
+            for d in (0..N).rev() {
+                let o = rem % self.kernel[d];
+                rem /= self.kernel[d];
+                starts[d + 1] = o as i64;
+                stops[d + 1] = (o + (out[d] - 1) * self.stride[d] + 1) as i64;
+                steps[d + 1] = self.stride[d] as i64;
+            }
+            slices.push(ops::slice(x, &starts, &stops, &steps)?);
         }
+        self.reduce(&ops::stack(&slices, 0)?, vec![0])
     }
 }

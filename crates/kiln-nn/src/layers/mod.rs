@@ -4,6 +4,9 @@ mod attention;
 mod basic;
 mod conv;
 mod norm;
+mod recurrent;
+mod transformer;
+mod upsample;
 
 pub use attention::{
     create_additive_causal_mask, rope, scaled_dot_product_attention, ALiBi, AttentionMask, FeedForwardActivation,
@@ -15,3 +18,8 @@ pub use conv::{
     ConvTranspose3d, MaxPool1d, MaxPool2d, MaxPool3d, Pool, PoolKind,
 };
 pub use norm::{layer_norm, rms_norm, BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm, RunningStat};
+pub use recurrent::{RnnNonlinearity, GRU, LSTM, RNN};
+pub use transformer::{
+    Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerDecoderModule, TransformerEncoderModule,
+};
+pub use upsample::{upsample_cubic, upsample_linear, upsample_nearest, Upsample, UpsampleMode};

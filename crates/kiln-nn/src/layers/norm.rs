@@ -20,6 +20,7 @@ pub struct LayerNorm {
 impl LayerNorm {
     /// `affine` adds a weight (ones) and, with `bias`, a bias (zeros).
     pub fn new(dims: usize, eps: f32, affine: bool, bias: bool) -> Result<LayerNorm> {
+        check_eps("LayerNorm", eps)?;
         let weight = if affine { Some(Param::new(ops::ones(&[dims], Dtype::F32)?)) } else { None };
         let bias = if affine && bias { Some(Param::new(ops::zeros(&[dims], Dtype::F32)?)) } else { None };
         Ok(LayerNorm { weight, bias, eps })
@@ -60,6 +61,7 @@ pub struct RMSNorm {
 impl RMSNorm {
     /// Weight initialised to ones.
     pub fn new(dims: usize, eps: f32) -> Result<RMSNorm> {
+        check_eps("RMSNorm", eps)?;
         Ok(RMSNorm { weight: Param::new(ops::ones(&[dims], Dtype::F32)?), eps })
     }
 }
@@ -199,43 +201,58 @@ impl Forward for InstanceNorm {
 
 /// A parameter a layer updates while computing its output (BatchNorm's
 /// running statistics): visited like a [`Param`], behind a lock.
+///
+/// Clones share the statistic, so that a training step on a clone updates
+/// the original: [`crate::value_and_grad`] runs the loss on a clone of the
+/// model, and MLX's `nn.value_and_grad`, which runs the model itself, moves
+/// the running statistics with every step. A clone stops sharing as soon as
+/// its value is replaced through the module API (`update`, `load_weights`, …).
 #[derive(Debug)]
-pub struct RunningStat(std::sync::Mutex<Param>);
+pub struct RunningStat(std::sync::Arc<std::sync::Mutex<Param>>);
 
 impl RunningStat {
     fn new(a: Array) -> RunningStat {
-        RunningStat(std::sync::Mutex::new(Param::frozen(a)))
+        RunningStat(std::sync::Arc::new(std::sync::Mutex::new(Param::frozen(a))))
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, Param> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
     /// The current value.
     pub fn value(&self) -> Array {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).value().clone()
+        self.lock().value().clone()
     }
     fn set(&self, a: Array) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).set(a)
+        self.lock().set(a)
     }
 }
 
 impl Clone for RunningStat {
     fn clone(&self) -> Self {
-        RunningStat(std::sync::Mutex::new(self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()))
+        RunningStat(self.0.clone())
     }
 }
 
 impl crate::ModuleField for RunningStat {
     fn visit_params(&self, key: &str, f: &mut dyn FnMut(&str, &Param)) {
-        f(key, &self.0.lock().unwrap_or_else(|e| e.into_inner()))
+        f(key, &self.lock())
     }
     fn visit_params_mut(&mut self, key: &str, f: &mut dyn FnMut(&str, &mut Param)) {
-        let p = self.0.get_mut().unwrap_or_else(|e| e.into_inner());
-        f(key, p);
+        let mut p = self.lock().clone();
+        let before = p.value().id();
+        f(key, &mut p);
         // Running statistics never train, whatever `unfreeze` asked (as MLX's BatchNorm).
         p.set_frozen(true);
+        if p.value().id() != before {
+            // A new value for this module only: stop sharing with the clones.
+            *self = RunningStat(std::sync::Arc::new(std::sync::Mutex::new(p)));
+        }
     }
 }
 
 /// Batch normalisation over all axes but the last (MLX's `nn.BatchNorm`):
 /// batch statistics in training mode (updating the running ones), running
-/// statistics in evaluation mode.
+/// statistics in evaluation mode. Clones share the running statistics (see
+/// [`RunningStat`]), so training through [`crate::value_and_grad`] updates them.
 #[derive(Clone, Debug, crate::Module)]
 pub struct BatchNorm {
     /// `(features,)` scale, if affine.
