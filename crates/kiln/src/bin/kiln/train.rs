@@ -34,7 +34,9 @@ Trains a GPT-style character-level language model and writes checkpoints.
   --eval-every N     held-out evaluation interval (default 250)
   --eval-batches N   batches per evaluation (default 8)
   --save-every N     checkpoint interval (default 500)
-  --seed N           seed for initialisation and batches (default 0)";
+  --seed N           seed for initialisation and batches (default 0)
+  --stop-at N        stop after step N, as if interrupted (the schedule still spans --steps)
+  --eager            run each step op by op instead of as one compiled, fused graph";
 
 pub const SAMPLE_HELP: &str =
     "usage: kiln sample --checkpoint DIR [--prompt TEXT] [--max-tokens N] [--temp T] [--seed N]
@@ -61,6 +63,8 @@ struct TrainArgs {
     eval_batches: usize,
     save_every: usize,
     seed: u64,
+    eager: bool,
+    stop_at: usize,
 }
 
 fn parse_train(raw: &[String]) -> std::result::Result<TrainArgs, String> {
@@ -82,8 +86,9 @@ fn parse_train(raw: &[String]) -> std::result::Result<TrainArgs, String> {
         "eval-batches",
         "save-every",
         "seed",
+        "stop-at",
     ];
-    let a = Args::parse(raw, &known, &["resume"])?;
+    let a = Args::parse(raw, &known, &["resume", "eager"])?;
     let schedule = a.get("schedule", "cosine".to_string())?;
     if schedule != "cosine" && schedule != "constant" {
         return Err(format!("--schedule must be cosine or constant, got '{schedule}'"));
@@ -107,6 +112,8 @@ fn parse_train(raw: &[String]) -> std::result::Result<TrainArgs, String> {
         eval_batches: a.get("eval-batches", 8)?,
         save_every: a.get("save-every", 500)?,
         seed: a.get("seed", 0)?,
+        eager: a.flag("eager"),
+        stop_at: a.get("stop-at", usize::MAX)?,
     };
     if t.batch == 0 || t.context == 0 || t.steps == 0 || t.eval_every == 0 || t.save_every == 0 {
         return Err("--steps, --batch, --context, --eval-every and --save-every must be positive".into());
@@ -270,21 +277,33 @@ pub fn train(raw: &[String]) -> Result<()> {
         t.context
     );
     let vg = nn::value_and_grad(|m: &Gpt, a: &[Array]| m.loss(&a[0], &a[1]));
+    // The compiled step is built once the optimizer state has all its keys
+    // (after the first update), so its inputs keep one layout.
+    let mut compiled: Option<CompiledStep> = None;
     let t0 = Instant::now();
     let mut smoothed: Option<f64> = None;
     let mut val_loss = None;
     let mut err = std::io::stderr();
-    for step in start..t.steps {
+    for step in start..t.steps.min(t.stop_at) {
         let (x, y) =
             batch(train_toks, t.batch, t.context, t.seed.wrapping_mul(0x1_0000_0001).wrapping_add(step as u64))?;
-        let (loss, grads) = vg(&model, &[x, y])?;
-        let (grads, _) = clip_grad_norm(&grads, 1.0)?;
-        opt.update(&mut model, &grads)?;
+        let loss = match &compiled {
+            Some(c) => c.run(&mut model, &mut opt, x, y)?,
+            None => {
+                let (loss, grads) = vg(&model, &[x, y])?;
+                let (grads, _) = clip_grad_norm(&grads, 1.0)?;
+                opt.update(&mut model, &grads)?;
+                loss
+            }
+        };
         // Evaluate the new parameters and optimizer state now, so the graph does not grow across steps.
         let mut live: Vec<Array> = model.named_parameters().into_iter().map(|(_, a)| a).collect();
         live.extend(tree_flatten(&opt.state()?).into_iter().map(|(_, a)| a));
         live.push(loss.clone());
         eval(&live.iter().collect::<Vec<_>>())?;
+        if compiled.is_none() && !t.eager {
+            compiled = Some(CompiledStep::new(&model, &opt)?);
+        }
         let l = loss.item::<f32>()? as f64;
         if !l.is_finite() {
             return Err(Error::invalid("kiln train", format!("The loss became {l} at step {step}; try a lower --lr.")));
@@ -314,7 +333,7 @@ pub fn train(raw: &[String]) -> Result<()> {
             let _ =
                 writeln!(err, "\nstep {done}: train loss {:.4}, held-out loss {v:.4} nats/char", smoothed.unwrap_or(l));
         }
-        if done.is_multiple_of(t.save_every) || done == t.steps {
+        if done.is_multiple_of(t.save_every) || done == t.steps || done == t.stop_at {
             save_checkpoint(&t.out, &model, &opt, &config_json(model.config(), &tok, done, &t, val_loss))?;
         }
     }
@@ -325,6 +344,57 @@ pub fn train(raw: &[String]) -> Result<()> {
     let sample = generate(&model, &tok, "\n", 200, 0.8, t.seed)?;
     println!("sample:\n{sample}");
     Ok(())
+}
+
+/// One training step — forward, backward, gradient clipping and the AdamW
+/// update — traced once and compiled (simplified and fused) as a function of
+/// the parameters, the optimizer state and the batch.
+struct CompiledStep {
+    params: Vec<String>,
+    state: Vec<String>,
+    step: Box<dyn Fn(&[Array]) -> Result<Vec<Array>>>,
+}
+
+impl CompiledStep {
+    fn new(model: &Gpt, opt: &AdamW) -> Result<CompiledStep> {
+        let params: Vec<String> = model.named_parameters().into_iter().map(|(k, _)| k).collect();
+        let state: Vec<String> = tree_flatten(&opt.state()?).into_iter().map(|(k, _)| k).collect();
+        let (np, ns) = (params.len(), state.len());
+        let (pk, sk) = (params.clone(), state.clone());
+        let (model, opt) = (model.clone(), opt.clone());
+        let vg = nn::value_and_grad(|m: &Gpt, a: &[Array]| m.loss(&a[0], &a[1]));
+        let f = move |args: &[Array]| -> Result<Vec<Array>> {
+            let (p, rest) = args.split_at(np);
+            let (st, xy) = rest.split_at(ns);
+            let mut m = model.clone();
+            m.update(&tree_unflatten(pk.iter().cloned().zip(p.iter().cloned()).collect::<Vec<_>>())?)?;
+            let mut o = opt.clone();
+            o.set_state(&tree_unflatten(sk.iter().cloned().zip(st.iter().cloned()).collect::<Vec<_>>())?)?;
+            let (loss, grads) = vg(&m, xy)?;
+            let (grads, _) = clip_grad_norm(&grads, 1.0)?;
+            o.update(&mut m, &grads)?;
+            let mut out = vec![loss];
+            out.extend(m.named_parameters().into_iter().map(|(_, a)| a));
+            out.extend(tree_flatten(&o.state()?).into_iter().map(|(_, a)| a));
+            Ok(out)
+        };
+        Ok(CompiledStep { params, state, step: Box::new(kiln_core::compile(f)) })
+    }
+
+    /// Runs the step on `(x, y)`, moves the model and optimizer to the new
+    /// values and returns the loss.
+    fn run(&self, model: &mut Gpt, opt: &mut AdamW, x: Array, y: Array) -> Result<Array> {
+        let mut args: Vec<Array> = model.named_parameters().into_iter().map(|(_, a)| a).collect();
+        args.extend(tree_flatten(&opt.state()?).into_iter().map(|(_, a)| a));
+        args.extend([x, y]);
+        let mut out = (self.step)(&args)?.into_iter();
+        let loss = out.next().ok_or_else(|| Error::runtime("kiln train", "the compiled step returned nothing"))?;
+        let p: Vec<(String, Array)> = self.params.iter().cloned().zip(out.by_ref().take(self.params.len())).collect();
+        model.update(&tree_unflatten(p)?)?;
+        let s: Vec<(String, Array)> = self.state.iter().cloned().zip(out).collect();
+        opt.set_state(&tree_unflatten(s)?)?;
+        Ok(loss)
+    }
 }
 
 /// Autoregressive sampling: `max_tokens` characters after `prompt`, at
