@@ -346,13 +346,16 @@ pub fn train(raw: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// A compiled function of a flat list of arrays.
+type StepFn = Box<dyn Fn(&[Array]) -> Result<Vec<Array>>>;
+
 /// One training step — forward, backward, gradient clipping and the AdamW
 /// update — traced once and compiled (simplified and fused) as a function of
 /// the parameters, the optimizer state and the batch.
 struct CompiledStep {
     params: Vec<String>,
     state: Vec<String>,
-    step: Box<dyn Fn(&[Array]) -> Result<Vec<Array>>>,
+    step: StepFn,
 }
 
 impl CompiledStep {
