@@ -535,7 +535,7 @@ pub fn rope(
 
 // ------------------------------------------------------------------ attention
 
-const BQ: usize = 32;
+const BQ: usize = 64;
 const BK: usize = 128;
 
 /// A row-major copy of `x` in the accumulator type; with `scale`, each value
@@ -601,7 +601,19 @@ fn sdpa_typed<T: Elt>(
     let (hkv, lk, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
     let rep = hq / hkv.max(1);
     let qs = load_acc::<T>(q, Some(scale))?;
-    let ks = load_acc::<T>(k, None)?;
+    // K is stored transposed per head, (D, L_k), so the q·kᵀ operand is row-major.
+    let ks = {
+        let kr = load_acc::<T>(k, None)?;
+        let mut kt = vec![T::A::ZERO; kr.len()];
+        for (src, dst) in kr.chunks_exact((lk * dk).max(1)).zip(kt.chunks_exact_mut((lk * dk).max(1))) {
+            for j in 0..lk {
+                for d in 0..dk {
+                    dst[d * lk + j] = src[j * dk + d];
+                }
+            }
+        }
+        kt
+    };
     let vs = load_acc::<T>(v, None)?;
     let md = mask.map(|m| m.data());
     let mstr: Vec<isize> = md.as_ref().map(|d| d.strides().to_vec()).unwrap_or_default();
@@ -637,7 +649,7 @@ fn sdpa_typed<T: Elt>(
             let mut j0 = 0;
             while j0 < kend {
                 let bk = BK.min(kend - j0);
-                let kp = &ks[(kbase + j0) * dk..];
+                let kp = &ks[kbase * dk + j0..];
                 // SAFETY: s holds bq×bk (row stride BK); q rows i0.., k rows j0.. lie in the buffers.
                 unsafe {
                     gemm(
@@ -648,7 +660,7 @@ fn sdpa_typed<T: Elt>(
                         BK as isize,
                         1,
                         Mat { ptr: qp.as_ptr(), rs: dk as isize, cs: 1 },
-                        Mat { ptr: kp.as_ptr(), rs: 1, cs: dk as isize },
+                        Mat { ptr: kp.as_ptr(), rs: lk as isize, cs: 1 },
                         T::A::ONE,
                         None,
                         1,
@@ -725,8 +737,15 @@ crate::multiversion! {
     /// and sum `l`, rescales the accumulated output row, and turns the row
     /// into `exp(s - m)`.
     fn online_row<A: Acc>(row: &mut [A], m: &mut A, l: &mut A, o: &mut [A]) {
+        let mut lanes = [*m; LANES];
+        let mut mc = row.chunks_exact(LANES);
+        for c in &mut mc {
+            for k in 0..LANES {
+                lanes[k] = if c[k] > lanes[k] { c[k] } else { lanes[k] };
+            }
+        }
         let mut mx = *m;
-        for &x in row.iter() {
+        for &x in lanes.iter().chain(mc.remainder()) {
             mx = if x > mx { x } else { mx };
         }
         if mx == A::NEG_INF {
