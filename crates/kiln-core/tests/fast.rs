@@ -209,8 +209,9 @@ fn large_norms_match_composed_reference_and_run_in_parallel() {
     );
     // Gradients (weight/bias reduced across threads) against the composed graph's.
     let g = f32a(&mut rng, &[4, 24, 1000], -1.0, 1.0);
-    let fused = vjp1(|a| fast::layer_norm(&a[0], Some(&a[1]), Some(&a[2]), 1e-5), &[x.clone(), w.clone(), b.clone()], &g)
-        .unwrap();
+    let fused =
+        vjp1(|a| fast::layer_norm(&a[0], Some(&a[1]), Some(&a[2]), 1e-5), &[x.clone(), w.clone(), b.clone()], &g)
+            .unwrap();
     let comp = vjp1(|a| ln_ref(&a[0], &a[1], &a[2], 1e-5), &[x.clone(), w.clone(), b.clone()], &g).unwrap();
     for (i, (p, q)) in fused.iter().zip(&comp).enumerate() {
         assert_close(&format!("ln grad {i}"), p, q, 1e-3, 1e-3);
@@ -279,8 +280,8 @@ fn fully_masked_rows_follow_mlx() {
     let q = Array::from_vec(vec![0.5f32; 8], &[1, 1, 2, 4]).unwrap();
     let k = Array::from_vec((0..12).map(|i| i as f32 * 0.1).collect::<Vec<_>>(), &[1, 1, 3, 4]).unwrap();
     let v = Array::from_vec((0..12).map(|i| i as f32).collect::<Vec<_>>(), &[1, 1, 3, 4]).unwrap();
-    let add = Array::from_vec(vec![f32::NEG_INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY, 0.0, 0.0, 0.0], &[2, 3])
-        .unwrap();
+    let add =
+        Array::from_vec(vec![f32::NEG_INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY, 0.0, 0.0, 0.0], &[2, 3]).unwrap();
     let y = host(&fast::scaled_dot_product_attention(&q, &k, &v, 1.0, AttentionMask::Array(&add)).unwrap());
     assert!(y[..4].iter().all(|v| v.is_nan()), "{y:?}");
     assert!(y[4..].iter().all(|v| v.is_finite()));
@@ -332,7 +333,11 @@ fn rope_gradients_match_finite_differences() {
     let mut rng = Rng::new(12);
     let x = rng.array(&[2, 3, 6], -2.0, 2.0);
     check_grad("rope", |a| fast::rope(&a[0], 6, false, Some(10000.0), 1.0, 3, None), std::slice::from_ref(&x));
-    check_grad("rope trad partial", |a| fast::rope(&a[0], 4, true, Some(100.0), 0.5, 0, None), std::slice::from_ref(&x));
+    check_grad(
+        "rope trad partial",
+        |a| fast::rope(&a[0], 4, true, Some(100.0), 0.5, 0, None),
+        std::slice::from_ref(&x),
+    );
     let off = Array::from_vec(vec![2i32, 7], &[2]).unwrap();
     check_grad("rope offsets", |a| fast::rope(&a[0], 6, false, Some(10.0), 1.0, &off, None), std::slice::from_ref(&x));
     let freqs = Array::from_vec(vec![1.0f32, 3.0, 9.0], &[3]).unwrap();
@@ -347,7 +352,11 @@ fn attention_gradients_match_finite_differences() {
     let v = rng.array(&[1, 2, 5, 3], -1.0, 1.0);
     let ins = [q, k, v];
     check_grad("sdpa", |a| fast::scaled_dot_product_attention(&a[0], &a[1], &a[2], 0.5, AttentionMask::None), &ins);
-    check_grad("sdpa causal", |a| fast::scaled_dot_product_attention(&a[0], &a[1], &a[2], 0.5, AttentionMask::Causal), &ins);
+    check_grad(
+        "sdpa causal",
+        |a| fast::scaled_dot_product_attention(&a[0], &a[1], &a[2], 0.5, AttentionMask::Causal),
+        &ins,
+    );
     let add = rng.array(&[3, 5], -2.0, 0.0);
     check_grad(
         "sdpa additive",

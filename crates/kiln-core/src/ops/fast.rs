@@ -369,7 +369,7 @@ pub fn rope<'a>(
             astype(a, Dtype::I32)?
         }
     };
-    if dims == 0 || dims % 2 != 0 {
+    if dims == 0 || !dims.is_multiple_of(2) {
         return Err(Error::invalid(OP, format!("dims must be positive and even but got {dims}.")));
     }
     let d = x.shape()[x.ndim() - 1];
@@ -442,13 +442,19 @@ impl Primitive for Rope {
     }
     fn vjp(&self, primals: &[Array], cotangents: &[Array], argnums: &[usize], _: &[Array]) -> Result<Vec<Array>> {
         if argnums.iter().any(|&i| i != 0) {
-            return Err(Error::unsupported("rope", "vjp with respect to the offset or the frequencies is not supported."));
+            return Err(Error::unsupported(
+                "rope",
+                "vjp with respect to the offset or the frequencies is not supported.",
+            ));
         }
         Ok(vec![self.with(!self.forward).apply(&cotangents[0], &primals[1..])])
     }
     fn jvp(&self, primals: &[Array], tangents: &[Array], argnums: &[usize]) -> Result<Vec<Array>> {
         if argnums.iter().any(|&i| i != 0) {
-            return Err(Error::unsupported("rope", "jvp with respect to the offset or the frequencies is not supported."));
+            return Err(Error::unsupported(
+                "rope",
+                "jvp with respect to the offset or the frequencies is not supported.",
+            ));
         }
         Ok(vec![self.with(self.forward).apply(&tangents[0], &primals[1..])])
     }
@@ -694,7 +700,7 @@ impl Primitive for Sdpa {
             folded,
         );
         let mut s = vec![n];
-        s.extend_from_slice(&y.shape()[..]);
+        s.extend_from_slice(y.shape());
         s[1] = bsz;
         Ok((vec![reshape_to(y, &s)?], vec![Some(0)]))
     }

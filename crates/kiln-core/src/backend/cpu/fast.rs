@@ -28,6 +28,7 @@ pub(crate) trait Acc:
     + std::ops::Sub<Output = Self>
     + std::ops::Div<Output = Self>
     + std::ops::AddAssign
+    + std::ops::SubAssign
     + std::ops::MulAssign
     + PartialOrd
     + Default
@@ -249,7 +250,7 @@ crate::multiversion! {
             let mu = if center { row_sum(&buf) * inv_d } else { T::A::ZERO };
             if center {
                 for t in buf.iter_mut() {
-                    *t = *t - mu;
+                    *t -= mu;
                 }
             }
             let r = (row_dot(&buf, &buf) * inv_d + eps).rsqrt();
@@ -282,7 +283,14 @@ crate::multiversion! {
 /// RMS normalisation (`center` false) or layer normalisation over the last
 /// axis of `x`, with optional weight and bias of shape `(D,)` (all inputs
 /// share `out.dtype`).
-pub fn norm(x: &Array, w: Option<&Array>, b: Option<&Array>, eps: f32, center: bool, out: &OutSpec<'_>) -> Result<Data> {
+pub fn norm(
+    x: &Array,
+    w: Option<&Array>,
+    b: Option<&Array>,
+    eps: f32,
+    center: bool,
+    out: &OutSpec<'_>,
+) -> Result<Data> {
     let op = if center { "layer_norm" } else { "rms_norm" };
     let xd = contiguous(x)?;
     let wd = w.map(contiguous).transpose()?;
@@ -325,13 +333,13 @@ crate::multiversion! {
             let mu = if center { row_sum(&xb) * inv_d } else { T::A::ZERO };
             if center {
                 for t in xb.iter_mut() {
-                    *t = *t - mu;
+                    *t -= mu;
                 }
             }
             let n = (row_dot(&xb, &xb) * inv_d + eps).rsqrt();
             // xb becomes xhat = xc * n.
             for t in xb.iter_mut() {
-                *t = *t * n;
+                *t *= n;
             }
             if wv.is_empty() {
                 for (t, v) in gw.iter_mut().zip(gr) {
@@ -387,7 +395,8 @@ pub fn norm_vjp(
         let ws = input::<T>(&wd, d);
         let dst = SendPtr(dx.ptr::<T>());
         type A = <T as Elt>::A;
-        let partials: Mutex<Vec<(usize, Vec<A>, Vec<A>)>> = Mutex::new(Vec::new());
+        type Partial = (usize, Vec<A>, Vec<A>);
+        let partials: Mutex<Vec<Partial>> = Mutex::new(Vec::new());
         if rows > 0 && d > 0 {
             parallel_for(rows, d * 10, |range| {
                 let mut dw = vec![A::ZERO; if want_dw { d } else { 0 }];
