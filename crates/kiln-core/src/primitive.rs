@@ -176,4 +176,6 @@ pub const ALL_PRIMITIVES: &[&str] = &[
     "ArgSort", "Partition", "ArgPartition", "PermuteAlong", "RandomBits",
     // kernel fusion (compile)
     "Fused",
+    // mx.fast (ops/fast.rs)
+    "RMSNorm", "RMSNormVJP", "LayerNorm", "LayerNormVJP", "RoPE", "ScaledDotProductAttention",
 ];

@@ -325,6 +325,46 @@ pub(crate) fn samples() -> BTreeMap<&'static str, Sample> {
             &[any, b],
         ),
     );
+    // mx.fast (ops/fast.rs): fused norms, their backward primitives (sampled
+    // as grad-of-norm, so their own rules are grad of grad), rope, attention.
+    {
+        use kiln_core::ops::fast;
+        let w = (&[3usize][..], 0.5, 1.5);
+        m.insert("RMSNorm", s(|a| fast::rms_norm(&a[0], Some(&a[1]), 1e-3), &[any, w]));
+        m.insert("LayerNorm", s(|a| fast::layer_norm(&a[0], Some(&a[1]), Some(&a[2]), 1e-3), &[any, w, b]));
+        m.insert(
+            "RMSNormVJP",
+            s(
+                |a| {
+                    let f = |x: &[Array]| Ok(vec![fast::rms_norm(&x[0], Some(&x[1]), 1e-3)?]);
+                    let g = kiln_core::vjp(f, &a[..2], &a[2..])?.1;
+                    ops::concatenate(&[ops::reshape(&g[0], &[-1])?, g[1].clone()], Some(0))
+                },
+                &[any, w, any],
+            ),
+        );
+        m.insert(
+            "LayerNormVJP",
+            s(
+                |a| {
+                    let f = |x: &[Array]| Ok(vec![fast::layer_norm(&x[0], Some(&x[1]), Some(&x[2]), 1e-3)?]);
+                    let g = kiln_core::vjp(f, &a[..3], &a[3..])?.1;
+                    ops::concatenate(&[ops::reshape(&g[0], &[-1])?, g[1].clone(), g[2].clone()], Some(0))
+                },
+                &[any, w, b, any],
+            ),
+        );
+        m.insert("RoPE", s(|a| fast::rope(&a[0], 4, false, Some(10000.0), 1.0, 1, None), &[(&[2, 2, 4], -2.0, 2.0)]));
+        let q = (&[1usize, 2, 3, 4][..], -1.0, 1.0);
+        let kv = (&[1usize, 1, 3, 4][..], -1.0, 1.0);
+        m.insert(
+            "ScaledDotProductAttention",
+            s(
+                |a| fast::scaled_dot_product_attention(&a[0], &a[1], &a[2], 0.5, fast::AttentionMask::Causal),
+                &[q, kv, kv],
+            ),
+        );
+    }
     m
 }
 

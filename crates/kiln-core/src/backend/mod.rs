@@ -380,6 +380,89 @@ pub trait Backend: Send + Sync {
         Err(self.unavailable("searchsorted"))
     }
 
+    /// RMS normalisation over the last axis of `x`, times `weight` (`(D,)`) if
+    /// given; all inputs have `out.dtype` (see [`crate::ops::fast::rms_norm`]).
+    fn rms_norm(&self, x: &Array, weight: Option<&Array>, eps: f32, out: &OutSpec<'_>) -> Result<Data> {
+        let _ = (x, weight, eps, out);
+        Err(self.unavailable("rms_norm"))
+    }
+    /// Layer normalisation over the last axis of `x` with optional `(D,)`
+    /// weight and bias (see [`crate::ops::fast::layer_norm`]).
+    fn layer_norm(
+        &self,
+        x: &Array,
+        weight: Option<&Array>,
+        bias: Option<&Array>,
+        eps: f32,
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        let _ = (x, weight, bias, eps, out);
+        Err(self.unavailable("layer_norm"))
+    }
+    /// Gradients of [`Backend::rms_norm`] for the cotangent `g`: `dx`, and `dw`
+    /// when `outs` has two entries.
+    fn rms_norm_vjp(
+        &self,
+        x: &Array,
+        weight: Option<&Array>,
+        g: &Array,
+        eps: f32,
+        outs: &[OutSpec<'_>],
+    ) -> Result<Vec<Data>> {
+        let _ = (x, weight, g, eps, outs);
+        Err(self.unavailable("rms_norm_vjp"))
+    }
+    /// Gradients of [`Backend::layer_norm`] for the cotangent `g`: `dx`, then
+    /// `dw` (with a weight), then `db` (`has_bias`).
+    fn layer_norm_vjp(
+        &self,
+        x: &Array,
+        weight: Option<&Array>,
+        g: &Array,
+        eps: f32,
+        has_bias: bool,
+        outs: &[OutSpec<'_>],
+    ) -> Result<Vec<Data>> {
+        let _ = (x, weight, g, eps, has_bias, outs);
+        Err(self.unavailable("layer_norm_vjp"))
+    }
+    /// Rotary position embedding (see [`crate::ops::fast::rope`]): `offset` is
+    /// an int32 scalar or `(B,)` vector, `freqs` float32 `(dims/2,)`;
+    /// `forward` false rotates by the negated angles.
+    #[allow(clippy::too_many_arguments)]
+    fn rope(
+        &self,
+        x: &Array,
+        offset: &Array,
+        freqs: Option<&Array>,
+        dims: usize,
+        traditional: bool,
+        base: f32,
+        scale: f32,
+        forward: bool,
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        let _ = (x, offset, freqs, dims, traditional, base, scale, forward, out);
+        Err(self.unavailable("rope"))
+    }
+    /// Scaled dot-product attention over `(B, H, L, D)` inputs (see
+    /// [`crate::ops::fast::scaled_dot_product_attention`]); `mask`, when
+    /// given, is broadcast to `(B, H_q, L_q, L_k)`.
+    #[allow(clippy::too_many_arguments)]
+    fn scaled_dot_product_attention(
+        &self,
+        q: &Array,
+        k: &Array,
+        v: &Array,
+        mask: Option<&Array>,
+        kind: crate::ops::fast::MaskKind,
+        scale: f32,
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        let _ = (q, k, v, mask, kind, scale, out);
+        Err(self.unavailable("scaled_dot_product_attention"))
+    }
+
     /// The error for a kernel this backend lacks.
     fn unavailable(&self, kernel: &str) -> Error {
         Error::unsupported(kernel, format!("No {} implementation of this kernel.", self.name()))

@@ -5,6 +5,7 @@ pub mod binary;
 pub mod compare;
 pub mod conv;
 pub mod creation;
+pub mod fast;
 pub mod fft;
 pub mod fused;
 pub mod index_api;

@@ -5,6 +5,7 @@
 mod amx;
 mod binary;
 mod conv;
+pub(crate) mod fast;
 mod fft;
 mod fused;
 pub(crate) mod gemm;
@@ -166,5 +167,65 @@ impl Backend for CpuBackend {
     }
     fn searchsorted(&self, sorted: &Array, values: &Array, right: bool, out: &OutSpec<'_>) -> Result<Data> {
         indexing::searchsorted(sorted, values, right, out)
+    }
+    fn rms_norm(&self, x: &Array, weight: Option<&Array>, eps: f32, out: &OutSpec<'_>) -> Result<Data> {
+        fast::norm(x, weight, None, eps, false, out)
+    }
+    fn layer_norm(
+        &self,
+        x: &Array,
+        weight: Option<&Array>,
+        bias: Option<&Array>,
+        eps: f32,
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        fast::norm(x, weight, bias, eps, true, out)
+    }
+    fn rms_norm_vjp(
+        &self,
+        x: &Array,
+        weight: Option<&Array>,
+        g: &Array,
+        eps: f32,
+        outs: &[OutSpec<'_>],
+    ) -> Result<Vec<Data>> {
+        fast::norm_vjp(x, weight, g, eps, false, weight.is_some(), false, outs)
+    }
+    fn layer_norm_vjp(
+        &self,
+        x: &Array,
+        weight: Option<&Array>,
+        g: &Array,
+        eps: f32,
+        has_bias: bool,
+        outs: &[OutSpec<'_>],
+    ) -> Result<Vec<Data>> {
+        fast::norm_vjp(x, weight, g, eps, true, weight.is_some(), has_bias, outs)
+    }
+    fn rope(
+        &self,
+        x: &Array,
+        offset: &Array,
+        freqs: Option<&Array>,
+        dims: usize,
+        traditional: bool,
+        base: f32,
+        scale: f32,
+        forward: bool,
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        fast::rope(x, offset, freqs, dims, traditional, base, scale, forward, out)
+    }
+    fn scaled_dot_product_attention(
+        &self,
+        q: &Array,
+        k: &Array,
+        v: &Array,
+        mask: Option<&Array>,
+        kind: fast::MaskKind,
+        scale: f32,
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        fast::sdpa(q, k, v, mask, kind, scale, out)
     }
 }

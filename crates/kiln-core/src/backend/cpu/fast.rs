@@ -1,0 +1,789 @@
+//! Fused kernels of the `fast` namespace: RMS and layer normalisation (with
+//! their backward passes), rotary position embeddings and blocked
+//! (online-softmax) scaled dot-product attention.
+//!
+//! Everything is generic over the stored element type `T` and an accumulator
+//! (`f32` for f32/f16/bf16, `f64` for f64). Where MLX rounds an intermediate
+//! to the input dtype (its composed CPU graph does), half types round through
+//! `T` at the same step, so results match MLX's to the last bit in most cases.
+//! Rows are split across threads with `parallel_for`; the inner loops are
+//! plain slice loops inside `multiversion!` functions so they vectorise.
+
+use super::gemm::{gemm, GemmScalar, Mat};
+use super::math::exp_f32;
+use super::reduce::{contiguous, slice_of};
+use super::simd::{parallel_for, SendPtr};
+use super::strided::alloc_out;
+use crate::array::{Array, Data};
+use crate::dtype::{bf16, f16, Dtype};
+use crate::error::{Error, Result};
+use crate::primitive::OutSpec;
+use std::sync::Mutex;
+
+const LANES: usize = 16;
+
+/// Accumulator arithmetic (f32 or f64).
+pub(crate) trait Acc:
+    GemmScalar
+    + std::ops::Sub<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::AddAssign
+    + std::ops::SubAssign
+    + std::ops::MulAssign
+    + PartialOrd
+    + Default
+{
+    fn from_f32(x: f32) -> Self;
+    fn from_f64(x: f64) -> Self;
+    fn rsqrt(self) -> Self;
+    fn exp(self) -> Self;
+    const NEG_INF: Self;
+}
+impl Acc for f32 {
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    #[inline(always)]
+    fn rsqrt(self) -> Self {
+        1.0 / self.sqrt()
+    }
+    #[inline(always)]
+    fn exp(self) -> Self {
+        exp_f32(self)
+    }
+    const NEG_INF: Self = f32::NEG_INFINITY;
+}
+impl Acc for f64 {
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        x as f64
+    }
+    #[inline(always)]
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn rsqrt(self) -> Self {
+        1.0 / self.sqrt()
+    }
+    #[inline(always)]
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    const NEG_INF: Self = f64::NEG_INFINITY;
+}
+
+/// A stored element type and its accumulator.
+pub(crate) trait Elt: Copy + Send + Sync + 'static {
+    type A: Acc;
+    /// The dtype's most negative finite value (MLX's `finfo.min`), as `A`.
+    const MIN: f64;
+    fn ld(self) -> Self::A;
+    fn st(a: Self::A) -> Self;
+    /// Rounds an accumulator value to this type's precision.
+    #[inline(always)]
+    fn round(a: Self::A) -> Self::A {
+        Self::st(a).ld()
+    }
+}
+impl Elt for f32 {
+    type A = f32;
+    const MIN: f64 = f32::MIN as f64;
+    #[inline(always)]
+    fn ld(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn st(a: f32) -> Self {
+        a
+    }
+}
+impl Elt for f64 {
+    type A = f64;
+    const MIN: f64 = f64::MIN;
+    #[inline(always)]
+    fn ld(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn st(a: f64) -> Self {
+        a
+    }
+}
+impl Elt for f16 {
+    type A = f32;
+    const MIN: f64 = -65504.0;
+    #[inline(always)]
+    fn ld(self) -> f32 {
+        self.to_f32()
+    }
+    #[inline(always)]
+    fn st(a: f32) -> Self {
+        f16::from_f32(a)
+    }
+}
+impl Elt for bf16 {
+    type A = f32;
+    const MIN: f64 = -3.389_531_389_251_535_5e38;
+    #[inline(always)]
+    fn ld(self) -> f32 {
+        self.to_f32()
+    }
+    #[inline(always)]
+    fn st(a: f32) -> Self {
+        bf16::from_f32(a)
+    }
+}
+
+fn unsupported(op: &str, dt: Dtype) -> Error {
+    Error::unsupported(op, format!("No CPU kernel for {dt}."))
+}
+
+/// Dispatches `$body` with `$t` bound to the element type of a float dtype.
+macro_rules! float_dispatch {
+    ($op:expr, $dt:expr, $t:ident => $body:expr) => {
+        match $dt {
+            Dtype::F32 => {
+                type $t = f32;
+                $body
+            }
+            Dtype::F64 => {
+                type $t = f64;
+                $body
+            }
+            Dtype::F16 => {
+                type $t = f16;
+                $body
+            }
+            Dtype::BF16 => {
+                type $t = bf16;
+                $body
+            }
+            dt => return Err(unsupported($op, dt)),
+        }
+    };
+}
+
+/// Sums lanes pairwise.
+#[inline(always)]
+fn tree<A: Acc>(acc: &mut [A; LANES]) -> A {
+    let mut w = LANES / 2;
+    while w > 0 {
+        for k in 0..w {
+            let v = acc[k + w];
+            acc[k] += v;
+        }
+        w /= 2;
+    }
+    acc[0]
+}
+
+/// Sum of a row (vectorised lanes).
+#[inline(always)]
+fn row_sum<A: Acc>(x: &[A]) -> A {
+    let mut acc = [A::ZERO; LANES];
+    let mut ch = x.chunks_exact(LANES);
+    for c in &mut ch {
+        for k in 0..LANES {
+            acc[k] += c[k];
+        }
+    }
+    let mut s = tree(&mut acc);
+    for &v in ch.remainder() {
+        s += v;
+    }
+    s
+}
+
+/// Sum of `a[i] * b[i]`.
+#[inline(always)]
+fn row_dot<A: Acc>(a: &[A], b: &[A]) -> A {
+    let mut acc = [A::ZERO; LANES];
+    let mut ca = a.chunks_exact(LANES);
+    let mut cb = b.chunks_exact(LANES);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for k in 0..LANES {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s = tree(&mut acc);
+    for (&x, &y) in ca.remainder().iter().zip(cb.remainder()) {
+        s += x * y;
+    }
+    s
+}
+
+fn rows_of(x: &Array) -> (usize, usize) {
+    let d = *x.shape().last().unwrap_or(&1);
+    (x.size().checked_div(d).unwrap_or(0), d)
+}
+
+/// A typed slice of a (row-contiguous) input, or an empty one.
+fn input<T>(d: &Option<Data>, n: usize) -> &[T] {
+    match d {
+        Some(d) => slice_of(d, n),
+        None => &[],
+    }
+}
+
+// ------------------------------------------------------------------ rms / layer norm
+
+crate::multiversion! {
+    /// Normalises `rows` consecutive rows of length `d` (RMS when `center` is
+    /// false, layer norm otherwise), then applies weight/bias with rounding
+    /// through `T` after each step as MLX's graph does.
+    fn norm_chunk<T: Elt>(x: &[T], w: &[T], b: &[T], out: &mut [T], d: usize, eps: f32, center: bool) {
+        let mut buf = vec![T::A::ZERO; d];
+        let inv_d = T::A::ONE / T::A::from_f64(d as f64);
+        let eps = T::A::from_f32(eps);
+        let wv: Vec<T::A> = w.iter().map(|v| v.ld()).collect();
+        let bv: Vec<T::A> = b.iter().map(|v| v.ld()).collect();
+        for (xr, o) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+            for (t, v) in buf.iter_mut().zip(xr) {
+                *t = v.ld();
+            }
+            let mu = if center { row_sum(&buf) * inv_d } else { T::A::ZERO };
+            if center {
+                for t in buf.iter_mut() {
+                    *t -= mu;
+                }
+            }
+            let r = (row_dot(&buf, &buf) * inv_d + eps).rsqrt();
+            match (wv.is_empty(), bv.is_empty()) {
+                (true, true) => {
+                    for (o, &t) in o.iter_mut().zip(&buf) {
+                        *o = T::st(t * r);
+                    }
+                }
+                (false, true) => {
+                    for ((o, &t), &w) in o.iter_mut().zip(&buf).zip(&wv) {
+                        *o = T::st(T::round(t * r) * w);
+                    }
+                }
+                (true, false) => {
+                    for ((o, &t), &b) in o.iter_mut().zip(&buf).zip(&bv) {
+                        *o = T::st(T::round(t * r) + b);
+                    }
+                }
+                (false, false) => {
+                    for (((o, &t), &w), &b) in o.iter_mut().zip(&buf).zip(&wv).zip(&bv) {
+                        *o = T::st(T::round(T::round(t * r) * w) + b);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// RMS normalisation (`center` false) or layer normalisation over the last
+/// axis of `x`, with optional weight and bias of shape `(D,)` (all inputs
+/// share `out.dtype`).
+pub fn norm(
+    x: &Array,
+    w: Option<&Array>,
+    b: Option<&Array>,
+    eps: f32,
+    center: bool,
+    out: &OutSpec<'_>,
+) -> Result<Data> {
+    let op = if center { "layer_norm" } else { "rms_norm" };
+    let xd = contiguous(x)?;
+    let wd = w.map(contiguous).transpose()?;
+    let bd = b.map(contiguous).transpose()?;
+    let data = Data::contiguous(alloc_out(out)?, out.shape);
+    let (rows, d) = rows_of(x);
+    if rows == 0 || d == 0 {
+        return Ok(data);
+    }
+    float_dispatch!(op, x.dtype(), T => {
+        let xs = slice_of::<T>(&xd, x.size());
+        let ws = input::<T>(&wd, d);
+        let bs = input::<T>(&bd, d);
+        let dst = SendPtr(data.ptr::<T>());
+        parallel_for(rows, d * 6, |range| {
+            // SAFETY: rows `range` of the output belong to this task only.
+            let o = unsafe { std::slice::from_raw_parts_mut(dst.get().add(range.start * d), range.len() * d) };
+            norm_chunk::<T>(&xs[range.start * d..range.end * d], ws, bs, o, d, eps, center);
+        });
+    });
+    Ok(data)
+}
+
+crate::multiversion! {
+    /// Backward pass over consecutive rows: writes dx and accumulates the
+    /// weight gradient `dw += g * xhat` and bias gradient `db += g`.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_vjp_chunk<T: Elt>(
+        x: &[T], w: &[T], g: &[T], dx: &mut [T], dw: &mut [T::A], db: &mut [T::A], d: usize, eps: f32, center: bool
+    ) {
+        let mut xb = vec![T::A::ZERO; d];
+        let mut gw = vec![T::A::ZERO; d];
+        let inv_d = T::A::ONE / T::A::from_f64(d as f64);
+        let eps = T::A::from_f32(eps);
+        let wv: Vec<T::A> = w.iter().map(|v| v.ld()).collect();
+        for ((xr, gr), o) in x.chunks_exact(d).zip(g.chunks_exact(d)).zip(dx.chunks_exact_mut(d)) {
+            for (t, v) in xb.iter_mut().zip(xr) {
+                *t = v.ld();
+            }
+            let mu = if center { row_sum(&xb) * inv_d } else { T::A::ZERO };
+            if center {
+                for t in xb.iter_mut() {
+                    *t -= mu;
+                }
+            }
+            let n = (row_dot(&xb, &xb) * inv_d + eps).rsqrt();
+            // xb becomes xhat = xc * n.
+            for t in xb.iter_mut() {
+                *t *= n;
+            }
+            if wv.is_empty() {
+                for (t, v) in gw.iter_mut().zip(gr) {
+                    *t = v.ld();
+                }
+            } else {
+                for ((t, v), &w) in gw.iter_mut().zip(gr).zip(&wv) {
+                    *t = v.ld() * w;
+                }
+            }
+            let m2 = row_dot(&gw, &xb) * inv_d;
+            let m1 = if center { row_sum(&gw) * inv_d } else { T::A::ZERO };
+            for ((o, &a), &h) in o.iter_mut().zip(&gw).zip(&xb) {
+                *o = T::st(n * (a - m1 - h * m2));
+            }
+            if !dw.is_empty() {
+                for ((acc, v), &h) in dw.iter_mut().zip(gr).zip(&xb) {
+                    *acc += v.ld() * h;
+                }
+            }
+            if !db.is_empty() {
+                for (acc, v) in db.iter_mut().zip(gr) {
+                    *acc += v.ld();
+                }
+            }
+        }
+    }
+}
+
+/// Gradients of [`norm`] given the output cotangent `g`: `dx`, then `dw`
+/// when `outs` has a second entry (`has_weight`), then `db` (layer norm with a bias).
+#[allow(clippy::too_many_arguments)]
+pub fn norm_vjp(
+    x: &Array,
+    w: Option<&Array>,
+    g: &Array,
+    eps: f32,
+    center: bool,
+    want_dw: bool,
+    want_db: bool,
+    outs: &[OutSpec<'_>],
+) -> Result<Vec<Data>> {
+    let op = if center { "layer_norm_vjp" } else { "rms_norm_vjp" };
+    let xd = contiguous(x)?;
+    let gd = contiguous(g)?;
+    let wd = w.map(contiguous).transpose()?;
+    let dx = Data::contiguous(alloc_out(&outs[0])?, outs[0].shape);
+    let (rows, d) = rows_of(x);
+    let mut res = vec![dx.clone()];
+    float_dispatch!(op, x.dtype(), T => {
+        let xs = slice_of::<T>(&xd, x.size());
+        let gs = slice_of::<T>(&gd, g.size());
+        let ws = input::<T>(&wd, d);
+        let dst = SendPtr(dx.ptr::<T>());
+        type A = <T as Elt>::A;
+        type Partial = (usize, Vec<A>, Vec<A>);
+        let partials: Mutex<Vec<Partial>> = Mutex::new(Vec::new());
+        if rows > 0 && d > 0 {
+            parallel_for(rows, d * 10, |range| {
+                let mut dw = vec![A::ZERO; if want_dw { d } else { 0 }];
+                let mut db = vec![A::ZERO; if want_db { d } else { 0 }];
+                let (s, e) = (range.start * d, range.end * d);
+                // SAFETY: rows `range` of dx belong to this task only.
+                let o = unsafe { std::slice::from_raw_parts_mut(dst.get().add(s), e - s) };
+                norm_vjp_chunk::<T>(&xs[s..e], ws, &gs[s..e], o, &mut dw, &mut db, d, eps, center);
+                partials.lock().unwrap_or_else(|p| p.into_inner()).push((range.start, dw, db));
+            });
+        }
+        // Combine the per-task partial sums in row order (deterministic).
+        let mut parts = partials.into_inner().unwrap_or_else(|p| p.into_inner());
+        parts.sort_by_key(|p| p.0);
+        let mut k = 1;
+        for (want, sel) in [(want_dw, 0usize), (want_db, 1)] {
+            if !want {
+                continue;
+            }
+            let mut acc = vec![A::ZERO; d];
+            for p in &parts {
+                let v = if sel == 0 { &p.1 } else { &p.2 };
+                for (a, &b) in acc.iter_mut().zip(v) {
+                    *a += b;
+                }
+            }
+            let spec = &outs[k];
+            let buf = alloc_out(spec)?;
+            let p = buf.as_ptr() as *mut T;
+            for (i, &v) in acc.iter().enumerate() {
+                // SAFETY: the buffer holds d elements of T.
+                unsafe { *p.add(i) = T::st(v) };
+            }
+            res.push(Data::contiguous(buf, spec.shape));
+            k += 1;
+        }
+    });
+    Ok(res)
+}
+
+// ------------------------------------------------------------------ rope
+
+crate::multiversion! {
+    /// Rotates rows of length `d` (the first `dims` features, in pairs) with
+    /// the cos/sin table of each row's position.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_chunk<T: Elt>(
+        x: &[T], out: &mut [T], tab_c: &[T::A], tab_s: &[T::A], first_row: usize, d: usize, dims: usize,
+        t_len: usize, rows_per_b: usize, per_b: bool, traditional: bool, forward: bool
+    ) {
+        let half = dims / 2;
+        for (k, (xr, o)) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate() {
+            let r = first_row + k;
+            let t = r % t_len;
+            let b = if per_b { r / rows_per_b } else { 0 };
+            let base = (b * t_len + t) * half;
+            let (c, s) = (&tab_c[base..base + half], &tab_s[base..base + half]);
+            for i in 0..half {
+                let (i1, i2) = if traditional { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                let (x1, x2) = (xr[i1].ld(), xr[i2].ld());
+                let (a, bb, cc, dd) = (T::round(x1 * c[i]), T::round(x2 * s[i]), T::round(x1 * s[i]), T::round(x2 * c[i]));
+                if forward {
+                    o[i1] = T::st(a - bb);
+                    o[i2] = T::st(cc + dd);
+                } else {
+                    o[i1] = T::st(bb + a);
+                    o[i2] = T::st(dd - cc);
+                }
+            }
+            o[dims..].copy_from_slice(&xr[dims..]);
+        }
+    }
+}
+
+/// Rotary embedding of `x` (`(B, ..., T, D)`): `offset` is an int32 scalar
+/// or `(B,)` vector of starting positions, `freqs` optional float32 `(dims/2,)`
+/// frequencies (otherwise `base^(-i/half)`); `forward` false applies the
+/// inverse rotation.
+#[allow(clippy::too_many_arguments)]
+pub fn rope(
+    x: &Array,
+    offset: &Array,
+    freqs: Option<&Array>,
+    dims: usize,
+    traditional: bool,
+    base: f32,
+    scale: f32,
+    forward: bool,
+    out: &OutSpec<'_>,
+) -> Result<Data> {
+    let xd = contiguous(x)?;
+    let data = Data::contiguous(alloc_out(out)?, out.shape);
+    let nd = x.ndim();
+    let (rows, d) = rows_of(x);
+    if rows == 0 || d == 0 {
+        return Ok(data);
+    }
+    let t_len = x.shape()[nd - 2];
+    let rows_per_b = rows / x.shape()[0].max(1);
+    let od = contiguous(offset)?;
+    let offs: Vec<i64> = match offset.dtype() {
+        Dtype::I32 => slice_of::<i32>(&od, offset.size()).iter().map(|&v| v as i64).collect(),
+        Dtype::U32 => slice_of::<u32>(&od, offset.size()).iter().map(|&v| v as i64).collect(),
+        dt => return Err(Error::invalid("rope", format!("offset must be int32 in the kernel, got {dt}."))),
+    };
+    let half = dims / 2;
+    let inv_freq: Vec<f32> = match freqs {
+        Some(f) => {
+            let fd = contiguous(f)?;
+            slice_of::<f32>(&fd, half).iter().map(|&v| 1.0 / v).collect()
+        }
+        None => {
+            let step = base.ln() / half as f32;
+            (0..half).map(|i| (-(i as f32) * step).exp()).collect()
+        }
+    };
+    let per_b = offs.len() > 1;
+    float_dispatch!("rope", x.dtype(), T => {
+        type A = <T as Elt>::A;
+        let mut tc: Vec<A> = Vec::with_capacity(offs.len() * t_len * half);
+        let mut ts: Vec<A> = Vec::with_capacity(offs.len() * t_len * half);
+        for &o in &offs {
+            for t in 0..t_len {
+                let pos = (t as f32 + o as f32) * scale;
+                for &f in &inv_freq {
+                    let th = pos * f;
+                    tc.push(T::st(A::from_f32(th.cos())).ld());
+                    ts.push(T::st(A::from_f32(th.sin())).ld());
+                }
+            }
+        }
+        let xs = slice_of::<T>(&xd, x.size());
+        let dst = SendPtr(data.ptr::<T>());
+        parallel_for(rows, d * 4, |range| {
+            // SAFETY: rows `range` of the output belong to this task only.
+            let o = unsafe { std::slice::from_raw_parts_mut(dst.get().add(range.start * d), range.len() * d) };
+            rope_chunk::<T>(
+                &xs[range.start * d..range.end * d], o, &tc, &ts, range.start, d, dims, t_len, rows_per_b, per_b,
+                traditional, forward,
+            );
+        });
+    });
+    Ok(data)
+}
+
+// ------------------------------------------------------------------ attention
+
+const BQ: usize = 64;
+const BK: usize = 128;
+
+/// A row-major copy of `x` in the accumulator type; with `scale`, each value
+/// is multiplied by it and rounded through `T` first (MLX scales q in its dtype).
+fn load_acc<T: Elt>(x: &Array, scale: Option<f32>) -> Result<Vec<T::A>> {
+    let d = contiguous(x)?;
+    let s = slice_of::<T>(&d, x.size());
+    Ok(match scale {
+        Some(sc) => {
+            let sc = T::round(T::A::from_f32(sc));
+            s.iter().map(|v| T::round(v.ld() * sc)).collect()
+        }
+        None => s.iter().map(|v| v.ld()).collect(),
+    })
+}
+
+/// How the attention mask is given to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaskKind {
+    /// No mask.
+    None,
+    /// Bottom-right aligned causal mask.
+    Causal,
+    /// An additive mask of the attention dtype, broadcast to `(B, Hq, Lq, Lk)`.
+    Additive,
+    /// A boolean mask (true = attend), broadcast to `(B, Hq, Lq, Lk)`.
+    Bool,
+}
+
+/// Softmax attention `softmax(q·kᵀ·scale + mask)·v` over `(B, H, L, D)`
+/// inputs, `k`/`v` with `Hq / Hkv`-fold fewer heads (grouped-query), computed
+/// blockwise with an online softmax so the score matrix is never materialised.
+pub fn sdpa(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    mask: Option<&Array>,
+    kind: MaskKind,
+    scale: f32,
+    out: &OutSpec<'_>,
+) -> Result<Data> {
+    let data = Data::contiguous(alloc_out(out)?, out.shape);
+    if crate::shape::numel(out.shape) == 0 {
+        return Ok(data);
+    }
+    float_dispatch!("scaled_dot_product_attention", q.dtype(), T => {
+        sdpa_typed::<T>(q, k, v, mask, kind, scale, &data)?;
+    });
+    Ok(data)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sdpa_typed<T: Elt>(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    mask: Option<&Array>,
+    kind: MaskKind,
+    scale: f32,
+    out: &Data,
+) -> Result<()> {
+    let (b_n, hq, lq, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    let (hkv, lk, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
+    let rep = hq / hkv.max(1);
+    let qs = load_acc::<T>(q, Some(scale))?;
+    // K is stored transposed per head, (D, L_k), so the q·kᵀ operand is row-major.
+    let ks = {
+        let kr = load_acc::<T>(k, None)?;
+        let mut kt = vec![T::A::ZERO; kr.len()];
+        for (src, dst) in kr.chunks_exact((lk * dk).max(1)).zip(kt.chunks_exact_mut((lk * dk).max(1))) {
+            for j in 0..lk {
+                for d in 0..dk {
+                    dst[d * lk + j] = src[j * dk + d];
+                }
+            }
+        }
+        kt
+    };
+    let vs = load_acc::<T>(v, None)?;
+    let md = mask.map(|m| m.data());
+    let mstr: Vec<isize> = md.as_ref().map(|d| d.strides().to_vec()).unwrap_or_default();
+    let mbase = SendPtr(md.as_ref().map(|d| d.ptr::<u8>()).unwrap_or(std::ptr::null_mut()));
+    let nqb = lq.div_ceil(BQ);
+    let tasks = b_n * hq * nqb;
+    let dst = SendPtr(out.ptr::<T>());
+    let minv = T::A::from_f64(T::MIN);
+    let coff = lk as isize - lq as isize;
+    parallel_for(tasks, BQ * lk * (dk + dv) / 8, |range| {
+        let mut s = vec![T::A::ZERO; BQ * BK];
+        let mut o = vec![T::A::ZERO; BQ * dv];
+        let mut m = [T::A::NEG_INF; BQ];
+        let mut l = [T::A::ZERO; BQ];
+        for task in range {
+            let qb = task % nqb;
+            let h = (task / nqb) % hq;
+            let b = task / (nqb * hq);
+            let hk = h / rep;
+            let i0 = qb * BQ;
+            let bq = BQ.min(lq - i0);
+            let qp = &qs[((b * hq + h) * lq + i0) * dk..];
+            let kbase = (b * hkv + hk) * lk;
+            o[..bq * dv].fill(T::A::ZERO);
+            m.fill(T::A::NEG_INF);
+            l.fill(T::A::ZERO);
+            // Causal: key blocks past the last visible key of this query block are skipped,
+            // unless some row sees no key at all (MLX then averages over every key).
+            let mut kend = lk;
+            if kind == MaskKind::Causal && i0 as isize + coff >= 0 {
+                kend = ((i0 + bq) as isize + coff).clamp(0, lk as isize) as usize;
+            }
+            let mut j0 = 0;
+            while j0 < kend {
+                let bk = BK.min(kend - j0);
+                let kp = &ks[kbase * dk + j0..];
+                // SAFETY: s holds bq×bk (row stride BK); q rows i0.., k rows j0.. lie in the buffers.
+                unsafe {
+                    gemm(
+                        bq,
+                        bk,
+                        dk,
+                        s.as_mut_ptr(),
+                        BK as isize,
+                        1,
+                        Mat { ptr: qp.as_ptr(), rs: dk as isize, cs: 1 },
+                        Mat { ptr: kp.as_ptr(), rs: lk as isize, cs: 1 },
+                        T::A::ONE,
+                        None,
+                        1,
+                    );
+                }
+                for i in 0..bq {
+                    let row = &mut s[i * BK..i * BK + bk];
+                    let gi = i0 + i;
+                    match kind {
+                        MaskKind::None => {}
+                        MaskKind::Causal => {
+                            let lim = gi as isize + coff;
+                            for (j, x) in row.iter_mut().enumerate() {
+                                if (j0 + j) as isize > lim {
+                                    *x = minv;
+                                }
+                            }
+                        }
+                        MaskKind::Additive | MaskKind::Bool => {
+                            let ro = b as isize * mstr[0] + h as isize * mstr[1] + gi as isize * mstr[2];
+                            for (j, x) in row.iter_mut().enumerate() {
+                                let off = ro + (j0 + j) as isize * mstr[3];
+                                if kind == MaskKind::Bool {
+                                    // SAFETY: (b, h, gi, j) is inside the mask's broadcast view.
+                                    let keep = unsafe { *(mbase.get() as *const bool).offset(off) };
+                                    if !keep {
+                                        *x = minv;
+                                    }
+                                } else {
+                                    // SAFETY: as above; the additive mask has dtype T.
+                                    let a = unsafe { *(mbase.get() as *const T).offset(off) };
+                                    *x += a.ld();
+                                }
+                            }
+                        }
+                    }
+                    online_row::<T::A>(row, &mut m[i], &mut l[i], &mut o[i * dv..(i + 1) * dv]);
+                }
+                let vp = &vs[(kbase + j0) * dv..];
+                // SAFETY: o holds bq×dv, s bq×bk (row stride BK), v rows j0.. lie in the buffer.
+                unsafe {
+                    gemm(
+                        bq,
+                        dv,
+                        bk,
+                        o.as_mut_ptr(),
+                        dv as isize,
+                        1,
+                        Mat { ptr: s.as_ptr(), rs: BK as isize, cs: 1 },
+                        Mat { ptr: vp.as_ptr(), rs: dv as isize, cs: 1 },
+                        T::A::ONE,
+                        Some(T::A::ONE),
+                        1,
+                    );
+                }
+                j0 += bk;
+            }
+            let obase = ((b * hq + h) * lq + i0) * dv;
+            // SAFETY: output rows i0..i0+bq of head (b, h) belong to this task only.
+            let dstrow = unsafe { std::slice::from_raw_parts_mut(dst.get().add(obase), bq * dv) };
+            for i in 0..bq {
+                let inv = T::A::ONE / l[i];
+                for (d, &x) in dstrow[i * dv..(i + 1) * dv].iter_mut().zip(&o[i * dv..(i + 1) * dv]) {
+                    *d = T::st(x * inv);
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+crate::multiversion! {
+    /// One online-softmax step for a score row: updates the running max `m`
+    /// and sum `l`, rescales the accumulated output row, and turns the row
+    /// into `exp(s - m)`.
+    fn online_row<A: Acc>(row: &mut [A], m: &mut A, l: &mut A, o: &mut [A]) {
+        let mut lanes = [*m; LANES];
+        let mut mc = row.chunks_exact(LANES);
+        for c in &mut mc {
+            for k in 0..LANES {
+                lanes[k] = if c[k] > lanes[k] { c[k] } else { lanes[k] };
+            }
+        }
+        let mut mx = *m;
+        for &x in lanes.iter().chain(mc.remainder()) {
+            mx = if x > mx { x } else { mx };
+        }
+        if mx == A::NEG_INF {
+            // Every score so far is -inf: nothing to add (the row ends as 0/0 = NaN, as MLX).
+            row.fill(A::ZERO);
+            return;
+        }
+        let corr = (*m - mx).exp();
+        let mut acc = [A::ZERO; LANES];
+        let mut ch = row.chunks_exact_mut(LANES);
+        for c in &mut ch {
+            for k in 0..LANES {
+                let e = (c[k] - mx).exp();
+                c[k] = e;
+                acc[k] += e;
+            }
+        }
+        let mut sum = tree(&mut acc);
+        for x in ch.into_remainder() {
+            let e = (*x - mx).exp();
+            *x = e;
+            sum += e;
+        }
+        if corr != A::ONE {
+            for v in o.iter_mut() {
+                *v *= corr;
+            }
+        }
+        *l = *l * corr + sum;
+        *m = mx;
+    }
+}
