@@ -94,17 +94,6 @@ pub fn scaled_dot_product_attention(
     ops::reshape_to(&out, &[b, hq, l, dv])
 }
 
-/// `x[..., start:stop]`.
-fn last_axis(x: &Array, axis: i32, start: i64, stop: i64) -> Result<Array> {
-    debug_assert_eq!(axis, -1);
-    let n = x.ndim();
-    let mut starts = vec![0i64; n];
-    let mut stops: Vec<i64> = x.shape().iter().map(|&d| d as i64).collect();
-    starts[n - 1] = start;
-    stops[n - 1] = stop;
-    ops::slice(x, &starts, &stops, &vec![1; n])
-}
-
 /// An additive causal mask `(n, n)`: 0 on and below the diagonal, the
 /// dtype's lowest value above (MLX's `create_additive_causal_mask`).
 pub fn create_additive_causal_mask(n: usize, dtype: Dtype) -> Result<Array> {
@@ -311,51 +300,11 @@ impl TransformerEncoder {
 
 /// Rotary position embedding of the first `dims` features of the last axis,
 /// positions along the second-to-last axis starting at `offset` (MLX's
-/// `fast.rope`). `traditional` rotates adjacent pairs `(2i, 2i+1)`; otherwise
-/// the halves `(i, i + dims/2)` are paired.
+/// `fast.rope`, the fused kernel [`kiln_core::ops::fast::rope`]).
+/// `traditional` rotates adjacent pairs `(2i, 2i+1)`; otherwise the halves
+/// `(i, i + dims/2)` are paired.
 pub fn rope(x: &Array, dims: usize, traditional: bool, base: f32, scale: f32, offset: usize) -> Result<Array> {
-    let op = "rope";
-    if x.ndim() < 3 {
-        return Err(Error::invalid(
-            op,
-            format!("Input must have at least 3 dimensions but got input with {} dimensions.", x.ndim()),
-        ));
-    }
-    let d = x.shape()[x.ndim() - 1];
-    if dims > d || !dims.is_multiple_of(2) {
-        return Err(Error::invalid(op, format!("dims ({dims}) must be even and at most the feature size ({d}).")));
-    }
-    let l = x.shape()[x.ndim() - 2];
-    let half = dims / 2;
-    // inv_freq_i = base^(-2i/dims); angle = (offset + pos) · scale · inv_freq.
-    let i = ops::arange_float(0.0, half as f64, 1.0)?;
-    let inv_freq = ops::exp(&ops::multiply(&i, -2.0 * (base as f64).ln() / dims as f64)?)?;
-    let pos = ops::multiply(&ops::arange_float(offset as f64, (offset + l) as f64, 1.0)?, scale)?;
-    let theta = ops::multiply(&ops::expand_dims(&pos, 1)?, &ops::expand_dims(&inv_freq, 0)?)?; // (L, half)
-    let (cos, sin) = (ops::cos(&theta)?, ops::sin(&theta)?);
-    let nd = x.ndim();
-    let xf = ops::astype(x, Dtype::F32)?;
-    let rot = last_axis(&xf, -1, 0, dims as i64)?;
-    let (x1, x2) = if traditional {
-        let pairs = ops::reshape_to(&rot, &[&x.shape()[..nd - 1], &[half, 2]].concat())?;
-        (last_axis(&pairs, -1, 0, 1)?.squeeze_axes(&[-1])?, last_axis(&pairs, -1, 1, 2)?.squeeze_axes(&[-1])?)
-    } else {
-        (last_axis(&rot, -1, 0, half as i64)?, last_axis(&rot, -1, half as i64, dims as i64)?)
-    };
-    let o1 = ops::subtract(&ops::multiply(&x1, &cos)?, &ops::multiply(&x2, &sin)?)?;
-    let o2 = ops::add(&ops::multiply(&x1, &sin)?, &ops::multiply(&x2, &cos)?)?;
-    let rotated = if traditional {
-        let st = ops::stack(&[o1, o2], -1)?;
-        ops::reshape_to(&st, &[&x.shape()[..nd - 1], &[dims]].concat())?
-    } else {
-        ops::concatenate(&[o1, o2], Some(-1))?
-    };
-    let out = if dims < d {
-        ops::concatenate(&[rotated, last_axis(&xf, -1, dims as i64, d as i64)?], Some(-1))?
-    } else {
-        rotated
-    };
-    ops::astype(&out, x.dtype())
+    ops::fast::rope(x, dims, traditional, Some(base), scale, offset as i64, None)
 }
 
 /// [`rope`] as a module (MLX's `nn.RoPE`); no parameters.

@@ -33,19 +33,11 @@ impl Forward for LayerNorm {
     }
 }
 
-/// Layer normalisation of the last axis with optional weight and bias.
+/// Layer normalisation of the last axis with optional weight and bias: the
+/// fused kernel [`kiln_core::ops::fast::layer_norm`] (one pass per row, a
+/// fused backward).
 pub fn layer_norm(x: &Array, weight: Option<&Array>, bias: Option<&Array>, eps: f32) -> Result<Array> {
-    let mean = ops::mean(x, -1, true)?;
-    let centered = ops::subtract(x, &mean)?;
-    let var = ops::mean(&ops::square(&centered)?, -1, true)?;
-    let mut y = ops::multiply(&centered, &ops::rsqrt(&ops::add(&var, eps)?)?)?;
-    if let Some(w) = weight {
-        y = ops::multiply(&y, w)?;
-    }
-    if let Some(b) = bias {
-        y = ops::add(&y, b)?;
-    }
-    Ok(y)
+    ops::fast::layer_norm(x, weight, bias, eps)
 }
 
 /// Root-mean-square normalisation over the last axis (MLX's `nn.RMSNorm`):
@@ -72,14 +64,10 @@ impl Forward for RMSNorm {
     }
 }
 
-/// RMS normalisation of the last axis with an optional weight.
+/// RMS normalisation of the last axis with an optional weight: the fused
+/// kernel [`kiln_core::ops::fast::rms_norm`].
 pub fn rms_norm(x: &Array, weight: Option<&Array>, eps: f32) -> Result<Array> {
-    let ms = ops::mean(&ops::square(x)?, -1, true)?;
-    let y = ops::multiply(x, &ops::rsqrt(&ops::add(&ms, eps)?)?)?;
-    match weight {
-        Some(w) => ops::multiply(&y, w),
-        None => Ok(y),
-    }
+    ops::fast::rms_norm(x, weight, eps)
 }
 
 fn check_eps(op: &str, eps: f32) -> Result<()> {
