@@ -659,20 +659,20 @@ fn check_f32_against_naive(c: &Cfg, rng: &mut Rng) {
 
 /// The direct (register-tile) f32 kernel: every tile width class (16, 32,
 /// 48, 64 output channels per block), channel tails, several blocks, output
-/// rows that leave remainder tiles, padding on both edges (edge tiles), taps
+/// rows of uneven tile widths, padding on both edges (edge tiles), taps
 /// of the outer axes in padding, strides, dilations, flips, 1-3 spatial
 /// axes, batch 1 and more.
 #[test]
 fn direct_kernel_tails_and_edges_match_reference() {
     let mut rng = Rng::new(4242);
     let cfgs = [
-        // One vector per output (5 channels, masked), 29 = 12 + 12 + 5.
+        // One vector per output (5 channels, masked), 29 = 10 + 10 + 9.
         cfg(&[1, 5, 29, 7], &[5, 3, 3, 7], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
-        // Two vectors (20 channels), 13 = 12 + 1, batch 3.
+        // Two vectors (20 channels), one 13-wide tile, batch 3.
         cfg(&[3, 6, 13, 20], &[20, 3, 3, 20], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
-        // Three vectors (40 channels), 17 = 8 + 8 + 1, uneven padding.
+        // Three vectors (40 channels), 17 = 9 + 8, uneven padding.
         cfg(&[2, 7, 17, 16], &[40, 3, 3, 16], &[1, 1], &[1, 2], &[2, 0], &[1, 1], true),
-        // Four vectors, 19 = 6 * 3 + 1.
+        // Four vectors, 19 = 5 + 5 + 5 + 4.
         cfg(&[2, 6, 19, 24], &[64, 3, 3, 24], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
         // Three blocks: 64 + 64 + 2 channels.
         cfg(&[1, 5, 23, 9], &[130, 3, 3, 9], &[1, 1], &[1, 1], &[1, 1], &[1, 1], true),
@@ -690,6 +690,13 @@ fn direct_kernel_tails_and_edges_match_reference() {
         cfg(&[2, 4, 5, 14, 6], &[17, 2, 3, 3, 6], &[1, 1, 1], &[1, 1, 1], &[1, 1, 1], &[1, 1, 1], true),
         // A 1x1 kernel with padding (not pointwise).
         cfg(&[1, 3, 10, 19], &[66, 1, 1, 19], &[1, 1], &[1, 2], &[0, 1], &[1, 1], false),
+        // The target's tile shape (6 x 64, 56 = 6 * 6 + 5 * 4), odd channels.
+        cfg(&[1, 4, 56, 63], &[64, 3, 3, 63], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
+        // Padding wider than the kernel: outputs whose taps all read padding.
+        cfg(&[1, 3, 4, 9], &[66, 3, 3, 9], &[1, 1], &[1, 5], &[1, 5], &[1, 1], false),
+        // Enough input channels that they are split into blocks (the weights
+        // of one output block exceed the L2 budget), edge tiles included.
+        cfg(&[1, 3, 7, 500], &[70, 3, 3, 500], &[1, 1], &[1, 1], &[1, 1], &[1, 1], true),
     ];
     for c in &cfgs {
         check_f32_against_naive(c, &mut rng);
