@@ -25,7 +25,7 @@
 use kiln_core::{eval, ops, random, tree_flatten, tree_unflatten, Array, Dtype, Result as KResult};
 use kiln_nn::losses::{cross_entropy, Reduction};
 use kiln_nn::{self as nn, Forward, Module, ModuleExt};
-use kiln_optim::{Adam, Optimizer};
+use kiln_optim::{schedule, Adam, Optimizer};
 use std::error::Error;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -72,7 +72,9 @@ impl Split {
 /// checking the magic number, the dimensions and the file length; returns the
 /// dimensions and the payload.
 fn read_idx(path: &Path, magic: u32, dims: usize) -> BoxResult<(Vec<usize>, Vec<u8>)> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        format!("cannot read {}: {e} (scripts/fetch_fashion_mnist.sh fetches the data)", path.display())
+    })?;
     let bad = |why: String| format!("{} is not a valid IDX file: {why}", path.display());
     let header = 4 * (1 + dims);
     if bytes.len() < header {
@@ -314,14 +316,17 @@ struct Opts {
 /// Trains `model` on `train` with Adam, printing per-epoch progress and the
 /// test accuracy; returns the final test accuracy.
 fn train<M: Module + Forward + Clone + 'static>(mut model: M, train: &Split, test: &Split, o: &Opts) -> BoxResult<f64> {
-    let mut opt = Adam::new(o.lr)?;
+    // The last partial batch is dropped, so every step has the same shapes
+    // (one compiled graph); shuffling puts those examples elsewhere next epoch.
+    let steps = train.len() / o.batch;
+    // The learning rate follows a cosine from `lr` down to `lr / 100` over the
+    // whole run (computed from the step inside the compiled graph).
+    let total_steps = (steps * o.epochs).max(1) as u64;
+    let mut opt = Adam::new(schedule::cosine_decay(o.lr, total_steps, o.lr / 100.0)?)?;
     let vg = nn::value_and_grad(loss::<M>);
     let mut compiled: Option<CompiledStep> = None;
     let mut rng = SplitMix(o.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
-    // The last partial batch is dropped, so every step has the same shapes
-    // (one compiled graph); shuffling puts those examples elsewhere next epoch.
-    let steps = train.len() / o.batch;
     let t0 = Instant::now();
     let mut acc = 0.0;
     let mut err = std::io::stderr();
@@ -397,6 +402,9 @@ fn run() -> BoxResult<()> {
         }
     }
     let model = model.ok_or(format!("--model is required\n{USAGE}"))?;
+    if model != "mlp" && model != "cnn" {
+        return Err(format!("unknown model {model} (mlp or cnn)\n{USAGE}").into());
+    }
     if batch == 0 || batch > 60_000 {
         return Err("--batch must be between 1 and 60000".into());
     }
