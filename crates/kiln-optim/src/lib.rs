@@ -23,9 +23,11 @@
 
 mod optimizers;
 pub mod schedule;
+mod step;
 
 pub use optimizers::*;
 pub use schedule::Schedule;
+pub use step::TrainStep;
 
 use kiln_core::{ops, tree_flatten, tree_map, Array, Dtype, Result, Tree};
 

@@ -30,10 +30,10 @@
 //! convolution-bound CNN's no faster, as measured).
 //! Mini-batches are shuffled with a fixed seed, so runs are repeatable.
 
-use kiln_core::{eval, ops, random, tree_flatten, tree_unflatten, Array, Dtype, Result as KResult};
+use kiln_core::{eval, ops, random, tree_flatten, Array, Dtype, Result as KResult};
 use kiln_nn::losses::{cross_entropy, Reduction};
 use kiln_nn::{self as nn, Forward, Module, ModuleExt};
-use kiln_optim::{schedule, Adam, Optimizer};
+use kiln_optim::{schedule, Adam, Optimizer, TrainStep};
 use std::error::Error;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -221,60 +221,6 @@ fn loss<M: Forward>(m: &M, a: &[Array]) -> KResult<Array> {
     cross_entropy(&m.forward(&a[0])?, &a[1], None, -1, 0.0, Reduction::Mean)
 }
 
-/// A compiled function of a flat list of arrays.
-type StepFn = Box<dyn Fn(&[Array]) -> KResult<Vec<Array>>>;
-
-/// One training step — forward, backward and the Adam update — traced once
-/// and compiled as a function of the parameters, the optimizer state and the
-/// batch (all explicit inputs and outputs, so nothing is captured by value).
-struct CompiledStep {
-    params: Vec<String>,
-    state: Vec<String>,
-    step: StepFn,
-}
-
-impl CompiledStep {
-    /// Built after the first (eager) update, once the optimizer state has all its keys.
-    fn new<M: Module + Forward + Clone + 'static>(model: &M, opt: &Adam) -> KResult<CompiledStep> {
-        let params: Vec<String> = model.named_parameters().into_iter().map(|(k, _)| k).collect();
-        let state: Vec<String> = tree_flatten(&opt.state()?).into_iter().map(|(k, _)| k).collect();
-        let (np, ns) = (params.len(), state.len());
-        let (pk, sk) = (params.clone(), state.clone());
-        let (model, opt) = (model.clone(), opt.clone());
-        let vg = nn::value_and_grad(loss::<M>);
-        let f = move |args: &[Array]| -> KResult<Vec<Array>> {
-            let (p, rest) = args.split_at(np);
-            let (st, xy) = rest.split_at(ns);
-            let mut m = model.clone();
-            m.update(&tree_unflatten(pk.iter().cloned().zip(p.iter().cloned()).collect::<Vec<_>>())?)?;
-            let mut o = opt.clone();
-            o.set_state(&tree_unflatten(sk.iter().cloned().zip(st.iter().cloned()).collect::<Vec<_>>())?)?;
-            let (l, grads) = vg(&m, xy)?;
-            o.update(&mut m, &grads)?;
-            let mut out = vec![l];
-            out.extend(m.named_parameters().into_iter().map(|(_, a)| a));
-            out.extend(tree_flatten(&o.state()?).into_iter().map(|(_, a)| a));
-            Ok(out)
-        };
-        Ok(CompiledStep { params, state, step: Box::new(kiln_core::compile(f)) })
-    }
-
-    /// Runs the step on `(x, y)`, moves the model and optimizer to the new
-    /// values and returns the loss.
-    fn run<M: Module>(&self, model: &mut M, opt: &mut Adam, x: Array, y: Array) -> KResult<Array> {
-        let mut args: Vec<Array> = model.named_parameters().into_iter().map(|(_, a)| a).collect();
-        args.extend(tree_flatten(&opt.state()?).into_iter().map(|(_, a)| a));
-        args.extend([x, y]);
-        let mut out = (self.step)(&args)?.into_iter();
-        let l = out.next().expect("the step returns the loss first");
-        let p: Vec<(String, Array)> = self.params.iter().cloned().zip(out.by_ref().take(self.params.len())).collect();
-        model.update(&tree_unflatten(p)?)?;
-        let s: Vec<(String, Array)> = self.state.iter().cloned().zip(out).collect();
-        opt.set_state(&tree_unflatten(s)?)?;
-        Ok(l)
-    }
-}
-
 /// A small deterministic generator (SplitMix64) for shuffling.
 struct SplitMix(u64);
 
@@ -336,7 +282,7 @@ fn train<M: Module + Forward + Clone + 'static>(mut model: M, train: &Split, tes
         Adam::new(o.lr)?
     };
     let vg = nn::value_and_grad(loss::<M>);
-    let mut compiled: Option<CompiledStep> = None;
+    let mut compiled: Option<TrainStep<M, Adam>> = None;
     let mut rng = SplitMix(o.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let t0 = Instant::now();
@@ -349,7 +295,7 @@ fn train<M: Module + Forward + Clone + 'static>(mut model: M, train: &Split, tes
         for s in 0..steps {
             let (x, y) = train.batch(&order[s * o.batch..(s + 1) * o.batch])?;
             let l = match &compiled {
-                Some(c) => c.run(&mut model, &mut opt, x, y)?,
+                Some(c) => c.run(&mut model, &mut opt, &[x, y])?,
                 None => {
                     let (l, grads) = vg(&model, &[x, y])?;
                     opt.update(&mut model, &grads)?;
@@ -362,7 +308,8 @@ fn train<M: Module + Forward + Clone + 'static>(mut model: M, train: &Split, tes
             live.push(l.clone());
             eval(&live.iter().collect::<Vec<_>>())?;
             if compiled.is_none() && !o.eager {
-                compiled = Some(CompiledStep::new(&model, &opt)?);
+                // The whole step (forward, backward, Adam) as one compiled graph.
+                compiled = Some(TrainStep::new(&model, &opt, loss::<M>, None)?);
             }
             let l = l.item::<f32>()? as f64;
             if !l.is_finite() {

@@ -7,7 +7,7 @@ use kiln_core::{eval, ops, random, tree_flatten, tree_unflatten, Array, Dtype, E
 use kiln_models::gpt::{Gpt, GptConfig};
 use kiln_models::tokenizer::CharTokenizer;
 use kiln_nn::{self as nn, ModuleExt};
-use kiln_optim::{clip_grad_norm, schedule, AdamW, Optimizer};
+use kiln_optim::{clip_grad_norm, schedule, AdamW, Optimizer, TrainStep};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -279,7 +279,7 @@ pub fn train(raw: &[String]) -> Result<()> {
     let vg = nn::value_and_grad(|m: &Gpt, a: &[Array]| m.loss(&a[0], &a[1]));
     // The compiled step is built once the optimizer state has all its keys
     // (after the first update), so its inputs keep one layout.
-    let mut compiled: Option<CompiledStep> = None;
+    let mut compiled: Option<TrainStep<Gpt, AdamW>> = None;
     let t0 = Instant::now();
     let mut smoothed: Option<f64> = None;
     let mut val_loss = None;
@@ -288,7 +288,7 @@ pub fn train(raw: &[String]) -> Result<()> {
         let (x, y) =
             batch(train_toks, t.batch, t.context, t.seed.wrapping_mul(0x1_0000_0001).wrapping_add(step as u64))?;
         let loss = match &compiled {
-            Some(c) => c.run(&mut model, &mut opt, x, y)?,
+            Some(c) => c.run(&mut model, &mut opt, &[x, y])?,
             None => {
                 let (loss, grads) = vg(&model, &[x, y])?;
                 let (grads, _) = clip_grad_norm(&grads, 1.0)?;
@@ -302,7 +302,8 @@ pub fn train(raw: &[String]) -> Result<()> {
         live.push(loss.clone());
         eval(&live.iter().collect::<Vec<_>>())?;
         if compiled.is_none() && !t.eager {
-            compiled = Some(CompiledStep::new(&model, &opt)?);
+            let loss = |m: &Gpt, a: &[Array]| m.loss(&a[0], &a[1]);
+            compiled = Some(TrainStep::new(&model, &opt, loss, Some(1.0))?);
         }
         let l = loss.item::<f32>()? as f64;
         if !l.is_finite() {
@@ -344,60 +345,6 @@ pub fn train(raw: &[String]) -> Result<()> {
     let sample = generate(&model, &tok, "\n", 200, 0.8, t.seed)?;
     println!("sample:\n{sample}");
     Ok(())
-}
-
-/// A compiled function of a flat list of arrays.
-type StepFn = Box<dyn Fn(&[Array]) -> Result<Vec<Array>>>;
-
-/// One training step — forward, backward, gradient clipping and the AdamW
-/// update — traced once and compiled (simplified and fused) as a function of
-/// the parameters, the optimizer state and the batch.
-struct CompiledStep {
-    params: Vec<String>,
-    state: Vec<String>,
-    step: StepFn,
-}
-
-impl CompiledStep {
-    fn new(model: &Gpt, opt: &AdamW) -> Result<CompiledStep> {
-        let params: Vec<String> = model.named_parameters().into_iter().map(|(k, _)| k).collect();
-        let state: Vec<String> = tree_flatten(&opt.state()?).into_iter().map(|(k, _)| k).collect();
-        let (np, ns) = (params.len(), state.len());
-        let (pk, sk) = (params.clone(), state.clone());
-        let (model, opt) = (model.clone(), opt.clone());
-        let vg = nn::value_and_grad(|m: &Gpt, a: &[Array]| m.loss(&a[0], &a[1]));
-        let f = move |args: &[Array]| -> Result<Vec<Array>> {
-            let (p, rest) = args.split_at(np);
-            let (st, xy) = rest.split_at(ns);
-            let mut m = model.clone();
-            m.update(&tree_unflatten(pk.iter().cloned().zip(p.iter().cloned()).collect::<Vec<_>>())?)?;
-            let mut o = opt.clone();
-            o.set_state(&tree_unflatten(sk.iter().cloned().zip(st.iter().cloned()).collect::<Vec<_>>())?)?;
-            let (loss, grads) = vg(&m, xy)?;
-            let (grads, _) = clip_grad_norm(&grads, 1.0)?;
-            o.update(&mut m, &grads)?;
-            let mut out = vec![loss];
-            out.extend(m.named_parameters().into_iter().map(|(_, a)| a));
-            out.extend(tree_flatten(&o.state()?).into_iter().map(|(_, a)| a));
-            Ok(out)
-        };
-        Ok(CompiledStep { params, state, step: Box::new(kiln_core::compile(f)) })
-    }
-
-    /// Runs the step on `(x, y)`, moves the model and optimizer to the new
-    /// values and returns the loss.
-    fn run(&self, model: &mut Gpt, opt: &mut AdamW, x: Array, y: Array) -> Result<Array> {
-        let mut args: Vec<Array> = model.named_parameters().into_iter().map(|(_, a)| a).collect();
-        args.extend(tree_flatten(&opt.state()?).into_iter().map(|(_, a)| a));
-        args.extend([x, y]);
-        let mut out = (self.step)(&args)?.into_iter();
-        let loss = out.next().ok_or_else(|| Error::runtime("kiln train", "the compiled step returned nothing"))?;
-        let p: Vec<(String, Array)> = self.params.iter().cloned().zip(out.by_ref().take(self.params.len())).collect();
-        model.update(&tree_unflatten(p)?)?;
-        let s: Vec<(String, Array)> = self.state.iter().cloned().zip(out).collect();
-        opt.set_state(&tree_unflatten(s)?)?;
-        Ok(loss)
-    }
 }
 
 /// Autoregressive sampling: `max_tokens` characters after `prompt`, at
