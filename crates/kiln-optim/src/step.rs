@@ -7,15 +7,18 @@
 use crate::{clip_grad_norm, Optimizer};
 use kiln_core::{tree_flatten, tree_unflatten, Array, Error, Result};
 use kiln_nn::{Module, ModuleExt};
+use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
 
 /// A compiled function of a flat list of arrays.
 type StepFn = Box<dyn Fn(&[Array]) -> Result<Vec<Array>>>;
 
 /// A compiled training step for model type `M` and optimizer type `O`.
 ///
-/// Build it once the optimizer state has all its keys (after one ordinary
-/// update, or after restoring a checkpoint), so its inputs keep one layout.
+/// The optimizer state may grow on the first update (per-parameter arrays
+/// appear); the step then retraces once for the new layout, as any compiled
+/// function does for a new number of inputs.
 ///
 /// ```
 /// use kiln_core::{ops, Array};
@@ -33,7 +36,10 @@ type StepFn = Box<dyn Fn(&[Array]) -> Result<Vec<Array>>>;
 /// ```
 pub struct TrainStep<M, O> {
     params: Vec<String>,
-    state: Vec<String>,
+    /// Optimizer state keys of the call being traced (set by `run`).
+    keys_in: Arc<Mutex<Vec<String>>>,
+    /// Output state keys for each input state layout (set while tracing).
+    keys_out: Arc<Mutex<HashMap<Vec<String>, Vec<String>>>>,
     step: StepFn,
     _types: PhantomData<fn(M, O)>,
 }
@@ -43,23 +49,24 @@ where
     M: Module + Clone + 'static,
     O: Optimizer + Clone + 'static,
 {
-    /// Traces lazily (on the first [`TrainStep::run`]) the step that
-    /// minimises `loss(model, batch)`, clipping the gradients' global norm to
-    /// `max_grad_norm` when given. `model` and `opt` are templates: their
-    /// structure and hyper-parameters are captured, their values are inputs.
+    /// The step that minimises `loss(model, batch)`, clipping the gradients'
+    /// global norm to `max_grad_norm` when given; traced on the first
+    /// [`TrainStep::run`]. `model` and `opt` are templates: their structure
+    /// and hyper-parameters are captured, their values are inputs.
     pub fn new<F>(model: &M, opt: &O, loss: F, max_grad_norm: Option<f64>) -> Result<TrainStep<M, O>>
     where
         F: Fn(&M, &[Array]) -> Result<Array> + 'static,
     {
         let params: Vec<String> = model.named_parameters().into_iter().map(|(k, _)| k).collect();
-        let state: Vec<String> = tree_flatten(&opt.state()?).into_iter().map(|(k, _)| k).collect();
-        let (np, ns) = (params.len(), state.len());
-        let (pk, sk) = (params.clone(), state.clone());
+        let keys_in: Arc<Mutex<Vec<String>>> = Arc::default();
+        let keys_out: Arc<Mutex<HashMap<Vec<String>, Vec<String>>>> = Arc::default();
+        let (pk, ki, ko) = (params.clone(), keys_in.clone(), keys_out.clone());
         let (model, opt) = (model.clone(), opt.clone());
         let vg = kiln_nn::value_and_grad(loss);
         let f = move |args: &[Array]| -> Result<Vec<Array>> {
-            let (p, rest) = args.split_at(np);
-            let (st, batch) = rest.split_at(ns);
+            let sk = ki.lock().expect("keys").clone();
+            let (p, rest) = args.split_at(pk.len());
+            let (st, batch) = rest.split_at(sk.len());
             let mut m = model.clone();
             m.update(&tree_unflatten(pk.iter().cloned().zip(p.iter().cloned()).collect::<Vec<_>>())?)?;
             let mut o = opt.clone();
@@ -72,31 +79,39 @@ where
             o.update(&mut m, &grads)?;
             let mut out = vec![loss];
             out.extend(m.named_parameters().into_iter().map(|(_, a)| a));
-            out.extend(tree_flatten(&o.state()?).into_iter().map(|(_, a)| a));
+            let state = tree_flatten(&o.state()?);
+            ko.lock().expect("keys").insert(sk, state.iter().map(|(k, _)| k.clone()).collect());
+            out.extend(state.into_iter().map(|(_, a)| a));
             Ok(out)
         };
-        Ok(TrainStep { params, state, step: Box::new(kiln_core::compile(f)), _types: PhantomData })
+        Ok(TrainStep { params, keys_in, keys_out, step: Box::new(kiln_core::compile(f)), _types: PhantomData })
     }
 
     /// Runs the step on `batch`, moves `model` and `opt` to the new values
     /// (lazy: evaluate them, or the loss, to compute) and returns the loss.
     pub fn run(&self, model: &mut M, opt: &mut O, batch: &[Array]) -> Result<Array> {
-        let names: Vec<String> = model.named_parameters().into_iter().map(|(k, _)| k).collect();
-        let state = tree_flatten(&opt.state()?);
-        if names != self.params || state.iter().map(|(k, _)| k).ne(self.state.iter()) {
+        let params = model.named_parameters();
+        if params.iter().map(|(k, _)| k).ne(self.params.iter()) {
             return Err(Error::invalid(
                 "TrainStep",
-                "The model's parameters or the optimizer's state keys differ from the ones the step was built for.",
+                "The model's parameters differ from the ones the step was built for.",
             ));
         }
-        let mut args: Vec<Array> = model.named_parameters().into_iter().map(|(_, a)| a).collect();
+        let state = tree_flatten(&opt.state()?);
+        let keys: Vec<String> = state.iter().map(|(k, _)| k.clone()).collect();
+        let mut args: Vec<Array> = params.into_iter().map(|(_, a)| a).collect();
         args.extend(state.into_iter().map(|(_, a)| a));
         args.extend(batch.iter().cloned());
-        let mut out = (self.step)(&args)?.into_iter();
+        *self.keys_in.lock().expect("keys") = keys.clone();
+        let outs = (self.step)(&args)?;
+        let out_keys = self.keys_out.lock().expect("keys").get(&keys).cloned();
+        let out_keys =
+            out_keys.ok_or_else(|| Error::runtime("TrainStep", "The step was not traced for this state."))?;
+        let mut out = outs.into_iter();
         let loss = out.next().ok_or_else(|| Error::runtime("TrainStep", "The compiled step returned nothing."))?;
         let p: Vec<(String, Array)> = self.params.iter().cloned().zip(out.by_ref().take(self.params.len())).collect();
         model.update(&tree_unflatten(p)?)?;
-        let s: Vec<(String, Array)> = self.state.iter().cloned().zip(out).collect();
+        let s: Vec<(String, Array)> = out_keys.into_iter().zip(out).collect();
         opt.set_state(&tree_unflatten(s)?)?;
         Ok(loss)
     }
