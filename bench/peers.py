@@ -120,6 +120,16 @@ WORKLOADS = {w.name: w for w in [
                dict(sizes=list(MLP_SIZES), batch=MLP_BATCH, dtype="float32",
                     loss="cross_entropy(relu MLP logits, one-hot), mean over batch", mode=mode),
                lambda s: s * 1e3, warmup=2 if mode == "eager" else 3) for mode in ("eager", "compiled")],
+    *[Workload("mlp_train_step_784_512_512_10_b256_sgd" + suffix, "steps/s",
+               dict(sizes=list(MLP_SIZES), batch=MLP_BATCH, dtype="float32", optimizer="SGD(lr=0.01)",
+                    loss="cross_entropy(relu MLP logits, integer labels), mean over batch"),
+               lambda s: 1.0 / s, warmup=3) for suffix in ("", "_eager")],
+    *[Workload("transformer_lm_train_step" + suffix, "tokens/s",
+               dict(layers=4, d_model=256, heads=4, ffn=1024, vocab=1000, seq=128, batch=16, dtype="float32",
+                    optimizer="AdamW(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)",
+                    model="pre-norm GPT: learned positions, LayerNorm, causal MHA without bias, "
+                          "GELU(tanh) MLP, tied head"),
+               lambda s: 16 * 128 / s, warmup=3) for suffix in ("", "_eager")],
 ]}
 
 
@@ -383,6 +393,76 @@ class TorchPeer:
                 y = y + x
             return y
         return f
+
+    impl_mlp_train_step_784_512_512_10_b256_sgd = "nn.Sequential MLP, F.cross_entropy, torch.optim.SGD (eager)"
+
+    def mlp_train_step_784_512_512_10_b256_sgd(self, p):
+        torch, nn = self.torch, self.torch.nn
+        sizes = p["sizes"]
+        layers = []
+        for i in range(len(sizes) - 1):
+            layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+            if i + 2 < len(sizes):
+                layers.append(nn.ReLU())
+        model = nn.Sequential(*layers)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        x = self.rand(p["batch"], sizes[0])
+        y = torch.randint(0, sizes[-1], (p["batch"],))
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss.item()
+        return step
+
+    impl_transformer_lm_train_step = "pre-norm GPT in torch.nn, F.scaled_dot_product_attention(is_causal), torch.optim.AdamW (eager)"
+
+    def transformer_lm_train_step(self, p):
+        torch, nn, F = self.torch, self.torch.nn, self.torch.nn.functional
+        d, h, ff, v, t = p["d_model"], p["heads"], p["ffn"], p["vocab"], p["seq"]
+
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+                self.qkv = nn.Linear(d, 3 * d, bias=False)
+                self.out = nn.Linear(d, d, bias=False)
+                self.fc, self.proj = nn.Linear(d, ff), nn.Linear(ff, d)
+
+            def forward(self, x):
+                b, n, _ = x.shape
+                q, k, vv = self.qkv(self.ln1(x)).view(b, n, 3, h, d // h).permute(2, 0, 3, 1, 4)
+                a = F.scaled_dot_product_attention(q, k, vv, is_causal=True)
+                x = x + self.out(a.transpose(1, 2).reshape(b, n, d))
+                return x + self.proj(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+        class Gpt(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.wte, self.wpe = nn.Embedding(v, d), nn.Embedding(t, d)
+                self.blocks = nn.ModuleList([Block() for _ in range(p["layers"])])
+                self.ln_f = nn.LayerNorm(d)
+
+            def forward(self, idx):
+                x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+                for blk in self.blocks:
+                    x = blk(x)
+                return self.ln_f(x) @ self.wte.weight.T
+
+        model = Gpt()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+        x = torch.randint(0, v, (p["batch"], t))
+        y = torch.randint(0, v, (p["batch"], t))
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x).reshape(-1, v), y.reshape(-1))
+            loss.backward()
+            opt.step()
+            return loss.item()
+        return step
 
     def _peg(self, p):
         from torch.func import grad
@@ -681,6 +761,13 @@ def rnd(v, digits=4):
     return float(f"{v:.{digits}g}") if abs(v) < 1 else round(v, digits)
 
 
+def peak_rss_mb():
+    """Peak resident memory of this process so far (MB): run one workload
+    alone (--only NAME) for its own peak."""
+    import resource
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def emit(rec):
     print(json.dumps(rec), flush=True)
 
@@ -749,6 +836,7 @@ def main():
         rec = dict(base, median_ms=rnd(r["median_s"] * 1e3), min_ms=rnd(r["min_s"] * 1e3),
                    repeats=r["n"], value=rnd(w.value(r["median_s"])), cpu_util=r["cpu_util"],
                    impl=getattr(peer, "impl_" + name, None), first_call_ms=rnd(r["first_s"] * 1e3),
+                   peak_rss_mb=peak_rss_mb(),
                    timed_window_s=round(r["window_s"], 3), other_load=r["other_load"],
                    quiet_wait_load=quiet)
         emit(rec)

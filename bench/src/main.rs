@@ -249,6 +249,46 @@ fn workloads() -> Vec<Workload> {
             setup: setup_gather,
         },
         Workload {
+            name: "mlp_train_step_784_512_512_10_b256_sgd",
+            metric: "steps/s",
+            params: train_mlp_params(),
+            desc: "kiln-nn Linear MLP + cross_entropy, kiln-optim SGD, compiled TrainStep, one eval",
+            warmup: 3,
+            budget_scale: 1.0,
+            value: |s| 1.0 / s,
+            setup: |rng| setup_train_mlp(rng, true),
+        },
+        Workload {
+            name: "mlp_train_step_784_512_512_10_b256_sgd_eager",
+            metric: "steps/s",
+            params: train_mlp_params(),
+            desc: "kiln-nn Linear MLP + cross_entropy, kiln-optim SGD, op by op, one eval",
+            warmup: 3,
+            budget_scale: 1.0,
+            value: |s| 1.0 / s,
+            setup: |rng| setup_train_mlp(rng, false),
+        },
+        Workload {
+            name: "transformer_lm_train_step",
+            metric: "tokens/s",
+            params: lm_params(),
+            desc: "kiln-models Gpt (LayerNorm, causal MHA, GELU MLP, tied head), AdamW, compiled TrainStep",
+            warmup: 3,
+            budget_scale: 1.0,
+            value: |s| (LM_BATCH * LM.context) as f64 / s,
+            setup: |rng| setup_lm(rng, true),
+        },
+        Workload {
+            name: "transformer_lm_train_step_eager",
+            metric: "tokens/s",
+            params: lm_params(),
+            desc: "kiln-models Gpt, AdamW, op by op",
+            warmup: 3,
+            budget_scale: 1.0,
+            value: |s| (LM_BATCH * LM.context) as f64 / s,
+            setup: |rng| setup_lm(rng, false),
+        },
+        Workload {
             name: "per_example_grads_vmap",
             metric: "examples/s",
             params: peg_params("vmap"),
@@ -269,6 +309,118 @@ fn workloads() -> Vec<Workload> {
             setup: |rng| setup_peg(rng, false),
         },
     ]
+}
+
+// ---------------------------------------------------------------------------
+// Training steps with kiln-nn / kiln-optim
+// ---------------------------------------------------------------------------
+
+/// The transformer LM of the train-step workload and its batch.
+const LM: kiln_models::gpt::GptConfig =
+    kiln_models::gpt::GptConfig { vocab_size: 1000, context: 128, d_model: 256, n_layers: 4, n_heads: 4, d_ff: 1024 };
+const LM_BATCH: usize = 16;
+
+fn lm_params() -> Json {
+    obj(vec![
+        ("layers", LM.n_layers.into()),
+        ("d_model", LM.d_model.into()),
+        ("heads", LM.n_heads.into()),
+        ("ffn", LM.d_ff.into()),
+        ("vocab", LM.vocab_size.into()),
+        ("seq", LM.context.into()),
+        ("batch", LM_BATCH.into()),
+        ("dtype", "float32".into()),
+        ("optimizer", "AdamW(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)".into()),
+        (
+            "model",
+            "pre-norm GPT: learned positions, LayerNorm, causal MHA without bias, GELU(tanh) MLP, tied head".into(),
+        ),
+    ])
+}
+
+fn train_mlp_params() -> Json {
+    obj(vec![
+        ("sizes", ints(&MLP)),
+        ("batch", MLP_BATCH.into()),
+        ("dtype", "float32".into()),
+        ("optimizer", "SGD(lr=0.01)".into()),
+        ("loss", "cross_entropy(relu MLP logits, integer labels), mean over batch".into()),
+    ])
+}
+
+/// Random integer array in `[0, n)` (int32).
+fn ints_below(rng: &mut Rng, shape: &[usize], n: usize) -> R<Array> {
+    let v: Vec<i32> = (0..shape.iter().product::<usize>()).map(|_| (rng.next_u64() % n as u64) as i32).collect();
+    Ok(Array::from_slice(&v, shape)?)
+}
+
+/// One training step per call: `step` advances `model` and `opt`, then the
+/// new parameters, optimizer state and loss are evaluated.
+fn train_thunk<M, O>(
+    mut model: M,
+    mut opt: O,
+    batch: Vec<Array>,
+    loss: fn(&M, &[Array]) -> kiln::Result<Array>,
+    compiled: bool,
+) -> R<Thunk>
+where
+    M: kiln_nn::Module + Clone + 'static,
+    O: kiln_optim::Optimizer + Clone + 'static,
+{
+    use kiln_nn::ModuleExt;
+    let step = if compiled { Some(kiln_optim::TrainStep::new(&model, &opt, loss, None)?) } else { None };
+    let vg = kiln_nn::value_and_grad(loss);
+    Ok(Box::new(move || {
+        let l = match &step {
+            Some(s) => s.run(&mut model, &mut opt, &batch)?,
+            None => {
+                let (l, grads) = vg(&model, &batch)?;
+                opt.update(&mut model, &grads)?;
+                l
+            }
+        };
+        let mut live: Vec<Array> = model.named_parameters().into_iter().map(|(_, a)| a).collect();
+        live.extend(kiln::tree_flatten(&opt.state()?).into_iter().map(|(_, a)| a));
+        live.push(l);
+        kiln::eval(&live.iter().collect::<Vec<_>>())?;
+        Ok(())
+    }))
+}
+
+fn setup_lm(rng: &mut Rng, compiled: bool) -> R<Thunk> {
+    kiln::random::seed(0);
+    let model = kiln_models::gpt::Gpt::new(LM)?;
+    let opt = kiln_optim::AdamW::with(1e-3, (0.9, 0.999), 1e-8, 0.01, true)?;
+    let batch = vec![
+        ints_below(rng, &[LM_BATCH, LM.context], LM.vocab_size)?,
+        ints_below(rng, &[LM_BATCH, LM.context], LM.vocab_size)?,
+    ];
+    train_thunk(model, opt, batch, |m, a| m.loss(&a[0], &a[1]), compiled)
+}
+
+/// The MLP of the train-step workload.
+#[derive(Clone, kiln_nn::Module)]
+struct Mlp {
+    layers: Vec<kiln_nn::Linear>,
+}
+
+fn mlp_train_loss(m: &Mlp, a: &[Array]) -> kiln::Result<Array> {
+    use kiln_nn::Forward;
+    let mut h = a[0].clone();
+    for (i, l) in m.layers.iter().enumerate() {
+        h = l.forward(&h)?;
+        if i + 1 < m.layers.len() {
+            h = kiln_nn::relu(&h)?;
+        }
+    }
+    kiln_nn::losses::cross_entropy(&h, &a[1], None, -1, 0.0, kiln_nn::losses::Reduction::Mean)
+}
+
+fn setup_train_mlp(rng: &mut Rng, compiled: bool) -> R<Thunk> {
+    kiln::random::seed(0);
+    let layers = MLP.windows(2).map(|w| kiln_nn::Linear::new(w[0], w[1], true)).collect::<kiln::Result<_>>()?;
+    let batch = vec![rng.normal_array(&[MLP_BATCH, MLP[0]])?, ints_below(rng, &[MLP_BATCH], MLP[3])?];
+    train_thunk(Mlp { layers }, kiln_optim::Sgd::new(0.01), batch, mlp_train_loss, compiled)
 }
 
 /// Per-example gradients: batch, input, hidden and output sizes of a 2-layer MLP.
@@ -691,6 +843,14 @@ fn bench(f: &mut Thunk, warmup: usize, budget_scale: f64, o: &Opts) -> R<Timing>
     })
 }
 
+/// Peak resident memory of this process so far (MB, `VmHWM`): run one
+/// workload alone (`--only NAME`) for its own peak.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some((kb / 102.4).round() / 10.0)
+}
+
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
@@ -948,6 +1108,7 @@ fn main() {
                     ("timed_window_s", Json::Num((t.window_s * 1e3).round() / 1e3)),
                     ("other_load", t.other_load.into()),
                     ("quiet_wait_load", quiet.into()),
+                    ("peak_rss_mb", peak_rss_mb().into()),
                 ]);
             }
             Err(e) => {
