@@ -24,8 +24,8 @@
 //! and runs `scripts/fetch_fashion_mnist.sh` first if the files are not there.
 //!
 //! Each training step (forward, backward and the Adam update) is traced once
-//! and compiled with [`kiln_core::compile`] as a function of the parameters,
-//! the optimizer state and the batch; `--eager` runs it op by op instead
+//! and compiled with [`kiln_optim::TrainStep`] as a function of the
+//! parameters, the optimizer state and the batch; `--eager` runs it op by op instead
 //! (same losses; compiling makes the MLP's epochs about 20–25% faster and the
 //! convolution-bound CNN's no faster, as measured).
 //! Mini-batches are shuffled with a fixed seed, so runs are repeatable.
@@ -282,7 +282,8 @@ fn train<M: Module + Forward + Clone + 'static>(mut model: M, train: &Split, tes
         Adam::new(o.lr)?
     };
     let vg = nn::value_and_grad(loss::<M>);
-    let mut compiled: Option<TrainStep<M, Adam>> = None;
+    // The whole step (forward, backward, Adam) as one compiled graph.
+    let compiled = if o.eager { None } else { Some(TrainStep::new(&model, &opt, loss::<M>, None)?) };
     let mut rng = SplitMix(o.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let t0 = Instant::now();
@@ -307,10 +308,6 @@ fn train<M: Module + Forward + Clone + 'static>(mut model: M, train: &Split, tes
             live.extend(tree_flatten(&opt.state()?).into_iter().map(|(_, a)| a));
             live.push(l.clone());
             eval(&live.iter().collect::<Vec<_>>())?;
-            if compiled.is_none() && !o.eager {
-                // The whole step (forward, backward, Adam) as one compiled graph.
-                compiled = Some(TrainStep::new(&model, &opt, loss::<M>, None)?);
-            }
             let l = l.item::<f32>()? as f64;
             if !l.is_finite() {
                 return Err(format!("the loss became {l} in epoch {epoch}; try a lower --lr").into());

@@ -365,7 +365,8 @@ pub fn fuse_graph(outputs: &[Array]) -> Vec<Array> {
     let mut done = 0;
     while let Some(u) = ready.pop() {
         done += 1;
-        if uf.members[uf.find_const(u)].len() > 1 && uf.find_const(u) == u {
+        // A unit is a group's root (members listed) or a node on its own.
+        if uf.members[u].len() > 1 {
             build_group(&g, &uf.members[u], &fop, &uf, &mut map, &get);
         } else {
             rebuild_node(&g.order[u], &mut map, &get);

@@ -194,7 +194,7 @@ pub enum FeedForwardActivation {
 impl crate::ModuleField for FeedForwardActivation {}
 
 impl FeedForwardActivation {
-    fn apply(self, x: &Array) -> Result<Array> {
+    pub(crate) fn apply(self, x: &Array) -> Result<Array> {
         match self {
             FeedForwardActivation::Relu => crate::relu(x),
             FeedForwardActivation::Gelu => crate::gelu(x),

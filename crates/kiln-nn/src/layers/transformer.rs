@@ -39,17 +39,6 @@ where
     Ok(g(&args)?.remove(0))
 }
 
-fn owned(mask: Option<&AttentionMask>) -> Option<AttentionMask> {
-    mask.cloned()
-}
-
-fn activate(activation: FeedForwardActivation, x: &Array) -> Result<Array> {
-    match activation {
-        FeedForwardActivation::Relu => crate::relu(x),
-        FeedForwardActivation::Gelu => crate::gelu(x),
-    }
-}
-
 /// Self-attention, cross-attention over an encoder's output (the memory) and
 /// a feed-forward block, each with a residual connection and a layer norm
 /// (MLX's `nn.TransformerDecoderLayer`).
@@ -115,7 +104,7 @@ impl TransformerDecoderLayer {
     }
 
     fn feed_forward(&self, x: &Array) -> Result<Array> {
-        let y = activate(self.activation, &self.linear1.forward(x)?)?;
+        let y = self.activation.apply(&self.linear1.forward(x)?)?;
         self.linear2.forward(&self.dropout3.forward(&y)?)
     }
 
@@ -221,7 +210,7 @@ fn decode_layers(
     let mut x = x.clone();
     for l in layers {
         x = if checkpoint {
-            let (xm, mm) = (owned(x_mask), owned(memory_mask));
+            let (xm, mm) = (x_mask.cloned(), memory_mask.cloned());
             checkpointed(l, &[x, memory.clone()], move |l, a| l.apply(&a[0], &a[1], xm.as_ref(), mm.as_ref()))?
         } else {
             l.apply(&x, memory, x_mask, memory_mask)?
@@ -238,7 +227,7 @@ pub trait TransformerEncoderModule: Module + ModuleField + Clone + Send + Sync +
     /// [`TransformerEncoderModule::encode`] under gradient checkpointing (by
     /// default of the whole module; [`TransformerEncoder`] checkpoints each layer).
     fn encode_checkpointed(&self, src: &Array, src_mask: Option<&AttentionMask>) -> Result<Array> {
-        let mask = owned(src_mask);
+        let mask = src_mask.cloned();
         checkpointed(self, std::slice::from_ref(src), move |m, a| m.encode(&a[0], mask.as_ref()))
     }
 }
@@ -263,7 +252,7 @@ pub trait TransformerDecoderModule: Module + ModuleField + Clone + Send + Sync +
         tgt_mask: Option<&AttentionMask>,
         memory_mask: Option<&AttentionMask>,
     ) -> Result<Array> {
-        let (tm, mm) = (owned(tgt_mask), owned(memory_mask));
+        let (tm, mm) = (tgt_mask.cloned(), memory_mask.cloned());
         checkpointed(self, &[tgt.clone(), memory.clone()], move |m, a| m.decode(&a[0], &a[1], tm.as_ref(), mm.as_ref()))
     }
 }
@@ -275,7 +264,7 @@ impl TransformerEncoderModule for TransformerEncoder {
     fn encode_checkpointed(&self, src: &Array, src_mask: Option<&AttentionMask>) -> Result<Array> {
         let mut x = src.clone();
         for l in &self.layers {
-            let mask = owned(src_mask);
+            let mask = src_mask.cloned();
             x = checkpointed(l, &[x], move |l, a| l.apply(&a[0], mask.as_ref()))?;
         }
         self.ln.forward(&x)

@@ -276,10 +276,9 @@ pub fn train(raw: &[String]) -> Result<()> {
         t.batch,
         t.context
     );
-    let vg = nn::value_and_grad(|m: &Gpt, a: &[Array]| m.loss(&a[0], &a[1]));
-    // The compiled step is built once the optimizer state has all its keys
-    // (after the first update), so its inputs keep one layout.
-    let mut compiled: Option<TrainStep<Gpt, AdamW>> = None;
+    let loss_fn = |m: &Gpt, a: &[Array]| m.loss(&a[0], &a[1]);
+    let vg = nn::value_and_grad(loss_fn);
+    let compiled = if t.eager { None } else { Some(TrainStep::new(&model, &opt, loss_fn, Some(1.0))?) };
     let t0 = Instant::now();
     let mut smoothed: Option<f64> = None;
     let mut val_loss = None;
@@ -301,10 +300,6 @@ pub fn train(raw: &[String]) -> Result<()> {
         live.extend(tree_flatten(&opt.state()?).into_iter().map(|(_, a)| a));
         live.push(loss.clone());
         eval(&live.iter().collect::<Vec<_>>())?;
-        if compiled.is_none() && !t.eager {
-            let loss = |m: &Gpt, a: &[Array]| m.loss(&a[0], &a[1]);
-            compiled = Some(TrainStep::new(&model, &opt, loss, Some(1.0))?);
-        }
         let l = loss.item::<f32>()? as f64;
         if !l.is_finite() {
             return Err(Error::invalid("kiln train", format!("The loss became {l} at step {step}; try a lower --lr.")));
