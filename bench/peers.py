@@ -36,6 +36,9 @@ import sys
 import time
 import traceback
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from llm_peers import JaxLlm, LlamaCppPeer, Measured, MlxLlm, Timed, TorchLlm, llm_workloads  # noqa: E402
+
 # ----------------------------------------------------------------------------
 # Workload registry (shared by every framework; keep in sync with src/main.rs)
 # ----------------------------------------------------------------------------
@@ -130,6 +133,7 @@ WORKLOADS = {w.name: w for w in [
                     model="pre-norm GPT: learned positions, LayerNorm, causal MHA without bias, "
                           "GELU(tanh) MLP, tied head"),
                lambda s: 16 * 128 / s, warmup=3) for suffix in ("", "_eager")],
+    *llm_workloads(Workload),
 ]}
 
 
@@ -227,7 +231,7 @@ class NumpyPeer:
         return lambda: np.take(t, idx, axis=0)
 
 
-class MlxPeer:
+class MlxPeer(MlxLlm):
     def __init__(self, args):
         import mlx.core as mx
         mx.set_default_device(mx.cpu)
@@ -352,7 +356,7 @@ class MlxPeer:
         return self._mlp(True)
 
 
-class TorchPeer:
+class TorchPeer(TorchLlm):
     def __init__(self, args):
         import torch
         torch.set_num_threads(args.threads)
@@ -556,7 +560,7 @@ class TorchPeer:
     def mlp_value_and_grad_784_512_512_10_b256_compiled(self, p):
         return self._mlp(True)
 
-class JaxPeer:
+class JaxPeer(JaxLlm):
     def __init__(self, args):
         import jax
         import jax.numpy as jnp
@@ -693,7 +697,7 @@ class JaxPeer:
         return lambda: jax.block_until_ready([g(*w, x[b], y[b]) for b in range(p["batch"])])
 
 
-PEERS = dict(numpy=NumpyPeer, mlx=MlxPeer, torch=TorchPeer, jax=JaxPeer)
+PEERS = dict(numpy=NumpyPeer, mlx=MlxPeer, torch=TorchPeer, jax=JaxPeer, llamacpp=LlamaCppPeer)
 
 
 # ----------------------------------------------------------------------------
@@ -726,6 +730,10 @@ def wait_quiet(max_wait, threshold):
 
 def bench(fn, warmup, args, budget_scale=1.0):
     budget = args.budget * budget_scale
+    if isinstance(fn, Measured):
+        return dict(median_s=fn.median_s, min_s=fn.min_s, n=fn.n, cpu_util=None, first_s=fn.median_s,
+                    other_load=None, window_s=fn.median_s * fn.n)
+    timed = isinstance(fn, Timed)   # returns the seconds of its own timed part
     t0 = time.perf_counter()
     fn()
     first = time.perf_counter() - t0
@@ -737,9 +745,9 @@ def bench(fn, warmup, args, budget_scale=1.0):
     b0, c0, w0 = machine_busy_s(), time.process_time(), time.perf_counter()
     while True:
         s = time.perf_counter()
-        fn()
+        own = fn()
         e = time.perf_counter()
-        times.append(e - s)
+        times.append(own if timed else e - s)
         if e - w0 > budget and len(times) >= 3:
             break
         if len(times) >= args.repeats and e - w0 >= args.min_window:

@@ -24,7 +24,7 @@ import math
 import os
 import sys
 
-ORDER = ["kiln", "numpy", "mlx", "torch", "jax"]
+ORDER = ["kiln", "numpy", "mlx", "torch", "jax", "llamacpp"]
 LOWER_IS_BETTER_UNITS = {"us/op", "ns/op", "ms/op", "ms", "s", "us", "ms/token", "ms/step"}
 
 

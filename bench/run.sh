@@ -18,13 +18,14 @@ BASE_PYTHON="${PYTHON:-python3}"
 # shared/reference/performance.md; override with KILN_BENCH_PIP_<PEER>="...").
 declare -A PIP_SPEC=(
   [numpy]="${KILN_BENCH_PIP_NUMPY:-numpy==2.4.6}"
-  [mlx]="${KILN_BENCH_PIP_MLX:-mlx[cpu]==0.32.4}"
-  [torch]="${KILN_BENCH_PIP_TORCH:-torch==2.15.0}"
+  [mlx]="${KILN_BENCH_PIP_MLX:-mlx[cpu]==0.32.4 mlx-lm==0.32.2}"
+  [torch]="${KILN_BENCH_PIP_TORCH:-torch==2.15.0 transformers==5.24.0}"
   [jax]="${KILN_BENCH_PIP_JAX:-jax==0.10.2 jaxlib==0.10.2}"
 )
 # The import that proves a peer is installed.
-declare -A PROBE=([numpy]="numpy" [mlx]="mlx.core" [torch]="torch" [jax]="jax, jaxlib")
-ALL_PEERS="numpy,mlx,torch,jax"
+declare -A PROBE=([numpy]="numpy" [mlx]="mlx.core, mlx_lm" [torch]="torch, transformers" [jax]="jax, jaxlib")
+# llama.cpp is no pip package: bench/setup_llm.sh builds its llama-bench.
+ALL_PEERS="numpy,mlx,torch,jax,llamacpp"
 
 usage() {
   sed -n '2,8p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
@@ -33,7 +34,7 @@ Options:
   --quick          fewer repeats (5 calls / 0.3 s window / 3 s budget per workload)
   --only LIST      comma-separated workload names, name prefixes or globs
                    (e.g. --only softmax,elementwise_gelu_unfused)
-  --peers LIST     peers to run (default numpy,mlx,torch,jax; "none" = Kiln only)
+  --peers LIST     peers to run (default numpy,mlx,torch,jax,llamacpp; "none" = Kiln only)
   --no-kiln        skip the Kiln side
   --no-install     never pip-install; skip peers that are not importable
   --wait-quiet S   before each workload wait up to S s for other processes to go
@@ -75,6 +76,9 @@ log() { echo "== $*" >&2; }
 # ---------------------------------------------------------------------------
 IFS=',' read -r -a WANT <<< "$PEERS"
 READY=()
+# The SmolLM2 workloads need the model files (downloaded and converted once).
+WANT_LLM=0
+[[ -z "$ONLY" || "$ONLY" == *smollm2* || "$ONLY" == *'*'* ]] && WANT_LLM=1
 if [[ ${#WANT[@]} -gt 0 ]]; then
   if [[ ! -x "$VENV/bin/python" ]]; then
     if [[ $INSTALL == 1 ]]; then
@@ -87,6 +91,16 @@ if [[ ${#WANT[@]} -gt 0 ]]; then
   for p in "${WANT[@]}"; do
     p="${p// /}"
     [[ -z "$p" ]] && continue
+    if [[ "$p" == llamacpp ]]; then
+      # Only the SmolLM2 workloads have a llama.cpp side.
+      [[ $WANT_LLM == 1 ]] || continue
+      if [[ $INSTALL == 1 ]] && "$BENCH/setup_llm.sh" llamacpp; then
+        READY+=("$p")
+      else
+        echo "run.sh: llama.cpp is not built (bench/setup_llm.sh llamacpp); skipped" >&2
+      fi
+      continue
+    fi
     if [[ -z "${PIP_SPEC[$p]+x}" ]]; then
       echo "run.sh: unknown peer '$p' (known: $ALL_PEERS); skipped" >&2
       continue
@@ -109,6 +123,10 @@ if [[ ${#WANT[@]} -gt 0 ]]; then
       echo "run.sh: installing $p failed; $p skipped" >&2
     fi
   done
+fi
+
+if [[ $WANT_LLM == 1 && $INSTALL == 1 && -x "$VENV/bin/python" ]]; then
+  "$BENCH/setup_llm.sh" || echo "run.sh: bench/setup_llm.sh failed; the SmolLM2 workloads will fail" >&2
 fi
 
 # ---------------------------------------------------------------------------
