@@ -21,6 +21,8 @@
 //! Adding a workload: add an entry to [`workloads`] with the same name, params
 //! and metric as in `bench/peers.py`'s `WORKLOADS`.
 
+mod llm;
+
 use kiln::Array;
 use std::time::Instant;
 
@@ -1051,7 +1053,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let all = workloads();
+    let mut all = workloads();
+    all.extend(llm::workloads());
     if o.list {
         for w in &all {
             println!("{}", w.name);
