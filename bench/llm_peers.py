@@ -377,9 +377,8 @@ class LlamaCppPeer:
         _need(LLAMA_BENCH, "llama.cpp build")
         self.threads = args.threads
         self.repeats = max(3, min(args.repeats, 5))
-        self.version = subprocess.run([LLAMA_BENCH, "--version"], capture_output=True,
-                                      text=True).stderr.strip().splitlines()[0:1] or ["llama.cpp"]
-        self.version = self.version[0]
+        v = subprocess.run([LLAMA_BENCH, "--version"], capture_output=True, text=True)
+        self.version = ((v.stdout + v.stderr).strip().splitlines() or ["llama.cpp"])[0]
         self._runs = {}
 
     def _run(self, path):

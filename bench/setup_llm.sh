@@ -51,7 +51,12 @@ if [[ ! -x "$LC/llama-bench" || ! -x "$LC/llama-quantize" ]]; then
     export PATH="$VENV/bin:$PATH"
   }
   log "building llama-bench and llama-quantize (several minutes on 2 cores)"
-  cmake -S "$SRC" -B "$SRC/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+  # The CPU's features by name rather than -march=native: native turns on
+  # ggml's AMX kernels, which die with SIGILL on this machine (tilezero
+  # without a loaded tile configuration).
+  cmake -S "$SRC" -B "$SRC/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_AVX512=ON \
+    -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
+    -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_CURL=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_OPENMP=OFF -DBUILD_SHARED_LIBS=OFF >&2
   cmake --build "$SRC/build" --target llama-bench llama-quantize -j "$(nproc)" >&2
   cp "$SRC/build/bin/llama-bench" "$SRC/build/bin/llama-quantize" "$LC/"
