@@ -97,7 +97,7 @@ impl LlamaConfig {
         let hidden = need("llama.embedding_length")?;
         let heads = need("llama.attention.head_count")?;
         let kv = meta_uint(meta, "llama.attention.head_count_kv").unwrap_or(heads);
-        let head_dim = if heads > 0 { hidden / heads } else { 0 };
+        let head_dim = hidden.checked_div(heads).unwrap_or(0);
         let vocab = match meta_uint(meta, "llama.vocab_size") {
             Some(v) => v,
             None => match meta.get("tokenizer.ggml.tokens") {
@@ -143,7 +143,7 @@ impl LlamaConfig {
         };
         let hidden = need("hidden_size")?;
         let heads = need("num_attention_heads")?;
-        let head_dim = v["head_dim"].as_u64().map(|x| x as usize).unwrap_or(if heads > 0 { hidden / heads } else { 0 });
+        let head_dim = v["head_dim"].as_u64().map(|x| x as usize).unwrap_or(hidden.checked_div(heads).unwrap_or(0));
         let eos = match &v["eos_token_id"] {
             serde_json::Value::Array(a) => a.first().and_then(|x| x.as_u64()),
             x => x.as_u64(),
@@ -339,7 +339,7 @@ impl LayerCache for KvCache {
         let prev = self.offset;
         let cap = self.keys.as_ref().map_or(0, |a| a.shape()[2]);
         if prev + n > cap {
-            let extra = (n + self.step - 1) / self.step * self.step;
+            let extra = n.div_ceil(self.step) * self.step;
             self.keys = Some(grow(self.keys.as_ref(), k, prev, extra)?);
             self.values = Some(grow(self.values.as_ref(), v, prev, extra)?);
         }
@@ -1025,6 +1025,9 @@ pub fn load(path: impl AsRef<Path>, dequantize: bool) -> Result<(Llama, crate::b
 // ---------------------------------------------------------------------------
 // GGUF blocks to affine-quantized triples
 
+/// Codes, scales, biases and bits of [`ggml_to_affine`].
+pub type AffineBlocks = (Vec<u32>, Vec<f32>, Vec<f32>, u32);
+
 /// GGML Q4_1 or Q8_0 blocks of a `(rows, cols)` matrix as affine group-32
 /// triples in MLX's packing: `uint32` codes `(rows, cols·bits/32)` (code `i`
 /// of a row at stream bits `[i·bits, (i+1)·bits)`, LSB first), and float32
@@ -1032,12 +1035,7 @@ pub fn load(path: impl AsRef<Path>, dequantize: bool) -> Result<(Llama, crate::b
 /// is exact: Q4_1's `x = d·q + m` gives scale `d`, bias `m`; Q8_0's `x = d·q`
 /// (`q` signed) gives codes `q + 128`, scale `d` and bias `-128·d`. Returns
 /// `(codes, scales, biases, bits)`.
-pub fn ggml_to_affine(
-    ty: GgmlType,
-    bytes: &[u8],
-    rows: usize,
-    cols: usize,
-) -> Result<(Vec<u32>, Vec<f32>, Vec<f32>, u32)> {
+pub fn ggml_to_affine(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<AffineBlocks> {
     let (block_bytes, bits) = match ty {
         GgmlType::Q4_1 => (20, 4u32),
         GgmlType::Q8_0 => (34, 8u32),
