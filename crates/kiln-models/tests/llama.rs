@@ -333,3 +333,53 @@ fn corrupt_and_foreign_gguf_files_are_errors() {
     assert!(kiln_models::llama::load(dir.join("missing.gguf"), true).is_err());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Unpacks affine codes in plain Rust: `scale·q + bias` per group of 32.
+fn unpack_affine(codes: &[u32], scales: &[f32], biases: &[f32], bits: u32, cols: usize) -> Vec<f32> {
+    let per_word = 32 / bits as usize;
+    let mask = (1u32 << bits) - 1;
+    let rows = scales.len() * 32 / cols;
+    let mut out = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        for c in 0..cols {
+            let i = r * cols + c;
+            let q = (codes[i / per_word] >> ((i % per_word) as u32 * bits)) & mask;
+            let g = i / 32;
+            out.push(scales[g] * q as f32 + biases[g]);
+        }
+    }
+    out
+}
+
+#[test]
+fn gguf_blocks_map_losslessly_to_affine_triples() {
+    use kiln_core::io::GgmlType;
+    let f = kiln_core::io::read_gguf(common::smollm2_gguf()).unwrap();
+    for name in ["blk.0.attn_q.weight", "blk.7.ffn_down.weight", "token_embd.weight"] {
+        let t = f.tensors.iter().find(|t| t.name == name).unwrap();
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        // The first 64 rows are plenty (and keep the test quick).
+        let rows_used = 64;
+        let bytes = &t.bytes()[..t.ggml_type.row_bytes(cols).unwrap() * rows_used];
+        let (codes, scales, biases, bits) =
+            kiln_models::llama::ggml_to_affine(t.ggml_type, bytes, rows_used, cols).unwrap();
+        assert_eq!(bits, if t.ggml_type == GgmlType::Q8_0 { 8 } else { 4 }, "{name}");
+        assert_eq!(codes.len(), rows_used * cols * bits as usize / 32);
+        let ours = unpack_affine(&codes, &scales, &biases, bits, cols);
+        let want = ops::slice(&t.to_array(), &[0, 0], &[rows_used as i64, cols as i64], &[1, 1])
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        let _ = rows;
+        let worst = ours.iter().zip(&want).map(|(a, b)| (a - b).abs() / b.abs().max(1e-3)).fold(0.0f32, f32::max);
+        // Q4_1 is exact (d·q + m); Q8_0's d·(q+128) − 128·d may differ from d·q by an ulp.
+        assert!(worst < 1e-5, "{name}: relative error {worst}");
+        if t.ggml_type == GgmlType::Q4_1 {
+            assert_eq!(ours, want, "{name}");
+        }
+    }
+    // Wrong sizes are errors.
+    assert!(kiln_models::llama::ggml_to_affine(GgmlType::Q4_1, &[0u8; 19], 1, 32).is_err());
+    assert!(kiln_models::llama::ggml_to_affine(GgmlType::Q4_1, &[0u8; 20], 1, 16).is_err());
+    assert!(kiln_models::llama::ggml_to_affine(GgmlType::F32, &[0u8; 128], 1, 32).is_err());
+}
