@@ -23,18 +23,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let path = args.first().expect("usage: llama_bench MODEL [--dequantize] [--prompt-tokens N] [--decode N]");
-    let opt = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let dequantize = args.iter().any(|a| a == "--dequantize");
-    let (n_prompt, n_decode) = (opt("--prompt-tokens", 128), opt("--decode", 64));
+fn bench_model(path: &str, dequantize: bool, n_prompt: usize, n_decode: usize) -> Result<LlamaConfig> {
     let t = Instant::now();
     let (model, tok) = llama::load(path, dequantize)?;
     println!(
@@ -88,8 +77,30 @@ fn main() -> Result<()> {
         b * 1e3,
         (tt - b) * 1e3
     );
+    Ok(model.config().clone())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let path = args.first().expect("usage: llama_bench MODEL [--dequantize] [--prompt-tokens N] [--decode N]");
+    let opt = |name: &str, default: usize| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let dequantize = args.iter().any(|a| a == "--dequantize");
+    let (n_prompt, n_decode) = (opt("--prompt-tokens", 128), opt("--decode", 64));
+    let c = if path == "tiny" {
+        LlamaConfig::from_hf_json(
+            r#"{"model_type":"llama","vocab_size":49152,"hidden_size":576,"intermediate_size":1536,"num_hidden_layers":30,
+                "num_attention_heads":9,"num_key_value_heads":3,"max_position_embeddings":8192}"#,
+        )?
+    } else {
+        bench_model(path, dequantize, n_prompt, n_decode)?
+    };
     // The same graph with tiny matrices: its step time is almost all per-op overhead.
-    let c = model.config().clone();
     let small = LlamaConfig { vocab_size: 64, hidden_size: 72, intermediate_size: 64, head_dim: 8, rope_dims: 8, ..c };
     let w = |r: usize, k: usize| Weight::Dense(ops::full(&[r, k], 0.01f32, Dtype::F32).unwrap());
     let layers = (0..small.num_layers)
@@ -109,7 +120,8 @@ fn main() -> Result<()> {
     let mut cache = tiny.new_cache();
     tiny.forward_last(&Array::from_slice(&[1i32, 2, 3], &[1, 3])?, Some(&mut cache))?.eval()?;
     let mut steps = Vec::new();
-    for i in 0..64 {
+    let n_tiny: i32 = std::env::var("TINY_STEPS").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+    for i in 0..n_tiny {
         let t0 = Instant::now();
         tiny.forward_last(&Array::from_slice(&[i % 64], &[1, 1])?, Some(&mut cache))?.eval()?;
         steps.push(t0.elapsed().as_secs_f64());

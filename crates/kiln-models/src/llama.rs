@@ -208,6 +208,9 @@ impl LlamaConfig {
 pub enum Weight {
     /// A dense `(out, in)` matrix.
     Dense(Array),
+    /// A dense matrix held as its transpose `(in, out)` (an evaluated view of
+    /// an `(out, in)` matrix), so `x · wᵀ` is a single matmul node.
+    Transposed(Array),
 }
 
 impl Weight {
@@ -215,6 +218,7 @@ impl Weight {
     pub fn shape(&self) -> (usize, usize) {
         match self {
             Weight::Dense(w) => (w.shape()[0], w.shape()[1]),
+            Weight::Transposed(t) => (t.shape()[1], t.shape()[0]),
         }
     }
 
@@ -222,24 +226,43 @@ impl Weight {
     pub fn rows(&self, ids: &Array) -> Result<Array> {
         match self {
             Weight::Dense(w) => ops::take(w, ids, Some(0)),
+            Weight::Transposed(_) => ops::take(&self.dense_array()?, ids, Some(0)),
         }
     }
 
     /// The weights stacked along `out` (e.g. Q, K and V into one projection).
     pub fn concat(parts: &[Weight]) -> Result<Weight> {
-        let dense: Vec<Array> = parts
-            .iter()
-            .map(|p| match p {
-                Weight::Dense(w) => w.clone(),
-            })
-            .collect();
+        let dense: Vec<Array> = parts.iter().map(Weight::dense_array).collect::<Result<_>>()?;
         Ok(Weight::Dense(ops::concatenate(&dense, Some(0))?))
+    }
+
+    /// The matrix as a dense `(out, in)` array (dequantized if needed).
+    pub fn dense_array(&self) -> Result<Array> {
+        match self {
+            Weight::Dense(w) => Ok(w.clone()),
+            Weight::Transposed(t) => ops::transpose(t),
+        }
+    }
+
+    /// The form [`linear`] runs fastest: a dense matrix becomes
+    /// [`Weight::Transposed`] (evaluated, no copy); others are unchanged.
+    pub fn prepared(&self) -> Result<Weight> {
+        match self {
+            Weight::Dense(w) => {
+                w.eval()?;
+                let t = ops::transpose(w)?;
+                t.eval()?;
+                Ok(Weight::Transposed(t))
+            }
+            other => Ok(other.clone()),
+        }
     }
 
     /// Every array it holds.
     pub fn arrays(&self) -> Vec<Array> {
         match self {
             Weight::Dense(w) => vec![w.clone()],
+            Weight::Transposed(t) => vec![t.clone()],
         }
     }
 
@@ -253,6 +276,7 @@ impl Weight {
 pub fn linear(x: &Array, w: &Weight) -> Result<Array> {
     match w {
         Weight::Dense(w) => ops::matmul(x, &ops::transpose(w)?),
+        Weight::Transposed(t) => ops::matmul(x, t),
     }
 }
 
@@ -494,6 +518,8 @@ pub struct Llama {
     pub norm: Array,
     /// Output head `(vocab, hidden)`; `None` when tied to the embedding.
     pub output: Option<Weight>,
+    /// The head as [`linear`] uses it.
+    head: Weight,
 }
 
 /// Raw per-layer weights by role, before stacking.
@@ -562,14 +588,15 @@ impl Llama {
             check_shape(&format!("layer {i} down"), l.down.shape(), (h, c.intermediate_size))?;
             out.push(LlamaLayer {
                 attn_norm: vec_check("attn_norm", &l.attn_norm)?,
-                qkv: Weight::concat(&[l.q, l.k, l.v])?,
-                o: l.o,
+                qkv: Weight::concat(&[l.q, l.k, l.v])?.prepared()?,
+                o: l.o.prepared()?,
                 ffn_norm: vec_check("ffn_norm", &l.ffn_norm)?,
-                gate_up: Weight::concat(&[l.gate, l.up])?,
-                down: l.down,
+                gate_up: Weight::concat(&[l.gate, l.up])?.prepared()?,
+                down: l.down.prepared()?,
             });
         }
-        let m = Llama { config, embed, layers: out, norm, output };
+        let head = output.as_ref().unwrap_or(&embed).prepared()?;
+        let m = Llama { config, embed, layers: out, norm, output, head };
         let all = m.arrays();
         kiln_core::eval(&all.iter().collect::<Vec<_>>())?;
         Ok(m)
@@ -694,7 +721,7 @@ impl Llama {
 
     /// Logits `(B, L, vocab)` of hidden states.
     pub fn head(&self, h: &Array) -> Result<Array> {
-        linear(h, self.output.as_ref().unwrap_or(&self.embed))
+        linear(h, &self.head)
     }
 
     /// Logits `(B, L, vocab)` for tokens `(B, L)` (see [`Llama::hidden`]).
