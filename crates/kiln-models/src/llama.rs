@@ -646,15 +646,26 @@ impl Llama {
         let (b, n) = (x.shape()[0], x.shape()[1]);
         let (hq, hkv, d) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let qkv = linear(x, &l.qkv)?;
-        let parts = ops::split(&qkv, ops::SplitSpec::Indices(vec![(hq * d) as i64, ((hq + hkv) * d) as i64]), -1)?;
-        let heads = |a: &Array, h: usize| -> Result<Array> {
-            ops::transpose_axes(&ops::reshape(a, &[b as i64, n as i64, h as i64, d as i64])?, &[0, 2, 1, 3])
+        // (B, L, H+2H_kv, D) → (B, H+2H_kv, L, D); Q and K get RoPE in one op.
+        let t = ops::transpose_axes(
+            &ops::reshape(&qkv, &[b as i64, n as i64, (hq + 2 * hkv) as i64, d as i64])?,
+            &[0, 2, 1, 3],
+        )?;
+        let heads = |a: &Array, from: usize, to: usize| -> Result<Array> {
+            let s = a.shape();
+            ops::slice(a, &[0, from as i64, 0, 0], &[s[0] as i64, to as i64, s[2] as i64, s[3] as i64], &[1, 1, 1, 1])
         };
-        let (q, k, v) = (heads(&parts[0], hq)?, heads(&parts[1], hkv)?, heads(&parts[2], hkv)?);
         let offset = cache.as_ref().map_or(0, |c| c.offset());
-        let rope =
-            |a: &Array| fast::rope(a, c.rope_dims, c.rope_traditional, Some(c.rope_theta), 1.0, offset as i64, None);
-        let (q, k) = (rope(&q)?, rope(&k)?);
+        let qk = fast::rope(
+            &heads(&t, 0, hq + hkv)?,
+            c.rope_dims,
+            c.rope_traditional,
+            Some(c.rope_theta),
+            1.0,
+            offset as i64,
+            None,
+        )?;
+        let (q, k, v) = (heads(&qk, 0, hq)?, heads(&qk, hq, hq + hkv)?, heads(&t, hq + hkv, hq + 2 * hkv)?);
         let (k, v, mask) = match cache {
             Some(cache) => cache.update(&k, &v)?,
             None => (k, v, if n > 1 { CacheMask::Causal } else { CacheMask::None }),
@@ -734,9 +745,15 @@ impl Llama {
     pub fn forward_last(&self, tokens: &Array, cache: Option<&mut [Box<dyn LayerCache>]>) -> Result<Array> {
         let h = self.hidden(tokens, cache)?;
         let s = h.shape().to_vec();
-        let last = ops::slice(&h, &[0, s[1] as i64 - 1, 0], &[s[0] as i64, s[1] as i64, s[2] as i64], &[1, 1, 1])?;
-        let logits = self.head(&last)?;
-        ops::reshape(&logits, &[s[0] as i64, self.config.vocab_size as i64])
+        let last = if s[1] == 1 {
+            ops::reshape(&h, &[s[0] as i64, s[2] as i64])?
+        } else {
+            ops::reshape(
+                &ops::slice(&h, &[0, s[1] as i64 - 1, 0], &[s[0] as i64, s[1] as i64, s[2] as i64], &[1, 1, 1])?,
+                &[s[0] as i64, s[2] as i64],
+            )?
+        };
+        self.head(&last)
     }
 
     // -----------------------------------------------------------------------
