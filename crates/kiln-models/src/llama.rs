@@ -544,6 +544,14 @@ pub struct LayerWeights {
     pub down: Weight,
 }
 
+fn layer_arrays(l: &LlamaLayer) -> Vec<Array> {
+    let mut v = vec![l.attn_norm.clone(), l.ffn_norm.clone()];
+    for w in [&l.qkv, &l.o, &l.gate_up, &l.down] {
+        v.extend(w.arrays());
+    }
+    v
+}
+
 fn check_shape(name: &str, got: (usize, usize), want: (usize, usize)) -> Result<()> {
     if got != want {
         return Err(Error::invalid(OP, format!("Weight {name} has shape {got:?}, expected {want:?}.")));
@@ -586,14 +594,19 @@ impl Llama {
             check_shape(&format!("layer {i} gate"), l.gate.shape(), (c.intermediate_size, h))?;
             check_shape(&format!("layer {i} up"), l.up.shape(), (c.intermediate_size, h))?;
             check_shape(&format!("layer {i} down"), l.down.shape(), (h, c.intermediate_size))?;
-            out.push(LlamaLayer {
+            let layer = LlamaLayer {
                 attn_norm: vec_check("attn_norm", &l.attn_norm)?,
                 qkv: Weight::concat(&[l.q, l.k, l.v])?.prepared()?,
                 o: l.o.prepared()?,
                 ffn_norm: vec_check("ffn_norm", &l.ffn_norm)?,
                 gate_up: Weight::concat(&[l.gate, l.up])?.prepared()?,
                 down: l.down.prepared()?,
-            });
+            };
+            // Evaluate layer by layer so the unstacked parts are freed as we go
+            // (peak memory stays near the model's size).
+            let arrays = layer_arrays(&layer);
+            kiln_core::eval(&arrays.iter().collect::<Vec<_>>())?;
+            out.push(layer);
         }
         let head = output.as_ref().unwrap_or(&embed).prepared()?;
         let m = Llama { config, embed, layers: out, norm, output, head };
@@ -611,11 +624,7 @@ impl Llama {
     pub fn arrays(&self) -> Vec<Array> {
         let mut v = self.embed.arrays();
         for l in &self.layers {
-            v.push(l.attn_norm.clone());
-            v.push(l.ffn_norm.clone());
-            for w in [&l.qkv, &l.o, &l.gate_up, &l.down] {
-                v.extend(w.arrays());
-            }
+            v.extend(layer_arrays(l));
         }
         v.push(self.norm.clone());
         if let Some(o) = &self.output {
