@@ -77,6 +77,13 @@ fn bench_model(path: &str, dequantize: bool, n_prompt: usize, n_decode: usize) -
         b * 1e3,
         (tt - b) * 1e3
     );
+    // The same through Llama::generate (greedy decoding is pipelined there).
+    let mut tps = Vec::new();
+    for _ in 0..3 {
+        let st = model.generate(&ids, n_decode + 1, &llama::Sampling::default(), None, |_| Ok(true))?;
+        tps.push(st.generation_tps());
+    }
+    println!("generate(): {:.1} tokens/s decode (pipelined greedy)", median(tps));
     Ok(model.config().clone())
 }
 

@@ -1017,17 +1017,45 @@ impl Llama {
         let t0 = std::time::Instant::now();
         let ids: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
         let x = Array::from_slice(&ids, &[1, ids.len()])?;
-        let mut tok = draw(&self.forward_last(&x, Some(&mut cache))?)?;
+        let logits = self.forward_last(&x, Some(&mut cache))?;
+        let greedy = sampling.temperature <= 0.0;
+        // Greedy decoding is pipelined: step n+1's graph is built from step n's
+        // lazy argmax and queued before step n's token is read, so building the
+        // graph overlaps the kernels.
+        let argmax = |l: &Array| ops::reshape(&ops::argmax(l, Some(-1), false)?, &[1, 1]);
+        let mut y = if greedy { Some(argmax(&logits)?) } else { None };
+        let mut tok = match &y {
+            Some(y) => y.item::<u32>()?,
+            None => draw(&logits)?,
+        };
         stats.prompt_seconds = t0.elapsed().as_secs_f64();
         let t1 = std::time::Instant::now();
         stats.generated_tokens = 1;
         let mut pos = prompt.len();
         loop {
-            if !on_token(tok)? || Some(tok) == stop || stats.generated_tokens >= max_tokens || pos >= ctx {
+            let more = Some(tok) != stop && stats.generated_tokens < max_tokens && pos < ctx;
+            let next = match (&y, more) {
+                (Some(y), true) => {
+                    let n = argmax(&self.forward_last(y, Some(&mut cache))?)?;
+                    kiln_core::async_eval(&[&n])?;
+                    Some(n)
+                }
+                _ => None,
+            };
+            if !on_token(tok)? || !more {
                 break;
             }
-            let x = Array::from_slice(&[tok as i32], &[1, 1])?;
-            tok = draw(&self.forward_last(&x, Some(&mut cache))?)?;
+            tok = match next {
+                Some(n) => {
+                    let t = n.item::<u32>()?;
+                    y = Some(n);
+                    t
+                }
+                None => {
+                    let x = Array::from_slice(&[tok as i32], &[1, 1])?;
+                    draw(&self.forward_last(&x, Some(&mut cache))?)?
+                }
+            };
             stats.generated_tokens += 1;
             pos += 1;
         }
