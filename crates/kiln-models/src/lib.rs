@@ -5,5 +5,8 @@
 //! character-level tokenizer it uses.
 #![warn(missing_docs)]
 
+pub mod bpe;
 pub mod gpt;
+pub mod llama;
 pub mod tokenizer;
+mod unicode_tables;

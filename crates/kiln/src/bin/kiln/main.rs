@@ -1,9 +1,11 @@
 //! The `kiln` command line:
 //! - `kiln train` trains a GPT-style character model on a text (the main job),
 //! - `kiln sample` generates text from a checkpoint,
+//! - `kiln generate` / `kiln chat` run a LLaMA-family model (GGUF or safetensors),
 //! - `kiln demo` builds, differentiates and vectorises a small computation.
 
 mod args;
+mod generate;
 mod train;
 
 use kiln::{ops, Array, Axes, Result};
@@ -14,6 +16,8 @@ const HELP: &str = "usage: kiln <command> [flags]
 commands:
   train    train a character-level transformer language model (kiln train --help)
   sample   generate text from a checkpoint (kiln sample --help)
+  generate generate text with a LLaMA-family model, e.g. SmolLM2 (kiln generate --help)
+  chat     chat with a LLaMA-family model (kiln chat --help)
   demo     build, differentiate and vectorise a small computation";
 
 fn demo() -> Result<()> {
@@ -66,6 +70,16 @@ fn main() -> ExitCode {
             println!("{}", train::SAMPLE_HELP);
             ExitCode::SUCCESS
         }
+        Some("generate") if wants_help => {
+            println!("{}", generate::GENERATE_HELP);
+            ExitCode::SUCCESS
+        }
+        Some("chat") if wants_help => {
+            println!("{}", generate::CHAT_HELP);
+            ExitCode::SUCCESS
+        }
+        Some("generate") => report(generate::generate(rest)),
+        Some("chat") => report(generate::chat(rest)),
         Some("train") => report(train::train(rest)),
         Some("sample") => report(train::sample(rest)),
         Some("demo") => report(demo()),
