@@ -6,8 +6,14 @@
 //! positions. Prefill runs the 128-token prompt into a fresh cache; decode
 //! takes 64 greedy steps from position 128 (the prompt is prefilled once at
 //! set-up) and reads every token back to the host, as a streaming loop must.
+//!
+//! `smollm2_{prompt,decode}_{q4,f32}`: SmolLM2-135M-Instruct through
+//! `kiln_models::llama` (what `kiln generate` runs), from the GGUF with its
+//! Q4_1/Q8_0 weights kept packed (`q4`) or dequantized (`f32`). Prompt = 128
+//! tokens into a fresh cache up to the first greedy token; decode = the next
+//! 64 greedy tokens (timed by the generation loop itself).
 
-use super::{obj, Json, Rng, Thunk, Workload, R};
+use super::{obj, Json, Rng, Thunk, Workload, OWN_SECONDS, R};
 use kiln::ops::{self, fast};
 use kiln::Array;
 
@@ -61,7 +67,74 @@ pub(crate) fn workloads() -> Vec<Workload> {
             value: |s| GEN as f64 / s,
             setup: setup_decode,
         },
+        smol("smollm2_prompt_q4", "prompt", true),
+        smol("smollm2_decode_q4", "decode", true),
+        smol("smollm2_prompt_f32", "prompt", false),
+        smol("smollm2_decode_f32", "decode", false),
     ]
+}
+
+const SMOL_PROMPT: usize = 128;
+const SMOL_GEN: usize = 64;
+
+fn smol(name: &'static str, phase: &'static str, q4: bool) -> Workload {
+    let weights = if q4 { "GGUF Q4_1 (Q8_0 embeddings); f32 activations" } else { "the GGUF dequantized to f32" };
+    let params = obj(vec![
+        ("prompt", SMOL_PROMPT.into()),
+        ("gen", SMOL_GEN.into()),
+        ("batch", 1usize.into()),
+        ("model", "SmolLM2-135M-Instruct".into()),
+        ("sampling", "greedy".into()),
+        ("weights", weights.into()),
+        ("phase", phase.into()),
+    ]);
+    let (value, setup): (fn(f64) -> f64, fn(&mut Rng) -> R<Thunk>) = match (phase, q4) {
+        ("prompt", true) => (|s| SMOL_PROMPT as f64 / s, |_| smol_thunk(true, false)),
+        ("prompt", false) => (|s| SMOL_PROMPT as f64 / s, |_| smol_thunk(false, false)),
+        (_, true) => (|s| SMOL_GEN as f64 / s, |_| smol_thunk(true, true)),
+        (_, false) => (|s| SMOL_GEN as f64 / s, |_| smol_thunk(false, true)),
+    };
+    Workload {
+        name,
+        metric: "tokens/s",
+        params,
+        desc: if q4 {
+            "kiln_models::llama::Llama::generate, weights packed (affine group 32), quantized_matmul"
+        } else {
+            "kiln_models::llama::Llama::generate, f32 weights"
+        },
+        warmup: 2,
+        budget_scale: 2.0,
+        value,
+        setup,
+    }
+}
+
+/// The same prompt ids as bench/llm_peers.py's `SMOL_PROMPT`.
+fn smol_prompt() -> Vec<u32> {
+    (0..SMOL_PROMPT as u32).map(|i| 1000 + 7 * i).collect()
+}
+
+fn smol_thunk(q4: bool, decode: bool) -> R<Thunk> {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cache = std::env::var("KILN_CACHE").unwrap_or_else(|_| format!("{home}/.cache/kiln"));
+    let path = std::path::PathBuf::from(cache).join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !path.exists() {
+        return Err(format!("{} is missing: run bench/setup_llm.sh", path.display()).into());
+    }
+    let (model, _) = kiln_models::llama::load(&path, !q4)?;
+    let greedy = kiln_models::llama::Sampling { temperature: 0.0, top_p: 1.0, seed: 0 };
+    let prompt = smol_prompt();
+    Ok(Box::new(move || {
+        let n = if decode { SMOL_GEN + 1 } else { 1 };
+        let stats = model.generate(&prompt, n, &greedy, None, |_| Ok(true))?;
+        if stats.generated_tokens != n {
+            return Err(format!("generated {} tokens, expected {n}", stats.generated_tokens).into());
+        }
+        let own = if decode { stats.generation_seconds } else { stats.prompt_seconds };
+        OWN_SECONDS.with(|c| c.set(Some(own)));
+        Ok(())
+    }))
 }
 
 struct Block {

@@ -30,6 +30,12 @@ type R<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 /// One run of a workload, to completion (everything evaluated).
 type Thunk = Box<dyn FnMut() -> R<()>>;
 
+thread_local! {
+    /// Set by a thunk that times only part of its call (e.g. decoding after an
+    /// untimed prompt); `bench` then uses it instead of the call's wall time.
+    static OWN_SECONDS: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
+}
+
 // ---------------------------------------------------------------------------
 // Workload registry (keep names, params and metrics in sync with peers.py)
 // ---------------------------------------------------------------------------
@@ -807,7 +813,7 @@ fn bench(f: &mut Thunk, warmup: usize, budget_scale: f64, o: &Opts) -> R<Timing>
     loop {
         let s = Instant::now();
         f()?;
-        let dt = s.elapsed().as_secs_f64();
+        let dt = OWN_SECONDS.with(|c| c.take()).unwrap_or_else(|| s.elapsed().as_secs_f64());
         let since = w0.elapsed().as_secs_f64();
         times.push(dt);
         if since > budget && times.len() >= 3 {
