@@ -356,6 +356,113 @@ class MlxPeer(MlxLlm):
         return self._mlp(True)
 
 
+    def _mlx_train(self, model, opt, loss_fn, batch, compiled):
+        """One optimizer step per call; compiled: mx.compile with the model and
+        optimizer state as inputs and outputs (MLX's documented pattern)."""
+        import mlx.nn as nn
+        mx = self.mx
+        vg = nn.value_and_grad(model, loss_fn)
+
+        def step(*b):
+            loss, grads = vg(model, *b)
+            opt.update(model, grads)
+            return loss
+        if compiled:
+            state = [model.state, opt.state]
+            step = mx.compile(step, inputs=state, outputs=state)
+
+        def run():
+            loss = step(*batch)
+            mx.eval(loss, model.parameters(), opt.state)
+            return loss.item()
+        return run
+
+    def _mlx_mlp_train(self, p, compiled):
+        mx = self.mx
+        import mlx.nn as nn
+        import mlx.optimizers as optim
+        sizes = p["sizes"]
+
+        class Mlp(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.layers = [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+
+            def __call__(self, x):
+                for i, l in enumerate(self.layers):
+                    x = l(x)
+                    if i + 1 < len(self.layers):
+                        x = nn.relu(x)
+                return x
+        model = Mlp()
+        mx.eval(model.parameters())
+        x = self.rand(p["batch"], sizes[0])
+        y = mx.random.randint(0, sizes[-1], (p["batch"],)).astype(mx.int32)
+        loss = lambda m, x, y: nn.losses.cross_entropy(m(x), y, reduction="mean")
+        return self._mlx_train(model, optim.SGD(learning_rate=0.01), loss, (x, y), compiled)
+
+    impl_mlp_train_step_784_512_512_10_b256_sgd = "mlx.nn MLP, nn.losses.cross_entropy, optim.SGD, mx.compile(step, inputs=state, outputs=state)"
+
+    def mlp_train_step_784_512_512_10_b256_sgd(self, p):
+        return self._mlx_mlp_train(p, True)
+
+    impl_mlp_train_step_784_512_512_10_b256_sgd_eager = "mlx.nn MLP, nn.losses.cross_entropy, optim.SGD (no compile)"
+
+    def mlp_train_step_784_512_512_10_b256_sgd_eager(self, p):
+        return self._mlx_mlp_train(p, False)
+
+    def _mlx_lm_train(self, p, compiled):
+        mx = self.mx
+        import mlx.nn as nn
+        import mlx.optimizers as optim
+        d, h, ff, v, t = p["d_model"], p["heads"], p["ffn"], p["vocab"], p["seq"]
+
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+                self.attn = nn.MultiHeadAttention(d, h, bias=False)
+                self.fc, self.proj = nn.Linear(d, ff), nn.Linear(ff, d)
+
+            def __call__(self, x, mask):
+                y = self.ln1(x)
+                x = x + self.attn(y, y, y, mask)
+                return x + self.proj(nn.gelu_approx(self.fc(self.ln2(x))))
+
+        class Gpt(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.wte, self.wpe = nn.Embedding(v, d), nn.Embedding(t, d)
+                self.blocks = [Block() for _ in range(p["layers"])]
+                self.ln_f = nn.LayerNorm(d)
+
+            def __call__(self, idx):
+                n = idx.shape[1]
+                mask = nn.MultiHeadAttention.create_additive_causal_mask(n)
+                x = self.wte(idx) + self.wpe(mx.arange(n))
+                for blk in self.blocks:
+                    x = blk(x, mask)
+                return self.wte.as_linear(self.ln_f(x))
+        model = Gpt()
+        mx.eval(model.parameters())
+        x = mx.random.randint(0, v, (p["batch"], t)).astype(mx.int32)
+        y = mx.random.randint(0, v, (p["batch"], t)).astype(mx.int32)
+        loss = lambda m, x, y: nn.losses.cross_entropy(m(x), y, reduction="mean")
+        opt = optim.AdamW(learning_rate=1e-3, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.01,
+                          bias_correction=True)
+        return self._mlx_train(model, opt, loss, (x, y), compiled)
+
+    impl_transformer_lm_train_step = "pre-norm GPT in mlx.nn (MultiHeadAttention, additive causal mask), optim.AdamW, mx.compile(step, inputs=state, outputs=state)"
+
+    def transformer_lm_train_step(self, p):
+        return self._mlx_lm_train(p, True)
+
+    impl_transformer_lm_train_step_eager = "pre-norm GPT in mlx.nn, optim.AdamW (no compile)"
+
+    def transformer_lm_train_step_eager(self, p):
+        return self._mlx_lm_train(p, False)
+
+
 class TorchPeer(TorchLlm):
     def __init__(self, args):
         import torch
@@ -421,6 +528,11 @@ class TorchPeer(TorchLlm):
             return loss.item()
         return step
 
+    impl_mlp_train_step_784_512_512_10_b256_sgd_eager = impl_mlp_train_step_784_512_512_10_b256_sgd
+
+    def mlp_train_step_784_512_512_10_b256_sgd_eager(self, p):
+        return self.mlp_train_step_784_512_512_10_b256_sgd(p)
+
     impl_transformer_lm_train_step = "pre-norm GPT in torch.nn, F.scaled_dot_product_attention(is_causal), torch.optim.AdamW (eager)"
 
     def transformer_lm_train_step(self, p):
@@ -467,6 +579,11 @@ class TorchPeer(TorchLlm):
             opt.step()
             return loss.item()
         return step
+
+    impl_transformer_lm_train_step_eager = impl_transformer_lm_train_step
+
+    def transformer_lm_train_step_eager(self, p):
+        return self.transformer_lm_train_step(p)
 
     def _peg(self, p):
         from torch.func import grad
@@ -695,6 +812,112 @@ class JaxPeer(JaxLlm):
         g = jax.jit(g)
         w, (x, y) = args[:4], args[4:]
         return lambda: jax.block_until_ready([g(*w, x[b], y[b]) for b in range(p["batch"])])
+
+    def _jax_train(self, params, loss_fn, update, opt_state, batch):
+        """jax.jit of the whole step (value_and_grad + update), parameters and
+        optimizer state donated so XLA updates them in place."""
+        jax = self.jax
+
+        def step(params, opt_state, *b):
+            loss, grads = jax.value_and_grad(loss_fn)(params, *b)
+            params, opt_state = update(params, grads, opt_state)
+            return loss, params, opt_state
+        step = jax.jit(step, donate_argnums=(0, 1))
+        st = [params, opt_state]
+
+        def run():
+            loss, st[0], st[1] = step(st[0], st[1], *batch)
+            jax.block_until_ready((loss, st[0], st[1]))
+            return float(loss)
+        return run
+
+    def _jax_xent(self, logits, y):
+        jax, jnp = self.jax, self.jnp
+        lp = jax.nn.log_softmax(logits, axis=-1)
+        return -jnp.take_along_axis(lp, y[..., None], axis=-1).mean()
+
+    impl_mlp_train_step_784_512_512_10_b256_sgd = "jax.jit(value_and_grad + SGD update), donated params"
+
+    def mlp_train_step_784_512_512_10_b256_sgd(self, p):
+        jax, jnp = self.jax, self.jnp
+        sizes = p["sizes"]
+        params = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            params += [self.rand(a, b) * (1.0 / math.sqrt(a)), jnp.zeros(b, jnp.float32)]
+        x = self.rand(p["batch"], sizes[0])
+        self.key, k = jax.random.split(self.key)
+        y = jax.random.randint(k, (p["batch"],), 0, sizes[-1], dtype=jnp.int32)
+
+        def loss(ps, x, y):
+            h = x
+            for i in range(0, len(ps), 2):
+                h = h @ ps[i] + ps[i + 1]
+                if i + 2 < len(ps):
+                    h = jax.nn.relu(h)
+            return self._jax_xent(h, y)
+
+        def sgd(ps, gs, st):
+            return [w - 0.01 * g for w, g in zip(ps, gs)], st
+        return self._jax_train(params, loss, sgd, (), (x, y))
+
+    impl_mlp_train_step_784_512_512_10_b256_sgd_eager = "jax.jit (the same compiled step: JAX has no eager train step to compare)"
+    mlp_train_step_784_512_512_10_b256_sgd_eager = mlp_train_step_784_512_512_10_b256_sgd
+
+    impl_transformer_lm_train_step = "pre-norm GPT as a pure function, jax.nn.dot_product_attention(is_causal), hand-written AdamW, jax.jit of the whole step, donated state"
+
+    def transformer_lm_train_step(self, p):
+        jax, jnp = self.jax, self.jnp
+        d, h, ff, v, t, nl = p["d_model"], p["heads"], p["ffn"], p["vocab"], p["seq"], p["layers"]
+
+        def lin(a, b):
+            return self.rand(a, b) * (1.0 / math.sqrt(a))
+        ones, zeros = (lambda n: jnp.ones(n, jnp.float32)), (lambda n: jnp.zeros(n, jnp.float32))
+        params = dict(wte=self.rand(v, d) * 0.02, wpe=self.rand(t, d) * 0.02, lnf_w=ones(d), lnf_b=zeros(d),
+                      blocks=[dict(ln1_w=ones(d), ln1_b=zeros(d), ln2_w=ones(d), ln2_b=zeros(d),
+                                   wq=lin(d, d), wk=lin(d, d), wv=lin(d, d), wo=lin(d, d),
+                                   fc_w=lin(d, ff), fc_b=zeros(ff), proj_w=lin(ff, d), proj_b=zeros(d))
+                              for _ in range(nl)])
+
+        def ln(x, w, b):
+            mu = x.mean(-1, keepdims=True)
+            var = ((x - mu) ** 2).mean(-1, keepdims=True)
+            return (x - mu) * jax.lax.rsqrt(var + 1e-5) * w + b
+
+        def gelu(x):
+            return 0.5 * x * (1 + jnp.tanh(GELU_C * (x + 0.044715 * x ** 3)))
+
+        def loss(ps, idx, y):
+            b, n = idx.shape
+            x = ps["wte"][idx] + ps["wpe"][:n]
+            for blk in ps["blocks"]:
+                z = ln(x, blk["ln1_w"], blk["ln1_b"])
+                q, k, vv = (jnp.reshape(z @ blk[w], (b, n, h, d // h)) for w in ("wq", "wk", "wv"))
+                a = jax.nn.dot_product_attention(q, k, vv, is_causal=True).reshape(b, n, d)
+                x = x + a @ blk["wo"]
+                z = gelu(ln(x, blk["ln2_w"], blk["ln2_b"]) @ blk["fc_w"] + blk["fc_b"])
+                x = x + z @ blk["proj_w"] + blk["proj_b"]
+            logits = ln(x, ps["lnf_w"], ps["lnf_b"]) @ ps["wte"].T
+            return self._jax_xent(logits, y)
+
+        lr, b1, b2, eps, wd = 1e-3, 0.9, 0.999, 1e-8, 0.01
+        tmap = jax.tree_util.tree_map
+
+        def adamw(ps, gs, st):
+            m, s, i = st
+            i = i + 1
+            m = tmap(lambda m, g: b1 * m + (1 - b1) * g, m, gs)
+            s = tmap(lambda s, g: b2 * s + (1 - b2) * g * g, s, gs)
+            c1, c2 = 1 - b1 ** i, 1 - b2 ** i
+            ps = tmap(lambda w, m, s: w * (1 - lr * wd) - lr * (m / c1) / (jnp.sqrt(s / c2) + eps), ps, m, s)
+            return ps, (m, s, i)
+        z = tmap(jnp.zeros_like, params)
+        self.key, k1, k2 = jax.random.split(self.key, 3)
+        x = jax.random.randint(k1, (p["batch"], t), 0, v, dtype=jnp.int32)
+        y = jax.random.randint(k2, (p["batch"], t), 0, v, dtype=jnp.int32)
+        return self._jax_train(params, loss, adamw, (z, tmap(jnp.zeros_like, params), jnp.float32(0)), (x, y))
+
+    impl_transformer_lm_train_step_eager = "jax.jit (the same compiled step: JAX has no eager train step to compare)"
+    transformer_lm_train_step_eager = transformer_lm_train_step
 
 
 PEERS = dict(numpy=NumpyPeer, mlx=MlxPeer, torch=TorchPeer, jax=JaxPeer, llamacpp=LlamaCppPeer)

@@ -406,6 +406,40 @@ fn setup_lm(rng: &mut Rng, compiled: bool) -> R<Thunk> {
     train_thunk(model, opt, batch, |m, a| m.loss(&a[0], &a[1]), compiled)
 }
 
+/// `--train-memory STEPS`: trains the transformer workload's model for
+/// `steps` steps (compiled TrainStep or eager) and reports the active memory
+/// (live array buffers, after each step's arrays are dropped) after step 100
+/// and after the last step, their relative change and the peak.
+fn train_memory(rng: &mut Rng, compiled: bool, steps: usize) -> R<Vec<(&'static str, Json)>> {
+    let mb = |b: usize| rnd(b as f64 / 1e6);
+    let mut step = setup_lm(rng, compiled)?;
+    kiln::reset_peak_memory();
+    let t0 = Instant::now();
+    let mut at100 = None;
+    for i in 1..=steps {
+        step()?;
+        if i == 100.min(steps) {
+            at100 = Some(kiln::get_active_memory());
+        }
+    }
+    let (a, b) = (at100.unwrap_or(0), kiln::get_active_memory());
+    eprintln!(
+        "[kiln] train memory ({}): active {:.2} MB after step 100, {:.2} MB after step {steps}, peak {:.1} MB, {:.1} s",
+        if compiled { "compiled" } else { "eager" },
+        a as f64 / 1e6,
+        b as f64 / 1e6,
+        kiln::get_peak_memory() as f64 / 1e6,
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(vec![
+        ("active_mb_step100", mb(a)),
+        ("active_mb_last", mb(b)),
+        ("active_change_pct", rnd(if a > 0 { (b as f64 - a as f64) / a as f64 * 100.0 } else { 0.0 })),
+        ("peak_active_mb", mb(kiln::get_peak_memory())),
+        ("seconds", rnd(t0.elapsed().as_secs_f64())),
+    ])
+}
+
 /// The MLP of the train-step workload.
 #[derive(Clone, kiln_nn::Module)]
 struct Mlp {
@@ -720,6 +754,8 @@ struct Opts {
     wait_quiet: f64,
     quiet_threshold: f64,
     list: bool,
+    /// `--train-memory STEPS`: the memory run instead of the workloads.
+    train_memory: Option<usize>,
 }
 
 struct Timing {
@@ -1002,13 +1038,14 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
 }
 
 const USAGE: &str = "usage: kiln-bench [--only NAME,...] [--quick] [--repeats N] [--min-window S] \
-[--budget S] [--wait-quiet S] [--quiet-threshold CORES] [--list]";
+[--budget S] [--wait-quiet S] [--quiet-threshold CORES] [--list] [--train-memory STEPS]";
 
 fn parse_args() -> R<Opts> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut quick = false;
     let (mut only, mut repeats, mut min_window, mut budget) = (Vec::new(), None, None, None);
     let (mut wait_quiet, mut quiet_threshold, mut list) = (0.0, 0.25, false);
+    let mut train_memory = None;
     let mut i = 0;
     while i < args.len() {
         // accept both "--flag value" and "--flag=value"
@@ -1032,6 +1069,7 @@ fn parse_args() -> R<Opts> {
             "--wait-quiet" => wait_quiet = value()?.parse()?,
             "--quiet-threshold" => quiet_threshold = value()?.parse()?,
             "--list" => list = true,
+            "--train-memory" => train_memory = Some(value()?.parse()?),
             "-h" | "--help" => {
                 eprintln!("{USAGE}");
                 std::process::exit(0);
@@ -1048,6 +1086,7 @@ fn parse_args() -> R<Opts> {
         wait_quiet,
         quiet_threshold,
         list,
+        train_memory,
     })
 }
 
@@ -1069,6 +1108,30 @@ fn main() {
     }
     let version = std::env::var("KILN_BENCH_REV").unwrap_or_else(|_| env!("CARGO_PKG_VERSION").to_string());
     let mut rng = Rng::new(0);
+    if let Some(steps) = o.train_memory {
+        for compiled in [true, false] {
+            match train_memory(&mut rng, compiled, steps) {
+                Ok(fields) => {
+                    let name =
+                        if compiled { "transformer_lm_train_memory" } else { "transformer_lm_train_memory_eager" };
+                    let mut rec = vec![
+                        ("framework", Json::from("kiln")),
+                        ("workload", name.into()),
+                        ("params", lm_params()),
+                        ("version", version.as_str().into()),
+                        ("steps", steps.into()),
+                    ];
+                    rec.extend(fields);
+                    println!("{}", obj(rec));
+                }
+                Err(e) => {
+                    eprintln!("kiln-bench: train memory run failed: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        return;
+    }
     for w in all.iter().filter(|w| selected(w.name, &o.only)) {
         let base = vec![
             ("framework", Json::from("kiln")),

@@ -248,29 +248,49 @@ impl Sgd {
 
 impl Optimizer for Sgd {
     fn apply_gradients(&mut self, gradients: &Tree, parameters: &Tree) -> Result<Tree> {
-        let h = self.clone();
+        let h = SgdHyper {
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            dampening: self.dampening,
+            nesterov: self.nesterov,
+        };
         self.base.apply(
             gradients,
             parameters,
             |p| zeros_state(p, &["v"]),
-            |g, p, st, b| {
-                let mut g = g.clone();
-                if h.weight_decay != 0.0 {
-                    g = ops::add(&g, &scale(h.weight_decay, p)?)?;
-                }
-                let lr = b.lr_as(g.dtype())?;
-                if h.momentum <= 0.0 {
-                    return ops::subtract(p, &ops::multiply(&lr, &g)?);
-                }
-                let mut v = scale(h.momentum, &get(st, "v"))?;
-                v = if h.dampening > 0.0 { ops::add(&v, &scale(1.0 - h.dampening, &g)?)? } else { ops::add(&v, &g)? };
-                let update = if h.nesterov { ops::add(&g, &scale(h.momentum, &v)?)? } else { v.clone() };
-                st.insert("v".into(), v);
-                ops::subtract(p, &ops::multiply(&lr, &update)?)
+            move |g, p, st, b| {
+                let names: &'static [&'static str] = if h.momentum <= 0.0 { &[] } else { &["v"] };
+                fused_update(&format!("{h:?}"), names, g, p, st, b, move |g, p, st, b| sgd_single(h, g, p, st, b))
             },
         )
     }
     optimizer_common!();
+}
+
+/// SGD's hyper-parameters (what a compiled update freezes).
+#[derive(Clone, Copy, Debug)]
+struct SgdHyper {
+    momentum: f64,
+    weight_decay: f64,
+    dampening: f64,
+    nesterov: bool,
+}
+
+/// SGD's update of one parameter.
+fn sgd_single(h: SgdHyper, g: &Array, p: &Array, st: &mut ParamState, b: &Base) -> Result<Array> {
+    let mut g = g.clone();
+    if h.weight_decay != 0.0 {
+        g = ops::add(&g, &scale(h.weight_decay, p)?)?;
+    }
+    let lr = b.lr_as(g.dtype())?;
+    if h.momentum <= 0.0 {
+        return ops::subtract(p, &ops::multiply(&lr, &g)?);
+    }
+    let mut v = scale(h.momentum, &get(st, "v"))?;
+    v = if h.dampening > 0.0 { ops::add(&v, &scale(1.0 - h.dampening, &g)?)? } else { ops::add(&v, &g)? };
+    let update = if h.nesterov { ops::add(&g, &scale(h.momentum, &v)?)? } else { v.clone() };
+    st.insert("v".into(), v);
+    ops::subtract(p, &ops::multiply(&lr, &update)?)
 }
 
 /// RMSprop: divides by a running RMS of the gradients.
@@ -443,6 +463,103 @@ fn adam_single(
     }
 }
 
+/// Adam's (or AdamW's, with `decay`) update of one parameter. Outside any
+/// transform it runs as one compiled, fused function of `(g, p, m, v, lr,
+/// step)` (see [`fused_update`]); under a transform (a traced [`crate::TrainStep`],
+/// `grad` of an update) it records the ops directly.
+#[allow(clippy::too_many_arguments)]
+fn adam_update(
+    g: &Array,
+    p: &Array,
+    st: &mut ParamState,
+    b: &Base,
+    betas: (f64, f64),
+    eps: f64,
+    bias_correction: bool,
+    decay: Option<f64>,
+) -> Result<Array> {
+    let single = move |g: &Array, p: &Array, st: &mut ParamState, b: &Base| -> Result<Array> {
+        match decay {
+            Some(wd) => {
+                let lr = b.lr_as(g.dtype())?;
+                let decayed = ops::multiply(p, &ops::subtract(1, &ops::multiply(&lr, wd)?)?)?;
+                adam_single(g, &decayed, st, b, betas, eps, bias_correction)
+            }
+            None => adam_single(g, p, st, b, betas, eps, bias_correction),
+        }
+    };
+    let key = format!("adam {:?} {eps:e} {bias_correction} {decay:?}", betas);
+    fused_update(&key, &["m", "v"], g, p, st, b, single)
+}
+
+/// A compiled per-parameter update, cached per thread by a description of
+/// the optimizer's hyper-parameters (they are frozen into the trace).
+type FusedFn = std::rc::Rc<kiln_core::transforms::Compiled>;
+
+thread_local! {
+    static FUSED: std::cell::RefCell<std::collections::HashMap<String, FusedFn>> = Default::default();
+}
+
+/// Runs `single(g, p, st, b)` — an elementwise update of one parameter and
+/// its state arrays `names` — as a shapeless compiled function of `(g, p,
+/// state..., lr, step)`, so its chain of elementwise ops runs as a few fused
+/// kernels instead of one pass over memory per op. Results are identical
+/// (compile replays the same primitives; fusion is bit-exact). Inside a
+/// transform, or with compilation disabled, `single` runs directly.
+fn fused_update(
+    key: &str,
+    names: &'static [&'static str],
+    g: &Array,
+    p: &Array,
+    st: &mut ParamState,
+    b: &Base,
+    single: impl Fn(&Array, &Array, &mut ParamState, &Base) -> Result<Array> + Clone + 'static,
+) -> Result<Array> {
+    let state: Vec<Array> = names.iter().map(|n| get(st, n)).collect();
+    let traced = [g, p, &b.step, &b.lr].into_iter().chain(&state).any(Array::is_tracer);
+    if traced || !kiln_core::transforms::is_compile_enabled() {
+        return single(g, p, st, b);
+    }
+    let f = FUSED.with(|c| {
+        c.borrow_mut()
+            .entry(key.to_string())
+            .or_insert_with(|| {
+                let single = single.clone();
+                let fun = move |a: &[Array]| -> Result<Vec<Array>> {
+                    let (g, p, lr, step) = (&a[0], &a[1], &a[2], &a[3]);
+                    let mut st: ParamState = names.iter().map(|n| n.to_string()).zip(a[4..].iter().cloned()).collect();
+                    let base = Base {
+                        step: step.clone(),
+                        lr: lr.clone(),
+                        has_lr: true,
+                        schedule: None,
+                        state: BTreeMap::new(),
+                    };
+                    let new = single(g, p, &mut st, &base)?;
+                    let mut out = vec![new];
+                    out.extend(names.iter().map(|n| get(&st, n)));
+                    Ok(out)
+                };
+                let opts = kiln_core::transforms::CompileOptions { shapeless: true, ..Default::default() };
+                std::rc::Rc::new(kiln_core::transforms::Compiled::new(fun, opts))
+            })
+            .clone()
+    });
+    let mut args = vec![g.clone(), p.clone(), b.lr.clone(), b.step.clone()];
+    args.extend(state);
+    // A trace the compiler cannot handle (it should not happen for these
+    // elementwise updates) falls back to the ops themselves.
+    let Ok(out) = f.call(&args) else {
+        return single(g, p, st, b);
+    };
+    let mut out = out.into_iter();
+    let new = out.next().ok_or_else(|| Error::runtime("Optimizer", "The fused update returned nothing."))?;
+    for (n, a) in names.iter().zip(out) {
+        st.insert(n.to_string(), a);
+    }
+    Ok(new)
+}
+
 /// Adam. As in MLX, bias correction is off by default.
 #[derive(Clone)]
 pub struct Adam {
@@ -473,7 +590,7 @@ impl Optimizer for Adam {
             gradients,
             parameters,
             |p| zeros_state(p, &["m", "v"]),
-            |g, p, st, b| adam_single(g, p, st, b, betas, eps, bc),
+            |g, p, st, b| adam_update(g, p, st, b, betas, eps, bc, None),
         )
     }
     optimizer_common!();
@@ -517,11 +634,7 @@ impl Optimizer for AdamW {
             gradients,
             parameters,
             |p| zeros_state(p, &["m", "v"]),
-            |g, p, st, b| {
-                let lr = b.lr_as(g.dtype())?;
-                let decayed = ops::multiply(p, &ops::subtract(1, &ops::multiply(&lr, wd)?)?)?;
-                adam_single(g, &decayed, st, b, betas, eps, bc)
-            },
+            |g, p, st, b| adam_update(g, p, st, b, betas, eps, bc, Some(wd)),
         )
     }
     optimizer_common!();

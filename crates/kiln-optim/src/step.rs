@@ -5,14 +5,12 @@
 //! once, simplified and fused, then replayed every call.
 
 use crate::{clip_grad_norm, Optimizer};
-use kiln_core::{tree_flatten, tree_unflatten, Array, Error, Result};
+use kiln_core::transforms::{CompileOptions, Compiled};
+use kiln_core::{ops, tree_flatten, tree_unflatten, Array, Error, Result, Tree};
 use kiln_nn::{Module, ModuleExt};
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
-
-/// A compiled function of a flat list of arrays.
-type StepFn = Box<dyn Fn(&[Array]) -> Result<Vec<Array>>>;
 
 /// A compiled training step for model type `M` and optimizer type `O`.
 ///
@@ -40,7 +38,7 @@ pub struct TrainStep<M, O> {
     keys_in: Arc<Mutex<Vec<String>>>,
     /// Output state keys for each input state layout (set while tracing).
     keys_out: Arc<Mutex<HashMap<Vec<String>, Vec<String>>>>,
-    step: StepFn,
+    step: Compiled,
     _types: PhantomData<fn(M, O)>,
 }
 
@@ -61,7 +59,14 @@ where
         let keys_in: Arc<Mutex<Vec<String>>> = Arc::default();
         let keys_out: Arc<Mutex<HashMap<Vec<String>, Vec<String>>>> = Arc::default();
         let (pk, ki, ko) = (params.clone(), keys_in.clone(), keys_out.clone());
-        let (model, opt) = (model.clone(), opt.clone());
+        // Templates: structure and hyper-parameters only. Their arrays become
+        // lazy stand-ins of the same shapes and dtypes (replaced by the inputs
+        // in every call), so the step does not keep the initial parameters
+        // and optimizer state alive for its whole life.
+        let mut model = model.clone();
+        model.update(&stand_ins(model.named_parameters())?)?;
+        let mut opt = opt.clone();
+        opt.set_state(&stand_ins(tree_flatten(&opt.state()?))?)?;
         let vg = kiln_nn::value_and_grad(loss);
         let f = move |args: &[Array]| -> Result<Vec<Array>> {
             let sk = ki.lock().expect("keys").clone();
@@ -84,7 +89,8 @@ where
             out.extend(state.into_iter().map(|(_, a)| a));
             Ok(out)
         };
-        Ok(TrainStep { params, keys_in, keys_out, step: Box::new(kiln_core::compile(f)), _types: PhantomData })
+        let step = Compiled::new(f, CompileOptions::default());
+        Ok(TrainStep { params, keys_in, keys_out, step, _types: PhantomData })
     }
 
     /// Runs the step on `batch`, moves `model` and `opt` to the new values
@@ -103,10 +109,18 @@ where
         args.extend(state.into_iter().map(|(_, a)| a));
         args.extend(batch.iter().cloned());
         *self.keys_in.lock().expect("keys") = keys.clone();
-        let outs = (self.step)(&args)?;
+        let outs = self.step.call(&args)?;
         let out_keys = self.keys_out.lock().expect("keys").get(&keys).cloned();
         let out_keys =
             out_keys.ok_or_else(|| Error::runtime("TrainStep", "The step was not traced for this state."))?;
+        if out_keys != keys {
+            // The state grew (the first update creates the per-parameter
+            // arrays): the trace for the old layout will not run again, and
+            // its constants (the zeros the state starts from) would stay
+            // alive in the cache.
+            self.step.clear_cache();
+            self.keys_out.lock().expect("keys").remove(&keys);
+        }
         let mut out = outs.into_iter();
         let loss = out.next().ok_or_else(|| Error::runtime("TrainStep", "The compiled step returned nothing."))?;
         let p: Vec<(String, Array)> = self.params.iter().cloned().zip(out.by_ref().take(self.params.len())).collect();
@@ -115,4 +129,13 @@ where
         opt.set_state(&tree_unflatten(s)?)?;
         Ok(loss)
     }
+}
+
+/// Lazy stand-ins (a broadcast zero scalar) with the shapes and dtypes of `items`.
+fn stand_ins(items: Vec<(String, Array)>) -> Result<Tree> {
+    let items = items
+        .into_iter()
+        .map(|(k, a)| Ok((k, ops::broadcast_to(&ops::zeros(&[], a.dtype())?, a.shape())?)))
+        .collect::<Result<Vec<_>>>()?;
+    tree_unflatten(items)
 }

@@ -46,9 +46,23 @@ impl Primitive for Matmul {
                         Ok(t)
                     }
                 };
+                // An operand recorded as a swap of its last two axes (Linear's
+                // `W^T`) gets the transposed product, swapped back: the swap's
+                // own vjp then undoes it, so the parameter's gradient is a
+                // row-contiguous product rather than a transposed view (which
+                // the optimizer update would read column by column).
+                let real = !g.dtype().is_complex();
                 if i == 0 {
+                    if real && is_last_axes_swap(a) {
+                        let r = sum_to_shape(&matmul_raw(b, &swap_last(g)?)?, &swapped_shape(a))?;
+                        return swap_last(&r);
+                    }
                     sum_to_shape(&matmul_raw(g, &adj(b)?)?, a.shape())
                 } else {
+                    if real && is_last_axes_swap(b) {
+                        let r = sum_to_shape(&matmul_raw(&swap_last(g)?, a)?, &swapped_shape(b))?;
+                        return swap_last(&r);
+                    }
                     sum_to_shape(&matmul_raw(&adj(a)?, g)?, b.shape())
                 }
             })
@@ -80,6 +94,25 @@ impl Primitive for Matmul {
         Ok(vec![s])
     }
     crate::prim_common!();
+}
+
+/// Whether `x` is recorded as a `Transpose` that swaps its last two axes only.
+fn is_last_axes_swap(x: &Array) -> bool {
+    let n = x.ndim();
+    x.primitive().is_some_and(|p| {
+        p.as_any().downcast_ref::<super::shape::Transpose>().is_some_and(|t| {
+            let perm = t.perm();
+            n >= 2 && perm.iter().take(n - 2).enumerate().all(|(i, &q)| i == q) && perm[n - 2..] == [n - 1, n - 2]
+        })
+    })
+}
+
+/// `x`'s shape with the last two axes swapped.
+fn swapped_shape(x: &Array) -> Vec<usize> {
+    let mut s = x.shape().to_vec();
+    let n = s.len();
+    s.swap(n - 2, n - 1);
+    s
 }
 
 /// Swaps the last two axes (a view).

@@ -178,6 +178,13 @@ pub struct Transpose {
     perm: Vec<usize>,
 }
 
+impl Transpose {
+    /// The permutation: output axis `i` is input axis `perm[i]`.
+    pub(crate) fn perm(&self) -> &[usize] {
+        &self.perm
+    }
+}
+
 impl Primitive for Transpose {
     fn name(&self) -> &'static str {
         "Transpose"
