@@ -20,7 +20,8 @@ pub use conv::{
 };
 pub use norm::{layer_norm, rms_norm, BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm, RunningStat};
 pub use quantized::{
-    quantize, AnyEmbedding, AnyLinear, Quantizable, QuantizeChoice, QuantizedEmbedding, QuantizedLinear,
+    quantize, AnyEmbedding, AnyLinear, Quantizable, QuantizeChoice, QuantizePredicate, QuantizedEmbedding,
+    QuantizedLinear,
 };
 pub use recurrent::{RnnNonlinearity, GRU, LSTM, RNN};
 pub use transformer::{

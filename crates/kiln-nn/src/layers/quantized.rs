@@ -380,6 +380,9 @@ macro_rules! any_layer_module {
 any_layer_module!(AnyLinear);
 any_layer_module!(AnyEmbedding);
 
+/// A [`quantize`] predicate: the layer's dotted key and the layer to a choice.
+pub type QuantizePredicate = dyn Fn(&str, &dyn Quantizable) -> QuantizeChoice;
+
 /// What a [`quantize`] predicate decides for one layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuantizeChoice {
@@ -415,7 +418,7 @@ pub fn quantize(
     group_size: Option<usize>,
     bits: Option<u32>,
     mode: QuantMode,
-    predicate: Option<&dyn Fn(&str, &dyn Quantizable) -> QuantizeChoice>,
+    predicate: Option<&QuantizePredicate>,
 ) -> Result<Vec<String>> {
     let d = QuantSpec::default_for(mode);
     let spec = QuantSpec { group_size: group_size.unwrap_or(d.group_size), bits: bits.unwrap_or(d.bits), mode };

@@ -879,10 +879,7 @@ mod decode {
                     }
                     tail += s * srow[wi / a.wpg];
                 }
-                let mut bsum = 0.0f32;
-                for g in 0..groups {
-                    bsum += brow[g] * a.xs[i * groups + g];
-                }
+                let bsum: f32 = brow.iter().zip(&a.xs[i * groups..(i + 1) * groups]).map(|(b, x)| b * x).sum();
                 let v = t.iter().sum::<f32>() + tail + bsum;
                 // SAFETY: y (m×n) element (i, r) is written by this chunk of rows only.
                 unsafe { *yp.get().add(i * a.n + r) = v };
