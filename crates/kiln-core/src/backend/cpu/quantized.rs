@@ -131,37 +131,19 @@ impl Fl for bf16 {
 }
 
 /// The accumulation type of a product: f32, or f64 for f64 operands.
-pub(crate) trait Acc: GemmScalar + Default + std::ops::Sub<Output = Self> + PartialOrd {
+pub(crate) trait Acc: GemmScalar + Element + std::ops::Sub<Output = Self> + PartialOrd {
     fn of_f32(x: f32) -> Self;
-    fn of_f64(x: f64) -> Self;
-    fn to_f64(self) -> f64;
 }
 impl Acc for f32 {
     #[inline(always)]
     fn of_f32(x: f32) -> Self {
         x
     }
-    #[inline(always)]
-    fn of_f64(x: f64) -> Self {
-        x as f32
-    }
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
 }
 impl Acc for f64 {
     #[inline(always)]
     fn of_f32(x: f32) -> Self {
         x as f64
-    }
-    #[inline(always)]
-    fn of_f64(x: f64) -> Self {
-        x
-    }
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self
     }
 }
 
@@ -181,24 +163,30 @@ fn elems<T: Element>(a: &Array) -> Cow<'static, [T]> {
     }
 }
 
-/// The elements of a float array converted to the accumulation type.
-fn elems_acc<A: Acc>(a: &Array) -> Vec<A> {
-    match a.dtype() {
+/// The elements of a float array in the accumulation type: borrowed when
+/// the dtype already matches and the data is contiguous, converted otherwise.
+fn elems_acc<A: Acc>(a: &Array) -> Cow<'static, [A]> {
+    if a.dtype() == A::DTYPE {
+        return elems::<A>(a);
+    }
+    Cow::Owned(match a.dtype() {
         Dtype::F32 => elems::<f32>(a).iter().map(|&v| A::of_f32(v)).collect(),
-        Dtype::F64 => elems::<f64>(a).iter().map(|&v| A::of_f64(v)).collect(),
+        Dtype::F64 => elems::<f64>(a).iter().map(|&v| A::from_f64(v)).collect(),
         Dtype::F16 => elems::<f16>(a).iter().map(|&v| A::of_f32(v.to_f32())).collect(),
         Dtype::BF16 => elems::<bf16>(a).iter().map(|&v| A::of_f32(v.to_f32())).collect(),
         _ => Vec::new(),
-    }
+    })
 }
 
 /// Decoded per-group scales (f32 or f64) of an array of scales in any of
 /// the dtypes a mode uses.
-fn scales_acc<A: Acc>(s: &Array, spec: QuantSpec) -> Vec<A> {
+fn scales_acc<A: Acc>(s: &Array, spec: QuantSpec) -> Cow<'static, [A]> {
     match spec.mode {
         QuantMode::Affine => elems_acc::<A>(s),
-        QuantMode::Nvfp4 => elems::<u8>(s).iter().map(|&c| A::of_f32(e4m3_to_f32(c))).collect(),
-        QuantMode::Mxfp4 | QuantMode::Mxfp8 => elems::<u8>(s).iter().map(|&c| A::of_f32(e8m0_to_f32(c))).collect(),
+        QuantMode::Nvfp4 => Cow::Owned(elems::<u8>(s).iter().map(|&c| A::of_f32(e4m3_to_f32(c))).collect()),
+        QuantMode::Mxfp4 | QuantMode::Mxfp8 => {
+            Cow::Owned(elems::<u8>(s).iter().map(|&c| A::of_f32(e8m0_to_f32(c))).collect())
+        }
     }
 }
 
@@ -891,10 +879,7 @@ mod decode {
                     }
                     tail += s * srow[wi / a.wpg];
                 }
-                let mut bsum = 0.0f32;
-                for g in 0..groups {
-                    bsum += brow[g] * a.xs[i * groups + g];
-                }
+                let bsum: f32 = brow.iter().zip(&a.xs[i * groups..(i + 1) * groups]).map(|(b, x)| b * x).sum();
                 let v = t.iter().sum::<f32>() + tail + bsum;
                 // SAFETY: y (m×n) element (i, r) is written by this chunk of rows only.
                 unsafe { *yp.get().add(i * a.n + r) = v };
