@@ -178,4 +178,6 @@ pub const ALL_PRIMITIVES: &[&str] = &[
     "Fused",
     // mx.fast (ops/fast.rs)
     "RMSNorm", "RMSNormVJP", "LayerNorm", "LayerNormVJP", "RoPE", "ScaledDotProductAttention",
+    // quantization (ops/quantized.rs)
+    "Quantize", "Dequantize", "QuantizedMatmul", "GatherQMM",
 ];

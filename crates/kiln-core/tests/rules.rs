@@ -365,6 +365,54 @@ pub(crate) fn samples() -> BTreeMap<&'static str, Sample> {
             ),
         );
     }
+    // Quantization (ops/quantized.rs): fixed packed weights, differentiable
+    // x / scales / biases.
+    fn qw(shape: &[usize], spec: ops::QuantSpec) -> Result<(Array, Array, Option<Array>)> {
+        let n: usize = shape.iter().product();
+        let w = Array::from_vec((0..n).map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0).collect(), shape)?;
+        ops::quantize(&w, spec)
+    }
+    m.insert(
+        "Quantize",
+        s(
+            |a| Ok(ops::quantize(&ops::astype(&a[0], Dtype::F32)?, ops::QuantSpec::affine(32, 4))?.0),
+            &[(&[2, 64], -1.0, 1.0)],
+        ),
+    );
+    m.insert(
+        "Dequantize",
+        s(
+            |a| {
+                let spec = ops::QuantSpec::affine(32, 4);
+                let (q, _, _) = qw(&[3, 64], spec)?;
+                ops::dequantize(&q, &a[0], Some(&a[1]), spec)
+            },
+            &[(&[3, 2], 0.1, 1.0), (&[3, 2], -1.0, 1.0)],
+        ),
+    );
+    m.insert(
+        "QuantizedMatmul",
+        s(
+            |a| {
+                let spec = ops::QuantSpec::affine(32, 4);
+                let (q, _, _) = qw(&[5, 64], spec)?;
+                ops::quantized_matmul(&a[0], &q, &a[1], Some(&a[2]), true, spec)
+            },
+            &[(&[2, 64], -1.0, 1.0), (&[5, 2], 0.1, 1.0), (&[5, 2], -1.0, 1.0)],
+        ),
+    );
+    m.insert(
+        "GatherQMM",
+        s(
+            |a| {
+                let spec = ops::QuantSpec::affine(32, 4);
+                let (q, sc, b) = qw(&[3, 4, 64], spec)?;
+                let ri = Array::from_slice(&[2u32, 0], &[2])?;
+                ops::gather_qmm(&a[0], &q, &sc, b.as_ref(), None, Some(&ri), true, spec)
+            },
+            &[(&[2, 2, 64], -1.0, 1.0)],
+        ),
+    );
     m
 }
 

@@ -93,6 +93,11 @@ pub trait Module {
     fn is_training(&self) -> bool {
         true
     }
+    /// This module as a layer [`crate::quantize`] converts in place
+    /// ([`crate::AnyLinear`], [`crate::AnyEmbedding`]); `None` for others.
+    fn as_quantizable(&mut self) -> Option<&mut dyn crate::layers::Quantizable> {
+        None
+    }
 }
 
 /// A struct field that takes part in a [`Module`]: a [`Param`], a module, or

@@ -463,6 +463,46 @@ pub trait Backend: Send + Sync {
         Err(self.unavailable("scaled_dot_product_attention"))
     }
 
+    /// Quantizes the last axis of `w` (row-major groups): outputs packed
+    /// `uint32` codes, scales and (affine) biases.
+    fn quantize(&self, w: &Array, spec: crate::ops::quantized::QuantSpec, outs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
+        let _ = (w, spec, outs);
+        Err(self.unavailable("quantize"))
+    }
+
+    /// Expands packed codes; `inputs` = codes, scales and (affine) biases.
+    fn dequantize(&self, inputs: &[Array], spec: crate::ops::quantized::QuantSpec, out: &OutSpec<'_>) -> Result<Data> {
+        let _ = (inputs, spec, out);
+        Err(self.unavailable("dequantize"))
+    }
+
+    /// `x @ Wᵀ` (`transpose`) or `x @ W` from packed codes; `inputs` = x,
+    /// codes, scales and (affine) biases, with equal batch dims when the
+    /// codes have any.
+    fn quantized_matmul(
+        &self,
+        inputs: &[Array],
+        transpose: bool,
+        spec: crate::ops::quantized::QuantSpec,
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        let _ = (inputs, transpose, spec, out);
+        Err(self.unavailable("quantized_matmul"))
+    }
+
+    /// Gathered quantized matmul; `inputs` = x, codes, scales, (affine)
+    /// biases, lhs and rhs `uint32` indices of one shape.
+    fn gather_qmm(
+        &self,
+        inputs: &[Array],
+        transpose: bool,
+        spec: crate::ops::quantized::QuantSpec,
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        let _ = (inputs, transpose, spec, out);
+        Err(self.unavailable("gather_qmm"))
+    }
+
     /// The error for a kernel this backend lacks.
     fn unavailable(&self, kernel: &str) -> Error {
         Error::unsupported(kernel, format!("No {} implementation of this kernel.", self.name()))

@@ -12,6 +12,8 @@ pub mod index_api;
 pub mod indexing;
 pub mod linalg;
 pub mod matmul;
+pub mod quantized;
+pub use quantized::*;
 pub mod random;
 pub mod reduce;
 pub mod scan;

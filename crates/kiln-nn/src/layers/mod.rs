@@ -4,6 +4,7 @@ mod attention;
 mod basic;
 mod conv;
 mod norm;
+mod quantized;
 mod recurrent;
 mod transformer;
 mod upsample;
@@ -18,6 +19,10 @@ pub use conv::{
     ConvTranspose3d, MaxPool1d, MaxPool2d, MaxPool3d, Pool, PoolKind,
 };
 pub use norm::{layer_norm, rms_norm, BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm, RunningStat};
+pub use quantized::{
+    quantize, AnyEmbedding, AnyLinear, Quantizable, QuantizeChoice, QuantizePredicate, QuantizedEmbedding,
+    QuantizedLinear,
+};
 pub use recurrent::{RnnNonlinearity, GRU, LSTM, RNN};
 pub use transformer::{
     Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerDecoderModule, TransformerEncoderModule,

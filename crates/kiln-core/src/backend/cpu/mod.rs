@@ -12,6 +12,7 @@ pub(crate) mod gemm;
 mod indexing;
 mod linalg;
 pub mod math;
+mod quantized;
 mod random;
 mod reduce;
 mod scan;
@@ -227,5 +228,29 @@ impl Backend for CpuBackend {
         out: &OutSpec<'_>,
     ) -> Result<Data> {
         fast::sdpa(q, k, v, mask, kind, scale, out)
+    }
+    fn quantize(&self, w: &Array, spec: crate::ops::quantized::QuantSpec, outs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
+        quantized::quantize(w, spec, outs)
+    }
+    fn dequantize(&self, inputs: &[Array], spec: crate::ops::quantized::QuantSpec, out: &OutSpec<'_>) -> Result<Data> {
+        quantized::dequantize(inputs, spec, out)
+    }
+    fn quantized_matmul(
+        &self,
+        inputs: &[Array],
+        transpose: bool,
+        spec: crate::ops::quantized::QuantSpec,
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        quantized::quantized_matmul(inputs, transpose, spec, out)
+    }
+    fn gather_qmm(
+        &self,
+        inputs: &[Array],
+        transpose: bool,
+        spec: crate::ops::quantized::QuantSpec,
+        out: &OutSpec<'_>,
+    ) -> Result<Data> {
+        quantized::gather_qmm(inputs, transpose, spec, out)
     }
 }
