@@ -446,8 +446,8 @@ fn smollm2_runs_from_packed_q4_weights() {
     assert!(m.nbytes() < 130 << 20, "{} bytes", m.nbytes());
     let out = greedy(&m, &tok.encode("Once upon a time,"), 24);
     eprintln!("q4 greedy: {out:?} = {:?}", tok.decode(&out));
-    // The packed path computes d·(q·x) + m·Σx per group instead of summing
-    // dequantized products, so float32 rounding differs slightly from the
-    // golden run; the continuation must still start the same way.
+    // The packed path sums in another order than the float32 golden run, so
+    // rounding may differ; on the machine this was written on all 24 tokens
+    // matched. The continuation must at least start the same way.
     assert_eq!(out[..8], common::GOLDEN[..8]);
 }
