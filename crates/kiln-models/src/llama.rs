@@ -15,6 +15,7 @@
 
 use kiln_core::io::{GgmlType, GgufFile, GgufTensor, GgufValue};
 use kiln_core::ops::fast::{self, AttentionMask};
+use kiln_core::ops::QuantSpec;
 use kiln_core::{ops, Array, Dtype, Error, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -211,6 +212,18 @@ pub enum Weight {
     /// A dense matrix held as its transpose `(in, out)` (an evaluated view of
     /// an `(out, in)` matrix), so `x · wᵀ` is a single matmul node.
     Transposed(Array),
+    /// Affine-quantized rows (MLX packing): `uint32` codes `(out, in·bits/32)`,
+    /// scales and biases `(out, in/group_size)`.
+    Quantized {
+        /// Packed codes.
+        w: Array,
+        /// Per-group scales.
+        scales: Array,
+        /// Per-group biases.
+        biases: Array,
+        /// Quantization parameters.
+        spec: QuantSpec,
+    },
 }
 
 impl Weight {
@@ -219,6 +232,7 @@ impl Weight {
         match self {
             Weight::Dense(w) => (w.shape()[0], w.shape()[1]),
             Weight::Transposed(t) => (t.shape()[1], t.shape()[0]),
+            Weight::Quantized { w, spec, .. } => (w.shape()[0], spec.unpacked_len(w.shape()[1])),
         }
     }
 
@@ -227,11 +241,41 @@ impl Weight {
         match self {
             Weight::Dense(w) => ops::take(w, ids, Some(0)),
             Weight::Transposed(_) => ops::take(&self.dense_array()?, ids, Some(0)),
+            Weight::Quantized { w, scales, biases, spec } => ops::dequantize(
+                &ops::take(w, ids, Some(0))?,
+                &ops::take(scales, ids, Some(0))?,
+                Some(&ops::take(biases, ids, Some(0))?),
+                *spec,
+            ),
         }
     }
 
     /// The weights stacked along `out` (e.g. Q, K and V into one projection).
     pub fn concat(parts: &[Weight]) -> Result<Weight> {
+        if let Some(Weight::Quantized { spec, .. }) = parts.first() {
+            let mut ws = Vec::new();
+            let mut ss = Vec::new();
+            let mut bs = Vec::new();
+            let mut all = true;
+            for p in parts {
+                match p {
+                    Weight::Quantized { w, scales, biases, spec: s2 } if s2 == spec => {
+                        ws.push(w.clone());
+                        ss.push(scales.clone());
+                        bs.push(biases.clone());
+                    }
+                    _ => all = false,
+                }
+            }
+            if all {
+                return Ok(Weight::Quantized {
+                    w: ops::concatenate(&ws, Some(0))?,
+                    scales: ops::concatenate(&ss, Some(0))?,
+                    biases: ops::concatenate(&bs, Some(0))?,
+                    spec: *spec,
+                });
+            }
+        }
         let dense: Vec<Array> = parts.iter().map(Weight::dense_array).collect::<Result<_>>()?;
         Ok(Weight::Dense(ops::concatenate(&dense, Some(0))?))
     }
@@ -241,6 +285,7 @@ impl Weight {
         match self {
             Weight::Dense(w) => Ok(w.clone()),
             Weight::Transposed(t) => ops::transpose(t),
+            Weight::Quantized { w, scales, biases, spec } => ops::dequantize(w, scales, Some(biases), *spec),
         }
     }
 
@@ -263,6 +308,7 @@ impl Weight {
         match self {
             Weight::Dense(w) => vec![w.clone()],
             Weight::Transposed(t) => vec![t.clone()],
+            Weight::Quantized { w, scales, biases, .. } => vec![w.clone(), scales.clone(), biases.clone()],
         }
     }
 
@@ -277,6 +323,7 @@ pub fn linear(x: &Array, w: &Weight) -> Result<Array> {
     match w {
         Weight::Dense(w) => ops::matmul(x, &ops::transpose(w)?),
         Weight::Transposed(t) => ops::matmul(x, t),
+        Weight::Quantized { w, scales, biases, spec } => ops::quantized_matmul(x, w, scales, Some(biases), true, *spec),
     }
 }
 
@@ -771,20 +818,34 @@ impl Llama {
     /// Loads a GGUF file (`general.architecture = llama`) with every weight
     /// dequantized to float32.
     pub fn from_gguf(path: impl AsRef<Path>) -> Result<Llama> {
+        Llama::from_gguf_path(path, false)
+    }
+
+    /// Loads a GGUF file; with `quantized`, Q4_0/Q4_1/Q8_0 matrices stay
+    /// block-quantized (read with `pread`, so the file's pages never count
+    /// towards this process's resident memory).
+    pub fn from_gguf_path(path: impl AsRef<Path>, quantized: bool) -> Result<Llama> {
+        let path = path.as_ref();
         let f = kiln_core::io::read_gguf(path)?;
-        Llama::from_gguf_file(&f, false)
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::new(kiln_core::ErrorKind::Io, OP, format!("Cannot open {}: {e}.", path.display())))?;
+        Llama::build_from_gguf(&f, quantized, Some(&file))
     }
 
     /// Builds the model from a parsed GGUF. With `quantized`, Q4_0/Q4_1/Q8_0
     /// matrices stay block-quantized (as affine group-32 triples).
     pub fn from_gguf_file(f: &GgufFile, quantized: bool) -> Result<Llama> {
+        Llama::build_from_gguf(f, quantized, None)
+    }
+
+    fn build_from_gguf(f: &GgufFile, quantized: bool, file: Option<&std::fs::File>) -> Result<Llama> {
         let config = LlamaConfig::from_gguf_metadata(&f.metadata)?;
         let by_name: BTreeMap<&str, &GgufTensor> = f.tensors.iter().map(|t| (t.name.as_str(), t)).collect();
         let get = |name: &str| -> Result<&GgufTensor> {
             by_name.get(name).copied().ok_or_else(|| Error::invalid(OP, format!("The GGUF has no tensor {name}.")))
         };
         let vector = |name: &str| -> Result<Array> { Ok(get(name)?.to_array()) };
-        let matrix = |name: &str| -> Result<Weight> { gguf_weight(get(name)?, quantized) };
+        let matrix = |name: &str| -> Result<Weight> { gguf_weight(get(name)?, quantized, file) };
         let mut layers = Vec::new();
         for i in 0..config.num_layers {
             let p = |s: &str| format!("blk.{i}.{s}.weight");
@@ -801,7 +862,7 @@ impl Llama {
             });
         }
         let output = match by_name.get("output.weight") {
-            Some(t) => Some(gguf_weight(t, quantized)?),
+            Some(t) => Some(gguf_weight(t, quantized, file)?),
             None => None,
         };
         let mut config = config;
@@ -862,12 +923,40 @@ impl Llama {
 
 /// A GGUF matrix as a [`Weight`]: dense float32 (dequantized) unless
 /// `quantized` and the type maps losslessly to affine quantization.
-fn gguf_weight(t: &GgufTensor, quantized: bool) -> Result<Weight> {
+fn gguf_weight(t: &GgufTensor, quantized: bool, file: Option<&std::fs::File>) -> Result<Weight> {
     if t.shape.len() != 2 {
         return Err(Error::invalid(OP, format!("Tensor {} should be a matrix, has shape {:?}.", t.name, t.shape)));
     }
-    let _ = (quantized, GgmlType::Q4_1);
+    let (rows, cols) = (t.shape[0], t.shape[1]);
+    if quantized && matches!(t.ggml_type, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) && cols % 32 == 0 {
+        let owned = read_tensor(t, file)?;
+        let bytes: &[u8] = owned.as_deref().unwrap_or_else(|| t.bytes());
+        let (codes, scales, biases, bits) = ggml_to_affine(t.ggml_type, bytes, rows, cols)?;
+        let words = cols * bits as usize / 32;
+        return Ok(Weight::Quantized {
+            w: Array::from_vec(codes, &[rows, words])?,
+            scales: Array::from_vec(scales, &[rows, cols / 32])?,
+            biases: Array::from_vec(biases, &[rows, cols / 32])?,
+            spec: QuantSpec::affine(32, bits),
+        });
+    }
     Ok(Weight::Dense(ops::astype(&t.to_array(), Dtype::F32)?))
+}
+
+/// A tensor's bytes read with `pread` from `file` (so the mapping's pages are
+/// never touched); `None` means: use the mapping.
+fn read_tensor(t: &GgufTensor, file: Option<&std::fs::File>) -> Result<Option<Vec<u8>>> {
+    #[cfg(unix)]
+    if let Some(f) = file {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; t.nbytes];
+        f.read_exact_at(&mut buf, t.offset as u64).map_err(|e| {
+            Error::new(kiln_core::ErrorKind::Io, OP, format!("Cannot read tensor {} (truncated file?): {e}.", t.name))
+        })?;
+        return Ok(Some(buf));
+    }
+    let _ = file;
+    Ok(None)
 }
 
 // ---------------------------------------------------------------------------
@@ -1099,7 +1188,9 @@ pub fn load(path: impl AsRef<Path>, dequantize: bool) -> Result<(Llama, crate::b
     // Check the architecture before the tokenizer so that is the error a user sees.
     LlamaConfig::from_gguf_metadata(&f.metadata)?;
     let tok = crate::bpe::BpeTokenizer::from_gguf_metadata(&f.metadata)?;
-    let model = Llama::from_gguf_file(&f, !dequantize)?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::new(kiln_core::ErrorKind::Io, OP, format!("Cannot open {}: {e}.", path.display())))?;
+    let model = Llama::build_from_gguf(&f, !dequantize, Some(&file))?;
     Ok((model, tok))
 }
 

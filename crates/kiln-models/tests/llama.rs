@@ -383,3 +383,71 @@ fn gguf_blocks_map_losslessly_to_affine_triples() {
     assert!(kiln_models::llama::ggml_to_affine(GgmlType::Q4_1, &[0u8; 20], 1, 16).is_err());
     assert!(kiln_models::llama::ggml_to_affine(GgmlType::F32, &[0u8; 128], 1, 32).is_err());
 }
+
+// ----------------------------------------------------------------- quantized weights
+
+#[test]
+fn quantized_weights_match_their_dequantized_dense_form() {
+    use kiln_core::ops::QuantSpec;
+    // Group size 32 needs every input width to be a multiple of 32.
+    let c = LlamaConfig { intermediate_size: 64, ..tiny_config(2, true) };
+    let raw = tiny_layers(&c, 9);
+    let spec = QuantSpec::affine(32, 4);
+    let q = |w: &Array| {
+        let (wq, s, b) = ops::quantize(w, spec).unwrap();
+        Weight::Quantized { w: wq, scales: s, biases: b.unwrap(), spec }
+    };
+    // Every projection quantized; the dense model uses the dequantized matrices.
+    let build_q = |quant: bool| {
+        let w = |a: &Array| {
+            let qw = q(a);
+            if quant {
+                qw
+            } else {
+                Weight::Dense(qw.dense_array().unwrap())
+            }
+        };
+        let layers = raw
+            .iter()
+            .map(|l| LayerWeights {
+                attn_norm: l[0].clone(),
+                q: w(&l[1]),
+                k: w(&l[2]),
+                v: w(&l[3]),
+                o: w(&l[4]),
+                ffn_norm: l[5].clone(),
+                gate: w(&l[6]),
+                up: w(&l[7]),
+                down: w(&l[8]),
+            })
+            .collect();
+        let embed = w(&randn(&[c.vocab_size, c.hidden_size], 77, 1.0));
+        Llama::from_parts(c.clone(), embed, layers, ops::ones(&[c.hidden_size], Dtype::F32).unwrap(), None).unwrap()
+    };
+    let (mq, md) = (build_q(true), build_q(false));
+    assert!(matches!(mq.layers[0].qkv, Weight::Quantized { .. }));
+    assert!(mq.nbytes() < md.nbytes() / 3);
+    let a = mq.forward(&ids(&TOKS), None).unwrap();
+    let b = md.forward(&ids(&TOKS), None).unwrap();
+    assert_close(&a, &b, 2e-3, "quantized vs dequantized");
+    // Decoding with the cache works the same on packed weights.
+    let mut cache = mq.new_cache();
+    mq.forward(&ids(&TOKS[..4]), Some(&mut cache)).unwrap();
+    let s = mq.forward_last(&ids(&TOKS[4..5]), Some(&mut cache)).unwrap();
+    assert_close(&s, &row(&a, 4), 1e-4, "quantized decode step");
+}
+
+#[test]
+fn smollm2_runs_from_packed_q4_weights() {
+    let (m, tok) = kiln_models::llama::load(common::smollm2_gguf(), false).unwrap();
+    // Q4_1 layers and the Q8_0 embedding stay packed: ~6 and ~10 bits per weight.
+    assert!(matches!(m.layers[0].qkv, Weight::Quantized { .. }));
+    assert!(matches!(m.embed, Weight::Quantized { .. }));
+    assert!(m.nbytes() < 130 << 20, "{} bytes", m.nbytes());
+    let out = greedy(&m, &tok.encode("Once upon a time,"), 24);
+    eprintln!("q4 greedy: {out:?} = {:?}", tok.decode(&out));
+    // The packed path sums in another order than the float32 golden run, so
+    // rounding may differ; on the machine this was written on all 24 tokens
+    // matched. The continuation must at least start the same way.
+    assert_eq!(out[..8], common::GOLDEN[..8]);
+}
