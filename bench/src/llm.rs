@@ -74,6 +74,9 @@ pub(crate) fn workloads() -> Vec<Workload> {
     ]
 }
 
+/// A workload's set-up function.
+type Setup = fn(&mut Rng) -> R<Thunk>;
+
 const SMOL_PROMPT: usize = 128;
 const SMOL_GEN: usize = 64;
 
@@ -88,7 +91,7 @@ fn smol(name: &'static str, phase: &'static str, q4: bool) -> Workload {
         ("weights", weights.into()),
         ("phase", phase.into()),
     ]);
-    let (value, setup): (fn(f64) -> f64, fn(&mut Rng) -> R<Thunk>) = match (phase, q4) {
+    let (value, setup): (fn(f64) -> f64, Setup) = match (phase, q4) {
         ("prompt", true) => (|s| SMOL_PROMPT as f64 / s, |_| smol_thunk(true, false)),
         ("prompt", false) => (|s| SMOL_PROMPT as f64 / s, |_| smol_thunk(false, false)),
         (_, true) => (|s| SMOL_GEN as f64 / s, |_| smol_thunk(true, true)),
