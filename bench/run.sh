@@ -94,7 +94,8 @@ if [[ ${#WANT[@]} -gt 0 ]]; then
     if [[ "$p" == llamacpp ]]; then
       # Only the SmolLM2 workloads have a llama.cpp side.
       [[ $WANT_LLM == 1 ]] || continue
-      if [[ $INSTALL == 1 ]] && "$BENCH/setup_llm.sh" llamacpp; then
+      if [[ -x "${KILN_CACHE:-$HOME/.cache/kiln}/llamacpp/llama-bench" && $INSTALL == 0 ]] \
+          || { [[ $INSTALL == 1 ]] && "$BENCH/setup_llm.sh" llamacpp; }; then
         READY+=("$p")
       else
         echo "run.sh: llama.cpp is not built (bench/setup_llm.sh llamacpp); skipped" >&2
