@@ -19,13 +19,12 @@ Conventions (besides README.md):
   (x, weight, bias for norms; x for rope; q, k, v for attention).
 """
 
-import json
 import os
 import sys
 
 import numpy as np
 import mlx.core as mx
-from golden_common import MLX_VERSION, enc_kw, enc_tensor  # noqa: E402
+from golden_common import MLX_VERSION, Cases  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if mx.__version__ != MLX_VERSION:
@@ -33,22 +32,8 @@ if mx.__version__ != MLX_VERSION:
 mx.set_default_device(mx.cpu)
 F = mx.fast
 
-cases = []
-ids = set()
-
-
-def add(cid, op, inputs, fn, **kw):
-    assert cid not in ids, cid
-    ids.add(cid)
-    c = {"id": cid, "op": op, "inputs": [enc_tensor(x) for x in inputs],
-         "kwargs": {k: enc_kw(v) for k, v in kw.items()}}
-    try:
-        out = fn()
-        c["out"] = [enc_tensor(o) for o in out] if isinstance(out, (tuple, list)) else enc_tensor(out)
-    except Exception as e:  # noqa: BLE001
-        c["error"] = type(e).__name__
-        c["message"] = str(e)
-    cases.append(c)
+cases = Cases()
+add = cases.add
 
 
 rng = np.random.default_rng(2024)
@@ -190,6 +175,5 @@ for i, (B, Hq, Hkv, Lq, Lk, D, Dv, mk) in enumerate(sdpa_cfgs):
             lambda: mx.vjp(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, scale=scale, mask=mask),
                            [q, k, v], [cot])[1], **kw)
 
-with open(os.path.join(HERE, "fast.json"), "w") as f:
-    json.dump({"mlx_version": MLX_VERSION, "cases": cases}, f, separators=(",", ":"))
+cases.write(os.path.join(HERE, "fast.json"))
 print(len(cases), "cases")

@@ -22,36 +22,21 @@ Conventions (besides README.md):
 * Error cases carry `error` and `message` instead of `out`.
 """
 
-import json
 import os
 import sys
 
 import numpy as np
 import mlx.core as mx
 import mlx.nn as nn
-from golden_common import MLX_VERSION, enc_kw, enc_tensor  # noqa: E402
+from golden_common import MLX_VERSION, Cases  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 if mx.__version__ != MLX_VERSION:
     sys.exit(f"expected mlx {MLX_VERSION}, found {mx.__version__}")
 mx.set_default_device(mx.cpu)
 
-cases = []
-ids = set()
-
-
-def add(cid, op, inputs, fn, **kw):
-    assert cid not in ids, cid
-    ids.add(cid)
-    c = {"id": cid, "op": op, "inputs": [enc_tensor(x) for x in inputs],
-         "kwargs": {k: enc_kw(v) for k, v in kw.items()}}
-    try:
-        out = fn()
-        c["out"] = [enc_tensor(o) for o in out] if isinstance(out, (tuple, list)) else enc_tensor(out)
-    except Exception as e:  # noqa: BLE001
-        c["error"] = type(e).__name__
-        c["message"] = str(e)
-    cases.append(c)
+cases = Cases()
+add = cases.add
 
 
 rng = np.random.default_rng(6061)
@@ -224,8 +209,5 @@ for (gs, b) in ((32, 4), (64, 8)):
     add(f"nn.QuantizedEmbedding/g{gs}_b{b}", "nn.QuantizedEmbedding", [idx, qe.weight, qe.scales, qe.biases, x],
         lambda qe=qe, idx=idx, x=x: [qe(idx), qe.as_linear(x)], group_size=gs, bits=b, mode="affine")
 
-out = {"mlx_version": MLX_VERSION, "cases": cases}
-with open(os.path.join(HERE, "quantized.json"), "w") as f:
-    json.dump(out, f, separators=(",", ":"))
-    f.write("\n")
+cases.write(os.path.join(HERE, "quantized.json"), newline=True)
 print(len(cases), "cases")

@@ -61,3 +61,35 @@ def enc_kw(v):
     if isinstance(v, dict):
         return {k: enc_kw(x) for k, x in v.items()}
     return v
+
+
+class Cases:
+    """Golden cases collected by `add` and written as one JSON file."""
+
+    def __init__(self):
+        self.cases, self.ids = [], set()
+
+    def __len__(self):
+        return len(self.cases)
+
+    def add(self, cid, op, inputs, fn, **kw):
+        """Records `fn()`'s outputs for `inputs` (or the error it raises)
+        under the unique id `cid`."""
+        assert cid not in self.ids, cid
+        self.ids.add(cid)
+        c = {"id": cid, "op": op, "inputs": [enc_tensor(x) for x in inputs],
+             "kwargs": {k: enc_kw(v) for k, v in kw.items()}}
+        try:
+            out = fn()
+            c["out"] = [enc_tensor(o) for o in out] if isinstance(out, (tuple, list)) else enc_tensor(out)
+        except Exception as e:  # noqa: BLE001
+            c["error"] = type(e).__name__
+            c["message"] = str(e)
+        self.cases.append(c)
+
+    def write(self, path, newline=False):
+        import json
+        with open(path, "w") as f:
+            json.dump({"mlx_version": MLX_VERSION, "cases": self.cases}, f, separators=(",", ":"))
+            if newline:
+                f.write("\n")
