@@ -260,8 +260,9 @@ class MlxLlm:
     def _smol(self):
         if getattr(self, "_smol_model", None) is None:
             _need(os.path.join(SMOL_HF, "config.json"), "the HF-layout f32 conversion")
+            from pathlib import Path
             from mlx_lm.utils import load_model
-            model, _ = load_model(__import__("pathlib").Path(SMOL_HF))
+            model, _ = load_model(Path(SMOL_HF))
             self._smol_model = model
         return self._smol_model
 
