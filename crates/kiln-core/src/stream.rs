@@ -56,7 +56,11 @@ pub(crate) struct Event {
     /// The thread of a synchronous eval computing the claimed nodes itself.
     pub(crate) owner: Option<std::thread::ThreadId>,
     waiters: AtomicUsize,
-    lock: Mutex<()>,
+    /// The nodes the blocked waiters wait for: a signal wakes them only when
+    /// one of these has left this event's claim, so a thread waiting for the
+    /// last node of a long job sleeps through the job instead of waking for
+    /// every node.
+    lock: Mutex<Vec<Array>>,
     cv: Condvar,
 }
 
@@ -66,7 +70,7 @@ fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Event {
     pub(crate) fn new() -> Arc<Event> {
-        Arc::new(Event { owner: None, waiters: AtomicUsize::new(0), lock: Mutex::new(()), cv: Condvar::new() })
+        Arc::new(Event { owner: None, waiters: AtomicUsize::new(0), lock: Mutex::new(Vec::new()), cv: Condvar::new() })
     }
 
     /// The event of the nodes the calling thread computes itself.
@@ -74,7 +78,7 @@ impl Event {
         Arc::new(Event {
             owner: Some(std::thread::current().id()),
             waiters: AtomicUsize::new(0),
-            lock: Mutex::new(()),
+            lock: Mutex::new(Vec::new()),
             cv: Condvar::new(),
         })
     }
@@ -82,10 +86,12 @@ impl Event {
     /// Wakes the waiters (after the executor changed some node's state). Costs
     /// one atomic load when nobody waits.
     #[inline]
-    pub(crate) fn signal(&self) {
+    pub(crate) fn signal(self: &Arc<Self>) {
         if self.waiters.load(Ordering::SeqCst) > 0 {
-            let _g = relock(&self.lock);
-            self.cv.notify_all();
+            let targets = relock(&self.lock);
+            if targets.iter().any(|t| !claimed_by(t, self)) {
+                self.cv.notify_all();
+            }
         }
     }
 
@@ -98,8 +104,12 @@ impl Event {
         // new state.
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let mut g = relock(&self.lock);
+        g.push(node.clone());
         while claimed_by(node, self) {
             g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some(i) = g.iter().position(|t| Arc::ptr_eq(&t.0, &node.0)) {
+            g.swap_remove(i);
         }
         drop(g);
         self.waiters.fetch_sub(1, Ordering::SeqCst);

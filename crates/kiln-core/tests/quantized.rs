@@ -201,6 +201,32 @@ fn fast_kernels_match_dequantized_matmul() {
     }
 }
 
+/// The decode kernel reads f16 scales and biases in place (f32 x): every
+/// width and group size, row counts around its 4-row blocks, and rows whose
+/// last chunk of 16 words is partial or the only one.
+#[test]
+fn decode_kernel_with_half_scales() {
+    let mut rng = Rng::new(15);
+    for bits in [1u32, 2, 4, 8] {
+        for gs in [32usize, 64, 128] {
+            let spec = QuantSpec::affine(gs, bits);
+            for (n, k) in [(77usize, 640usize), (40, 128), (300, 384)] {
+                let w = ops::astype(&rng.array(&[n, k], -1.0, 1.0), Dtype::F16).unwrap();
+                let q = ops::quantize(&w, spec).unwrap();
+                assert_eq!(q.1.dtype(), Dtype::F16);
+                for m in [1usize, 2, 4, 5, 8] {
+                    let x = rand_f32(&mut rng, &[m, k]);
+                    let y = ops::quantized_matmul(&x, &q.0, &q.1, q.2.as_ref(), true, spec).unwrap();
+                    assert_eq!(y.dtype(), Dtype::F32);
+                    let r = reference(&x, &q, true, spec);
+                    close(&ops::astype(&y, Dtype::F64).unwrap(), &r, 1e-5)
+                        .unwrap_or_else(|e| panic!("{spec:?} n={n} k={k} m={m}: {e}"));
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn half_precision_x_and_strided_inputs() {
     let mut rng = Rng::new(12);

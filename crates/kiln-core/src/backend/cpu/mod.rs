@@ -12,6 +12,8 @@ pub(crate) mod gemm;
 mod indexing;
 mod linalg;
 pub mod math;
+mod pool;
+mod qmv;
 mod quantized;
 mod random;
 mod reduce;

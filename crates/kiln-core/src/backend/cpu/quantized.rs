@@ -634,7 +634,76 @@ unsafe fn cast_qmat<'a, A>(w: &QMat<'a, A>) -> QMat<'a, f32> {
     QMat { spec: w.spec, wq: w.wq, kw: w.kw, sc: cast_slice(w.sc), bi: w.bi.map(|b| cast_slice(b)), groups: w.groups }
 }
 
+/// The decode-shaped fast path ([`super::qmv`]): f32 x, a single matrix of
+/// affine codes, f32 or f16 scales and biases read in place. `None` when
+/// the operands are not of that form.
+#[cfg(target_arch = "x86_64")]
+fn qmv_fast(inputs: &[Array], transpose: bool, spec: QuantSpec, out: &OutSpec<'_>) -> Option<Result<Data>> {
+    use super::qmv::{available, qmv, Groups};
+    let (x, wqa) = (&inputs[0], &inputs[1]);
+    let k = *x.shape().last()?;
+    let ws = wqa.shape();
+    if !transpose
+        || !available()
+        || spec.mode != QuantMode::Affine
+        || ws.len() != 2
+        || x.dtype() != Dtype::F32
+        || out.dtype != Dtype::F32
+        || inputs.len() != 4
+        || k == 0
+        || x.size() / k > decode::MAX_M
+    {
+        return None;
+    }
+    let (n, kw, m) = (ws[0], ws[1], x.size() / k);
+    let groups_of = |a: &Array| -> Option<Cow<'static, [f32]>> {
+        match a.dtype() {
+            Dtype::F32 => Some(elems::<f32>(a)),
+            _ => None,
+        }
+    };
+    let half_of = |a: &Array| -> Option<Cow<'static, [f16]>> {
+        match a.dtype() {
+            Dtype::F16 => Some(elems::<f16>(a)),
+            _ => None,
+        }
+    };
+    let (s32, s16) = (groups_of(&inputs[2]), half_of(&inputs[2]));
+    let (b32, b16) = (groups_of(&inputs[3]), half_of(&inputs[3]));
+    let sc = match (&s32, &s16) {
+        (Some(v), _) => Groups::F32(v),
+        (_, Some(v)) => Groups::F16(v),
+        _ => return None,
+    };
+    let bi = match (&b32, &b16) {
+        (Some(v), _) => Groups::F32(v),
+        (_, Some(v)) => Groups::F16(v),
+        _ => return None,
+    };
+    let xs = elems::<f32>(x);
+    let wq = elems::<u32>(wqa);
+    let buf = match Buffer::alloc(m * n * 4) {
+        Ok(b) => b,
+        Err(e) => return Some(Err(e)),
+    };
+    // SAFETY: the fresh buffer holds m·n f32 values, zeroed before the slice is made.
+    let y = unsafe {
+        std::ptr::write_bytes(buf.as_ptr(), 0, m * n * 4);
+        std::slice::from_raw_parts_mut(buf.as_ptr() as *mut f32, m * n)
+    };
+    if !qmv(&xs, m, k, n, &wq, kw, spec.bits, spec.group_size, sc, bi, y) {
+        return None;
+    }
+    Some(Ok(Data::contiguous(buf, out.shape)))
+}
+
 fn qmm_typed<A: Acc>(inputs: &[Array], transpose: bool, spec: QuantSpec, out: &OutSpec<'_>) -> Result<Data> {
+    #[cfg(target_arch = "x86_64")]
+    if std::mem::size_of::<A>() == 4 {
+        if let Some(r) = qmv_fast(inputs, transpose, spec, out) {
+            return r;
+        }
+    }
     let (x, wqa) = (&inputs[0], &inputs[1]);
     let k = x.shape()[x.ndim() - 1];
     let ws = wqa.shape();

@@ -90,6 +90,9 @@ pub fn parallel_for(n: usize, cost: usize, f: impl Fn(std::ops::Range<usize>) + 
     }
     // A few chunks per thread balances uneven progress without much overhead.
     let chunks = (threads * 4).min(n).min(work / (PAR_THRESHOLD / 4)).max(2);
+    if super::pool::run(n, chunks, &f) {
+        return;
+    }
     let per = n.div_ceil(chunks);
     rayon::scope(|s| {
         let f = &f;

@@ -1,0 +1,242 @@
+//! Decode-shaped quantized products on AVX-512: `y (m×n) = x (m×k) @ Wᵀ`
+//! for a few rows of f32 x and affine-packed W (1, 2, 4 or 8 bits), read
+//! straight from the packed words — the LLM decode step's hot loop.
+//!
+//! Per 16-word chunk of a row of W (one zmm of u32), code `j` of every word
+//! is isolated with a single AND against `mask << bits·j` and converted to
+//! f32 *without shifting it down*: the value is `q·2^(bits·j)`, exact in f32.
+//! The matching x lanes were scaled by `2^-(bits·j)` once per call (exact
+//! too, a power of two), so the FMA adds exactly `x·q`. That makes a code
+//! cost three instructions (and, convert, FMA) instead of four.
+//!
+//! x is permuted once per call so lane `l`, code `j` of chunk `c` reads
+//! `x[(16c + l)·per + j]`; a group covers whole lanes, so after the codes of
+//! a chunk the per-lane partial sums are multiplied by a vector of their
+//! groups' scales (a masked load plus one permute). The bias term
+//! `b·Σx` uses per-word sums of x with the same permuted bias vector. A row's
+//! last partial chunk uses a masked load, so no row length needs a scalar
+//! tail. Scales and biases may be f32 or f16 (converted in-register).
+
+#![cfg(target_arch = "x86_64")]
+#![allow(clippy::too_many_arguments)]
+
+use super::simd::{parallel_for, SendPtr};
+use crate::dtype::f16;
+use std::arch::x86_64::*;
+
+/// Words per chunk (one zmm of u32).
+const L: usize = 16;
+/// Words ahead of the current chunk to prefetch.
+const PREFETCH: usize = 512;
+/// Rows of x handled together (they share each decoded code).
+const MB: usize = 4;
+
+/// Per-group scales or biases as stored.
+#[derive(Clone, Copy)]
+pub(crate) enum Groups<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// f16 values (exact for GGUF's block scales), widened in-register.
+    F16(&'a [f16]),
+}
+
+impl Groups<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Groups::F32(v) => v.len(),
+            Groups::F16(v) => v.len(),
+        }
+    }
+}
+
+/// Whether this CPU runs the kernel.
+pub(crate) fn available() -> bool {
+    super::simd::level() == super::simd::Level::Avx512
+}
+
+/// Computes `y = x @ Wᵀ` for affine `bits`-bit codes `wq` (`n × kw` words),
+/// scales and biases (`n × groups`). Returns false (computing nothing) when
+/// the shape or format is not one this kernel handles.
+pub(crate) fn qmv(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    wq: &[u32],
+    kw: usize,
+    bits: u32,
+    group_size: usize,
+    scales: Groups<'_>,
+    biases: Groups<'_>,
+    y: &mut [f32],
+) -> bool {
+    let per = match bits {
+        1 | 2 | 4 | 8 => 32 / bits as usize,
+        _ => return false,
+    };
+    let wpg = group_size * bits as usize / 32;
+    if !available()
+        || wpg == 0
+        || !(group_size * bits as usize).is_multiple_of(32)
+        || kw * per != k
+        || !k.is_multiple_of(group_size)
+        || x.len() < m * k
+        || y.len() < m * n
+        || wq.len() < n * kw
+        || (wpg < L && !L.is_multiple_of(wpg))
+        || (wpg > L && !wpg.is_multiple_of(L))
+    {
+        return false;
+    }
+    let groups = k / group_size;
+    if scales.len() < n * groups || biases.len() < n * groups {
+        return false;
+    }
+    let chunks = kw.div_ceil(L);
+    // Permuted, pre-scaled x (zero past the row's end) and per-word sums of x.
+    let mut xp = vec![0.0f32; m * chunks * per * L];
+    let mut xw = vec![0.0f32; m * chunks * L];
+    for i in 0..m {
+        let xr = &x[i * k..(i + 1) * k];
+        for word in 0..kw {
+            let (c, l) = (word / L, word % L);
+            let mut s = 0.0f32;
+            for j in 0..per {
+                let v = xr[word * per + j];
+                s += v;
+                xp[((i * chunks + c) * per + j) * L + l] = v * f32::from_bits((127 - (bits * j as u32)) << 23);
+            }
+            xw[(i * chunks + c) * L + l] = s;
+        }
+    }
+    let yp = SendPtr(y.as_mut_ptr());
+    let (xp, xw) = (&xp[..], &xw[..]);
+    parallel_for(n, kw * m, |range| {
+        let job = Job { xp, xw, m, n, chunks, wq, kw, wpg, groups, scales, biases, yp };
+        // SAFETY: `available()` checked AVX-512 F/BW/VL/DQ and FMA; the
+        // bounds the kernel relies on were checked above.
+        unsafe {
+            match bits {
+                4 => rows::<4, 8>(&job, range.start, range.end),
+                8 => rows::<8, 4>(&job, range.start, range.end),
+                2 => rows::<2, 16>(&job, range.start, range.end),
+                _ => rows::<1, 32>(&job, range.start, range.end),
+            }
+        }
+    });
+    true
+}
+
+/// Operands shared by the row ranges.
+struct Job<'a> {
+    xp: &'a [f32],
+    xw: &'a [f32],
+    m: usize,
+    n: usize,
+    chunks: usize,
+    wq: &'a [u32],
+    kw: usize,
+    wpg: usize,
+    groups: usize,
+    scales: Groups<'a>,
+    biases: Groups<'a>,
+    yp: SendPtr<f32>,
+}
+
+/// Loads the group values of chunk `c` of a row (values `g..`), one per lane.
+///
+/// # Safety
+/// AVX-512 must be available; `v` must hold the row's `groups` values.
+#[inline(always)]
+unsafe fn lane_groups(v: Groups<'_>, row_off: usize, groups: usize, c: usize, wpg: usize, idx: __m512i) -> __m512 {
+    if wpg >= L {
+        let g = row_off + c * L / wpg;
+        return match v {
+            Groups::F32(s) => _mm512_set1_ps(*s.get_unchecked(g)),
+            Groups::F16(s) => _mm512_set1_ps(s.get_unchecked(g).to_f32()),
+        };
+    }
+    let per_chunk = L / wpg;
+    let g0 = c * per_chunk;
+    let cnt = per_chunk.min(groups - g0);
+    let mask = ((1u32 << cnt) - 1) as u16;
+    let raw = match v {
+        Groups::F32(s) => _mm512_maskz_loadu_ps(mask, s.as_ptr().add(row_off + g0)),
+        Groups::F16(s) => _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, s.as_ptr().add(row_off + g0) as *const i16)),
+    };
+    _mm512_permutexvar_ps(idx, raw)
+}
+
+/// Rows `r0..r1` of y for `BITS`-bit codes, `PER` codes per word.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/DQ and FMA must be available, and the job's slices must
+/// have the sizes [`qmv`] checked.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+unsafe fn rows<const BITS: u32, const PER: usize>(job: &Job<'_>, r0: usize, r1: usize) {
+    let mut i0 = 0;
+    while i0 < job.m {
+        let mb = (job.m - i0).min(MB);
+        match mb {
+            1 => block::<BITS, PER, 1>(job, i0, r0, r1),
+            2 => block::<BITS, PER, 2>(job, i0, r0, r1),
+            3 => block::<BITS, PER, 3>(job, i0, r0, r1),
+            _ => block::<BITS, PER, 4>(job, i0, r0, r1),
+        }
+        i0 += mb;
+    }
+}
+
+/// Rows `r0..r1` of y for the `M` rows of x from `i0`.
+///
+/// # Safety
+/// As [`rows`].
+#[inline(always)]
+unsafe fn block<const BITS: u32, const PER: usize, const M: usize>(job: &Job<'_>, i0: usize, r0: usize, r1: usize) {
+    let code_mask = if BITS == 32 { u32::MAX } else { (1u32 << BITS) - 1 };
+    let wpg = job.wpg;
+    // Lane l belongs to group l / wpg of the chunk's groups.
+    let mut lanes = [0i32; L];
+    for (l, v) in lanes.iter_mut().enumerate() {
+        *v = (l / wpg.clamp(1, L)) as i32;
+    }
+    let idx = _mm512_loadu_si512(lanes.as_ptr() as *const _);
+    let tail = job.kw % L;
+    let tail_mask: u16 = if tail == 0 { 0xFFFF } else { ((1u32 << tail) - 1) as u16 };
+    let (chunks, groups) = (job.chunks, job.groups);
+    let xp = job.xp.as_ptr().add(i0 * chunks * PER * L);
+    let xw = job.xw.as_ptr().add(i0 * chunks * L);
+    for r in r0..r1 {
+        let wrow = job.wq.as_ptr().add(r * job.kw);
+        let goff = r * groups;
+        let mut tot = [_mm512_setzero_ps(); M];
+        let mut tb = [_mm512_setzero_ps(); M];
+        for c in 0..chunks {
+            let wmask = if c + 1 == chunks { tail_mask } else { 0xFFFF };
+            let w = _mm512_maskz_loadu_epi32(wmask, wrow.add(c * L) as *const i32);
+            // Rows are consecutive, so this runs ahead into the next rows
+            // (and, unlike the hardware prefetcher, across 4 KiB pages).
+            _mm_prefetch::<_MM_HINT_T0>(wrow.add(c * L).wrapping_add(PREFETCH) as *const i8);
+            let mut acc = [[_mm512_setzero_ps(); 2]; M];
+            for j in 0..PER {
+                let bits = _mm512_and_si512(w, _mm512_set1_epi32((code_mask << (BITS as usize * j)) as i32));
+                let q = _mm512_cvtepu32_ps(bits);
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let xv = _mm512_loadu_ps(xp.add(((i * chunks + c) * PER + j) * L));
+                    a[j & 1] = _mm512_fmadd_ps(xv, q, a[j & 1]);
+                }
+            }
+            let s = lane_groups(job.scales, goff, groups, c, wpg, idx);
+            let b = lane_groups(job.biases, goff, groups, c, wpg, idx);
+            for i in 0..M {
+                tot[i] = _mm512_fmadd_ps(_mm512_add_ps(acc[i][0], acc[i][1]), s, tot[i]);
+                tb[i] = _mm512_fmadd_ps(b, _mm512_loadu_ps(xw.add((i * chunks + c) * L)), tb[i]);
+            }
+        }
+        for i in 0..M {
+            let v = _mm512_reduce_add_ps(_mm512_add_ps(tot[i], tb[i]));
+            // SAFETY: y element (i0 + i, r) belongs to this range of rows only.
+            *job.yp.get().add((i0 + i) * job.n + r) = v;
+        }
+    }
+}
