@@ -230,6 +230,36 @@ impl Array {
         Ok(Array::from_data(shape.to_vec(), T::DTYPE, Data::contiguous(buf, shape)))
     }
 
+    /// A new row-major array of `shape` whose elements `fill` writes (they
+    /// start zeroed); returns the array and what `fill` returned. Builds
+    /// large arrays (e.g. weights converted while a file is read) without an
+    /// intermediate `Vec` and its copy.
+    ///
+    /// ```
+    /// # use kiln_core::Array;
+    /// let (a, sum) = Array::from_writer::<f32, _>(&[2, 3], |v| {
+    ///     for (i, x) in v.iter_mut().enumerate() {
+    ///         *x = i as f32;
+    ///     }
+    ///     Ok(v.iter().sum::<f32>())
+    /// })
+    /// .unwrap();
+    /// assert_eq!(a.to_vec::<f32>().unwrap(), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    /// assert_eq!(sum, 15.0);
+    /// ```
+    pub fn from_writer<T: Element, R>(shape: &[usize], fill: impl FnOnce(&mut [T]) -> Result<R>) -> Result<(Array, R)> {
+        let n = crate::shape::checked_numel("array", shape)?;
+        let bytes = n.checked_mul(std::mem::size_of::<T>()).ok_or_else(|| {
+            Error::invalid("array", format!("Shape {} is too large.", crate::error::fmt_shape(shape)))
+        })?;
+        let buf = Buffer::zeroed(bytes)?;
+        // SAFETY: the zeroed, 64-byte-aligned buffer holds `n` elements of T
+        // (every Element type is valid as all-zero bytes) and nothing else
+        // refers to it until the array is made below.
+        let out = fill(unsafe { std::slice::from_raw_parts_mut(buf.as_ptr() as *mut T, n) })?;
+        Ok((Array::from_data(shape.to_vec(), T::DTYPE, Data::contiguous(buf, shape)), out))
+    }
+
     /// An array that takes `data` with `shape`.
     pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize]) -> Result<Array> {
         Array::from_slice(&data, shape)

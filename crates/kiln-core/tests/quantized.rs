@@ -227,6 +227,29 @@ fn decode_kernel_with_half_scales() {
     }
 }
 
+/// f16 scales and biases under f32 x: the product is f32, the scales are
+/// not widened into the graph, and their gradients come back in f16 with
+/// the values of the all-f32 computation.
+#[test]
+fn half_scales_keep_their_dtype_in_gradients() {
+    let mut rng = Rng::new(16);
+    let spec = QuantSpec::affine(32, 4);
+    let w = ops::astype(&rng.array(&[24, 64], -1.0, 1.0), Dtype::F16).unwrap();
+    let (wq, sc, bi) = ops::quantize(&w, spec).unwrap();
+    let bi = bi.unwrap();
+    let x = rand_f32(&mut rng, &[3, 64]);
+    let f = |a: &[Array]| -> Result<Vec<Array>> {
+        Ok(vec![ops::sum(&ops::quantized_matmul(&a[0], &wq, &a[1], Some(&a[2]), true, spec)?, None, false)?])
+    };
+    let g16 = kiln_core::grad(f, &[1, 2])(&[x.clone(), sc.clone(), bi.clone()]).unwrap();
+    let f32s = |a: &Array| ops::astype(a, Dtype::F32).unwrap();
+    let g32 = kiln_core::grad(f, &[1, 2])(&[x.clone(), f32s(&sc), f32s(&bi)]).unwrap();
+    for (a, b) in g16.iter().zip(&g32) {
+        assert_eq!(a.dtype(), Dtype::F16);
+        close(&ops::astype(a, Dtype::F64).unwrap(), &ops::astype(b, Dtype::F64).unwrap(), 2e-3).unwrap();
+    }
+}
+
 #[test]
 fn half_precision_x_and_strided_inputs() {
     let mut rng = Rng::new(12);

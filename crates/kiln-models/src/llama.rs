@@ -241,10 +241,11 @@ impl Weight {
         match self {
             Weight::Dense(w) => ops::take(w, ids, Some(0)),
             Weight::Transposed(_) => ops::take(&self.dense_array()?, ids, Some(0)),
+            // Scales may be stored in f16; the rows come out in f32 either way.
             Weight::Quantized { w, scales, biases, spec } => ops::dequantize(
                 &ops::take(w, ids, Some(0))?,
-                &ops::take(scales, ids, Some(0))?,
-                Some(&ops::take(biases, ids, Some(0))?),
+                &ops::astype(&ops::take(scales, ids, Some(0))?, Dtype::F32)?,
+                Some(&ops::astype(&ops::take(biases, ids, Some(0))?, Dtype::F32)?),
                 *spec,
             ),
         }
@@ -285,7 +286,9 @@ impl Weight {
         match self {
             Weight::Dense(w) => Ok(w.clone()),
             Weight::Transposed(t) => ops::transpose(t),
-            Weight::Quantized { w, scales, biases, spec } => ops::dequantize(w, scales, Some(biases), *spec),
+            Weight::Quantized { w, scales, biases, spec } => {
+                ops::dequantize(w, &ops::astype(scales, Dtype::F32)?, Some(&ops::astype(biases, Dtype::F32)?), *spec)
+            }
         }
     }
 
@@ -927,36 +930,15 @@ fn gguf_weight(t: &GgufTensor, quantized: bool, file: Option<&std::fs::File>) ->
     if t.shape.len() != 2 {
         return Err(Error::invalid(OP, format!("Tensor {} should be a matrix, has shape {:?}.", t.name, t.shape)));
     }
-    let (rows, cols) = (t.shape[0], t.shape[1]);
-    if quantized && matches!(t.ggml_type, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) && cols % 32 == 0 {
-        let owned = read_tensor(t, file)?;
-        let bytes: &[u8] = owned.as_deref().unwrap_or_else(|| t.bytes());
-        let (codes, scales, biases, bits) = ggml_to_affine(t.ggml_type, bytes, rows, cols)?;
-        let words = cols * bits as usize / 32;
-        return Ok(Weight::Quantized {
-            w: Array::from_vec(codes, &[rows, words])?,
-            scales: Array::from_vec(scales, &[rows, cols / 32])?,
-            biases: Array::from_vec(biases, &[rows, cols / 32])?,
-            spec: QuantSpec::affine(32, bits),
-        });
+    if quantized
+        && matches!(t.ggml_type, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+        && t.shape[1].is_multiple_of(32)
+    {
+        if let Some(w) = gguf_affine(t, file)? {
+            return Ok(w);
+        }
     }
     Ok(Weight::Dense(ops::astype(&t.to_array(), Dtype::F32)?))
-}
-
-/// A tensor's bytes read with `pread` from `file` (so the mapping's pages are
-/// never touched); `None` means: use the mapping.
-fn read_tensor(t: &GgufTensor, file: Option<&std::fs::File>) -> Result<Option<Vec<u8>>> {
-    #[cfg(unix)]
-    if let Some(f) = file {
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; t.nbytes];
-        f.read_exact_at(&mut buf, t.offset as u64).map_err(|e| {
-            Error::new(kiln_core::ErrorKind::Io, OP, format!("Cannot read tensor {} (truncated file?): {e}.", t.name))
-        })?;
-        return Ok(Some(buf));
-    }
-    let _ = file;
-    Ok(None)
 }
 
 // ---------------------------------------------------------------------------
@@ -1200,38 +1182,27 @@ pub fn load(path: impl AsRef<Path>, dequantize: bool) -> Result<(Llama, crate::b
 /// Codes, scales, biases and bits of [`ggml_to_affine`].
 pub type AffineBlocks = (Vec<u32>, Vec<f32>, Vec<f32>, u32);
 
-/// GGML Q4_1 or Q8_0 blocks of a `(rows, cols)` matrix as affine group-32
-/// triples in MLX's packing: `uint32` codes `(rows, cols·bits/32)` (code `i`
-/// of a row at stream bits `[i·bits, (i+1)·bits)`, LSB first), and float32
-/// scales and biases `(rows, cols/32)`, with `w = scale·q + bias`. The mapping
-/// is exact: Q4_1's `x = d·q + m` gives scale `d`, bias `m`; Q8_0's `x = d·q`
-/// (`q` signed) gives codes `q + 128`, scale `d` and bias `-128·d`. Returns
-/// `(codes, scales, biases, bits)`.
-pub fn ggml_to_affine(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<AffineBlocks> {
-    let (block_bytes, bits) = match ty {
-        GgmlType::Q4_1 => (20, 4u32),
-        GgmlType::Q8_0 => (34, 8u32),
-        GgmlType::Q4_0 => (18, 4u32),
-        _ => return Err(Error::invalid(OP, format!("GGML type {ty:?} has no lossless affine form here."))),
-    };
-    if !cols.is_multiple_of(32) {
-        return Err(Error::invalid(OP, format!("A quantized row of {cols} values is not whole blocks of 32.")));
+/// Bytes per block and bits per code of the GGML types that map to affine
+/// triples without loss.
+fn affine_layout(ty: GgmlType) -> Result<(usize, u32)> {
+    match ty {
+        GgmlType::Q4_1 => Ok((20, 4)),
+        GgmlType::Q8_0 => Ok((34, 8)),
+        GgmlType::Q4_0 => Ok((18, 4)),
+        _ => Err(Error::invalid(OP, format!("GGML type {ty:?} has no lossless affine form here."))),
     }
-    let blocks = rows * cols / 32;
-    if bytes.len() != blocks * block_bytes {
-        return Err(Error::invalid(
-            OP,
-            format!("Expected {} bytes of {ty:?} blocks for {rows}x{cols}, got {}.", blocks * block_bytes, bytes.len()),
-        ));
-    }
-    let words_per_block = 32 * bits as usize / 32;
-    let mut codes = vec![0u32; blocks * words_per_block];
-    let mut scales = vec![0f32; blocks];
-    let mut biases = vec![0f32; blocks];
+}
+
+/// Converts whole GGML blocks: block `i` gets `bits` code words at
+/// `codes[i·bits..]` and calls `put(i, scale, bias)` (both exact in f16:
+/// GGUF stores `d` and `m` as f16, and `-8·d`, `-128·d` only scale them by a
+/// power of two).
+fn convert_blocks(ty: GgmlType, bytes: &[u8], codes: &mut [u32], mut put: impl FnMut(usize, f32, f32)) -> Result<()> {
+    let (block_bytes, bits) = affine_layout(ty)?;
+    let wpb = bits as usize;
     let half = |b: &[u8]| kiln_core::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
-    for (i, blk) in bytes.chunks_exact(block_bytes).enumerate() {
+    for (i, (blk, out)) in bytes.chunks_exact(block_bytes).zip(codes.chunks_exact_mut(wpb)).enumerate() {
         let d = half(&blk[0..2]);
-        let out = &mut codes[i * words_per_block..(i + 1) * words_per_block];
         match ty {
             GgmlType::Q4_1 | GgmlType::Q4_0 => {
                 let (qs, bias) =
@@ -1246,8 +1217,7 @@ pub fn ggml_to_affine(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> R
                     }
                     *word = v;
                 }
-                scales[i] = d;
-                biases[i] = bias;
+                put(i, d, bias);
             }
             _ => {
                 for (w, word) in out.iter_mut().enumerate() {
@@ -1258,10 +1228,115 @@ pub fn ggml_to_affine(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> R
                     }
                     *word = v;
                 }
-                scales[i] = d;
-                biases[i] = -128.0 * d;
+                put(i, d, -128.0 * d);
             }
         }
     }
+    Ok(())
+}
+
+/// Checks that `bytes` holds the GGML blocks of a `(rows, cols)` matrix.
+fn check_blocks(ty: GgmlType, bytes: usize, rows: usize, cols: usize) -> Result<(usize, u32)> {
+    let (block_bytes, bits) = affine_layout(ty)?;
+    if !cols.is_multiple_of(32) {
+        return Err(Error::invalid(OP, format!("A quantized row of {cols} values is not whole blocks of 32.")));
+    }
+    let blocks = rows * cols / 32;
+    if bytes != blocks * block_bytes {
+        return Err(Error::invalid(
+            OP,
+            format!("Expected {} bytes of {ty:?} blocks for {rows}x{cols}, got {bytes}.", blocks * block_bytes),
+        ));
+    }
+    Ok((block_bytes, bits))
+}
+
+/// GGML Q4_1 or Q8_0 blocks of a `(rows, cols)` matrix as affine group-32
+/// triples in MLX's packing: `uint32` codes `(rows, cols·bits/32)` (code `i`
+/// of a row at stream bits `[i·bits, (i+1)·bits)`, LSB first), and float32
+/// scales and biases `(rows, cols/32)`, with `w = scale·q + bias`. The mapping
+/// is exact: Q4_1's `x = d·q + m` gives scale `d`, bias `m`; Q8_0's `x = d·q`
+/// (`q` signed) gives codes `q + 128`, scale `d` and bias `-128·d`. Returns
+/// `(codes, scales, biases, bits)`. (The model loader writes the same values
+/// straight into arrays, with f16 scales and biases.)
+pub fn ggml_to_affine(ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<AffineBlocks> {
+    let (_, bits) = check_blocks(ty, bytes.len(), rows, cols)?;
+    let blocks = rows * cols / 32;
+    let mut codes = vec![0u32; blocks * bits as usize];
+    let mut scales = vec![0f32; blocks];
+    let mut biases = vec![0f32; blocks];
+    convert_blocks(ty, bytes, &mut codes, |i, d, b| {
+        scales[i] = d;
+        biases[i] = b;
+    })?;
     Ok((codes, scales, biases, bits))
+}
+
+/// Blocks converted per read when streaming a tensor from the file.
+const STREAM_BLOCKS: usize = 1 << 15;
+
+/// A quantized GGUF matrix as an affine [`Weight`], converted while it is
+/// read (a bounded buffer at a time, straight into the arrays) so loading
+/// never holds a second copy of the model. Scales and biases are f16 (exact,
+/// see [`convert_blocks`]); `None` when a bias overflows f16 (absurd block
+/// scales), and the caller loads the matrix dense instead.
+fn gguf_affine(t: &GgufTensor, file: Option<&std::fs::File>) -> Result<Option<Weight>> {
+    use kiln_core::f16;
+    let (rows, cols) = (t.shape[0], t.shape[1]);
+    let (block_bytes, bits) = check_blocks(t.ggml_type, t.nbytes, rows, cols)?;
+    let (groups, words) = (cols / 32, cols * bits as usize / 32);
+    let blocks = rows * groups;
+    let wpb = bits as usize;
+    let mut buf = Vec::new();
+    let (w, (scales, (biases, exact))) = Array::from_writer::<u32, _>(&[rows, words], |codes| {
+        Array::from_writer::<f16, _>(&[rows, groups], |sc| {
+            Array::from_writer::<f16, _>(&[rows, groups], |bi| {
+                let mut exact = true;
+                let mut b0 = 0;
+                while b0 < blocks {
+                    let nb = STREAM_BLOCKS.min(blocks - b0);
+                    let range = b0 * block_bytes..(b0 + nb) * block_bytes;
+                    let bytes: &[u8] = match file {
+                        Some(f) => {
+                            buf.resize(range.len(), 0);
+                            read_at(t, f, t.offset as u64 + range.start as u64, &mut buf)?;
+                            &buf
+                        }
+                        None => &t.bytes()[range],
+                    };
+                    convert_blocks(t.ggml_type, bytes, &mut codes[b0 * wpb..(b0 + nb) * wpb], |i, d, b| {
+                        let (hd, hb) = (f16::from_f32(d), f16::from_f32(b));
+                        exact &= hd.to_f32() == d && hb.to_f32() == b;
+                        sc[b0 + i] = hd;
+                        bi[b0 + i] = hb;
+                    })?;
+                    b0 += nb;
+                }
+                Ok(exact)
+            })
+        })
+    })?;
+    if !exact {
+        return Ok(None);
+    }
+    Ok(Some(Weight::Quantized { w, scales, biases, spec: QuantSpec::affine(32, bits) }))
+}
+
+/// Reads `buf.len()` bytes of tensor `t` at file offset `at`.
+fn read_at(t: &GgufTensor, f: &std::fs::File, at: u64, buf: &mut [u8]) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        f.read_exact_at(buf, at).map_err(|e| {
+            Error::new(kiln_core::ErrorKind::Io, OP, format!("Cannot read tensor {} (truncated file?): {e}.", t.name))
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = f;
+        f.seek(SeekFrom::Start(at))
+            .and_then(|_| f.read_exact(buf))
+            .map_err(|e| Error::new(kiln_core::ErrorKind::Io, OP, format!("Cannot read tensor {}: {e}.", t.name)))
+    }
 }

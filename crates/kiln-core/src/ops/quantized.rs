@@ -467,12 +467,13 @@ impl Primitive for QuantizedMatmul {
                         dw = Some(dense_weight_grad(x, g, primals[1].ndim(), self.transpose, self.spec)?);
                     }
                     let dsb = dw.as_ref().expect("set above");
-                    if i == 3 {
-                        sum(dsb, -1, false)
+                    let d = if i == 3 {
+                        sum(dsb, -1, false)?
                     } else {
                         let q = group_view(&codes_of(&primals[1], &primals[2], &primals[3], self.spec)?, self.gs())?;
-                        sum(&multiply(dsb, &q)?, -1, false)
-                    }
+                        sum(&multiply(dsb, &q)?, -1, false)?
+                    };
+                    astype(&d, primals[i].dtype())
                 }
             })
             .collect()
@@ -610,8 +611,11 @@ fn qmm_raw(
     let dtype = if spec.mode == QuantMode::Affine { promote_types(x.dtype(), scales.dtype()) } else { x.dtype() };
     let mut inputs = vec![astype(x, dtype)?, wq.clone()];
     if spec.mode == QuantMode::Affine {
-        inputs.push(astype(scales, dtype)?);
-        inputs.push(astype(biases.expect("affine has biases"), dtype)?);
+        // Scales and biases stay in their own float dtype (the kernels widen
+        // them as they read them): f16 scales under f32 activations, as
+        // GGUF stores them, are not copied to f32 on every call.
+        inputs.push(scales.clone());
+        inputs.push(biases.expect("affine has biases").clone());
     } else {
         inputs.push(scales.clone());
     }
@@ -829,8 +833,11 @@ fn gather_qmm_raw(
     let dtype = if spec.mode == QuantMode::Affine { promote_types(x.dtype(), scales.dtype()) } else { x.dtype() };
     let mut inputs = vec![astype(x, dtype)?, wq.clone()];
     if spec.mode == QuantMode::Affine {
-        inputs.push(astype(scales, dtype)?);
-        inputs.push(astype(biases.expect("affine has biases"), dtype)?);
+        // Scales and biases stay in their own float dtype (the kernels widen
+        // them as they read them): f16 scales under f32 activations, as
+        // GGUF stores them, are not copied to f32 on every call.
+        inputs.push(scales.clone());
+        inputs.push(biases.expect("affine has biases").clone());
     } else {
         inputs.push(scales.clone());
     }

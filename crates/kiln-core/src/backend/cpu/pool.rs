@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 
 /// How long an idle worker spins before it parks.
 const SPIN: Duration = Duration::from_micros(200);
+/// After this long, the spinning worker also yields its core now and then.
+const YIELD_AFTER: Duration = Duration::from_micros(20);
 
 /// One parallel loop: chunks of `per` indices of `0..n`.
 struct Job<'a> {
@@ -113,6 +115,11 @@ fn worker(p: &'static Pool) {
                 break g;
             }
             spins += 1;
+            if spins.is_multiple_of(64) && start.elapsed() > YIELD_AFTER {
+                // Other runnable threads (rayon's, another process) get the
+                // core; with nothing else to run this returns at once.
+                std::thread::yield_now();
+            }
             if spins.is_multiple_of(64) && start.elapsed() > SPIN {
                 let guard = p.lock.lock().unwrap_or_else(|e| e.into_inner());
                 p.sleepers.fetch_add(1, SeqCst);

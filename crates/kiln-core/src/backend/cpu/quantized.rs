@@ -508,48 +508,67 @@ impl<A: Acc> QMat<'_, A> {
     }
 }
 
-/// Rows of W per dequantized panel, and columns of K per panel.
-const PANEL_ROWS: usize = 64;
-const PANEL_K: usize = 512;
+/// Values per dequantized panel of W (512 KiB of f32: it stays in L2 while
+/// the GEMM streams x past it), and the deepest panel.
+const PANEL_ELEMS: usize = 1 << 17;
+const PANEL_K: usize = 2048;
+
+/// A zeroed scratch slice of `len` values from the array allocator (whose
+/// cache hands the same pages back call after call, so no page faults).
+fn with_scratch<A: Acc, R>(len: usize, f: impl FnOnce(&mut [A]) -> R) -> R {
+    match Buffer::zeroed(len * std::mem::size_of::<A>()) {
+        // SAFETY: the zeroed, 64-byte-aligned buffer holds `len` values of A
+        // (f32 or f64, valid as zero bytes) and lives until `f` returns.
+        Ok(buf) => f(unsafe { std::slice::from_raw_parts_mut(buf.as_ptr() as *mut A, len) }),
+        Err(_) => f(&mut vec![A::ZERO; len]),
+    }
+}
 
 /// `y (m×n) = x (m×k) @ Wᵀ` with W (n×k) quantized: panels of W rows are
-/// dequantized into cache and multiplied with the GEMM.
+/// dequantized into cache and multiplied with the GEMM, one panel per task,
+/// the panels sized so the tasks split evenly over the threads.
 fn qmm_t_panel<A: Acc>(x: &[A], w: &QMat<'_, A>, m: usize, n: usize, k: usize, y: &mut [A]) {
     let gs = w.spec.group_size;
     let kb = (PANEL_K / gs).max(1) * gs;
+    let kb = kb.min(k.div_ceil(gs) * gs);
+    let max_rows = (PANEL_ELEMS / kb).clamp(16, 512);
+    let threads = super::simd::num_threads().max(1);
+    let blocks = threads * n.div_ceil(threads * max_rows);
+    let rows = n.div_ceil(blocks).next_multiple_of(8).min(n);
+    let blocks = n.div_ceil(rows);
     let yp = SendPtr(y.as_mut_ptr());
-    let blocks = n.div_ceil(PANEL_ROWS);
-    parallel_for(blocks, PANEL_ROWS * k * m.max(4), |range| {
-        let mut panel = vec![A::ZERO; PANEL_ROWS * kb];
-        for b in range {
-            let n0 = b * PANEL_ROWS;
-            let nb = PANEL_ROWS.min(n - n0);
-            let mut k0 = 0;
-            while k0 < k {
-                let kc = kb.min(k - k0);
-                for r in 0..nb {
-                    w.decode(n0 + r, k0 / gs, (k0 + kc) / gs, &mut panel[r * kc..(r + 1) * kc]);
+    parallel_for(blocks, rows * k * m.max(4), |range| {
+        with_scratch::<A, _>(rows * kb, |panel| {
+            for b in range {
+                let n0 = b * rows;
+                let nb = rows.min(n - n0);
+                let mut k0 = 0;
+                while k0 < k {
+                    let kc = kb.min(k - k0);
+                    for r in 0..nb {
+                        w.decode(n0 + r, k0 / gs, (k0 + kc) / gs, &mut panel[r * kc..(r + 1) * kc]);
+                    }
+                    // SAFETY: x holds m×k elements and the panel nb×kc; this task
+                    // owns output columns n0..n0+nb of y (m×n).
+                    unsafe {
+                        gemm(
+                            m,
+                            nb,
+                            kc,
+                            yp.get().add(n0),
+                            n as isize,
+                            1,
+                            Mat { ptr: x.as_ptr().add(k0), rs: k as isize, cs: 1 },
+                            Mat { ptr: panel.as_ptr(), rs: 1, cs: kc as isize },
+                            A::ONE,
+                            if k0 == 0 { None } else { Some(A::ONE) },
+                            1,
+                        );
+                    }
+                    k0 += kc;
                 }
-                // SAFETY: x holds m×k elements and the panel nb×kc; this chunk
-                // owns output columns n0..n0+nb of y (m×n).
-                unsafe {
-                    gemm(
-                        m,
-                        nb,
-                        kc,
-                        yp.get().add(n0),
-                        n as isize,
-                        1,
-                        Mat { ptr: x.as_ptr().add(k0), rs: k as isize, cs: 1 },
-                        Mat { ptr: panel.as_ptr(), rs: 1, cs: kc as isize },
-                        A::ONE,
-                        if k0 == 0 { None } else { Some(A::ONE) },
-                        1,
-                    );
-                }
-                k0 += kc;
             }
-        }
+        })
     });
 }
 
