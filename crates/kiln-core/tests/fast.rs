@@ -273,6 +273,30 @@ fn large_attention_matches_composed_reference() {
     assert_close("sdpa f64", &got, &sdpa_ref(&q64, &k64, &v64, 0.25, true).unwrap(), 1e-12, 1e-12);
 }
 
+/// The few-query (decode) path: K and V read in place from a strided cache
+/// view, grouped-query heads, causal rows that see every key, some keys or
+/// (more queries than keys) none.
+#[test]
+fn few_query_attention_reads_cache_views() {
+    let mut rng = Rng::new(10);
+    let cache_k = f32a(&mut rng, &[2, 2, 64, 40], -1.0, 1.0);
+    let cache_v = f32a(&mut rng, &[2, 2, 64, 24], -1.0, 1.0);
+    for lk in [1usize, 3, 37] {
+        let k = ops::slice(&cache_k, &[0, 0, 0, 0], &[2, 2, lk as i64, 40], &[1, 1, 1, 1]).unwrap();
+        let v = ops::slice(&cache_v, &[0, 0, 0, 0], &[2, 2, lk as i64, 24], &[1, 1, 1, 1]).unwrap();
+        kiln_core::eval(&[&k, &v]).unwrap();
+        for lq in [1usize, 2, 4] {
+            let q = f32a(&mut rng, &[2, 6, lq, 40], -1.0, 1.0);
+            for causal in [false, true] {
+                let m = if causal { AttentionMask::Causal } else { AttentionMask::None };
+                let got = fast::scaled_dot_product_attention(&q, &k, &v, 0.3, m).unwrap();
+                let want = sdpa_ref(&q, &k, &v, 0.3, causal).unwrap();
+                assert_close(&format!("lk={lk} lq={lq} causal={causal}"), &got, &want, 1e-4, 1e-5);
+            }
+        }
+    }
+}
+
 #[test]
 fn fully_masked_rows_follow_mlx() {
     // Additive -inf everywhere in a row gives NaN (as softmax does); a

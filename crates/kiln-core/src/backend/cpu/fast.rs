@@ -590,10 +590,137 @@ pub fn sdpa(
     if crate::shape::numel(out.shape) == 0 {
         return Ok(data);
     }
+    if sdpa_few_queries(q, k, v, kind, scale, &data) {
+        return Ok(data);
+    }
     float_dispatch!("scaled_dot_product_attention", q.dtype(), T => {
         sdpa_typed::<T>(q, k, v, mask, kind, scale, &data)?;
     });
     Ok(data)
+}
+
+/// Most queries per head the direct path takes (decode steps).
+const FEW_QUERIES: usize = 4;
+
+/// Attention for a few f32 queries (LLM decoding), reading K and V in place
+/// through their strides: a KV cache is a view of a larger pre-allocated
+/// buffer, and copying (and transposing) it on every step would cost more
+/// than the attention itself. Per query: scores `q·k_j`, softmax, `Σ p_j v_j`.
+/// Returns false (doing nothing) for other shapes, dtypes or masks.
+fn sdpa_few_queries(q: &Array, k: &Array, v: &Array, kind: MaskKind, scale: f32, out: &Data) -> bool {
+    let (b_n, hq, lq, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    let (hkv, lk, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
+    if lq > FEW_QUERIES
+        || lk == 0
+        || hkv == 0
+        || !matches!(kind, MaskKind::None | MaskKind::Causal)
+        || [q, k, v].iter().any(|a| a.dtype() != Dtype::F32)
+    {
+        return false;
+    }
+    let (kd, vd) = (k.data(), v.data());
+    if (dk > 1 && kd.strides()[3] != 1) || (dv > 1 && vd.strides()[3] != 1) {
+        return false;
+    }
+    let Ok(qs) = load_acc::<f32>(q, Some(scale)) else { return false };
+    let (ks, vs) = (kd.strides().to_vec(), vd.strides().to_vec());
+    if ks[2] < dk as isize || vs[2] < dv as isize {
+        // Overlapping or reversed rows (broadcast keys): the general path.
+        return false;
+    }
+    let (kp, vp) = (SendPtr(kd.ptr::<f32>()), SendPtr(vd.ptr::<f32>()));
+    let rep = hq / hkv;
+    let coff = lk as isize - lq as isize;
+    let dst = SendPtr(out.ptr::<f32>());
+    parallel_for(b_n * hq, lq * lk * (dk + dv), |range| {
+        let mut p = vec![0.0f32; lk];
+        let mut o = vec![0.0f32; dv];
+        for task in range {
+            let (b, h) = (task / hq, task % hq);
+            let kb = b as isize * ks[0] + (h / rep) as isize * ks[1];
+            let vb = b as isize * vs[0] + (h / rep) as isize * vs[1];
+            for i in 0..lq {
+                let qrow = &qs[((b * hq + h) * lq + i) * dk..][..dk];
+                // Causal: keys past the query's position are skipped (a row
+                // that sees none attends to every key, as MLX does).
+                let lim = i as isize + coff;
+                let sees_none = kind == MaskKind::Causal && lim < 0;
+                let kend = if kind == MaskKind::Causal && !sees_none { (lim as usize + 1).min(lk) } else { lk };
+                // SAFETY: rows 0..kend of head (b, h/rep) lie inside K's and
+                // V's views (row strides ks[2], vs[2] >= 0 for a cache view,
+                // checked below), each row's last axis contiguous (checked above).
+                let (krows, vrows) = unsafe {
+                    (
+                        rows_slice(kp.get().offset(kb), ks[2], kend, dk),
+                        rows_slice(vp.get().offset(vb), vs[2], kend, dv),
+                    )
+                };
+                if sees_none {
+                    // Every score of a row that sees no key is the same (uniform weights).
+                    p[..kend].fill(0.0);
+                } else {
+                    scores_f32(qrow, krows, ks[2] as usize, &mut p[..kend]);
+                }
+                let (mut m, mut l) = (f32::NEG_INFINITY, 0.0f32);
+                o.fill(0.0);
+                online_row::<f32>(&mut p[..kend], &mut m, &mut l, &mut o);
+                weighted_sum_f32(&p[..kend], vrows, vs[2] as usize, &mut o);
+                let inv = 1.0 / l;
+                // SAFETY: output row (b, h, i) belongs to this task only.
+                let drow = unsafe { std::slice::from_raw_parts_mut(dst.get().add(((b * hq + h) * lq + i) * dv), dv) };
+                for (d, &x) in drow.iter_mut().zip(&o) {
+                    *d = x * inv;
+                }
+            }
+        }
+    });
+    true
+}
+
+/// `n` rows of `len` values, `stride` apart, as one slice.
+///
+/// # Safety
+/// The rows must lie inside one live allocation.
+unsafe fn rows_slice<'a>(p: *const f32, stride: isize, n: usize, len: usize) -> &'a [f32] {
+    if n == 0 {
+        return &[];
+    }
+    std::slice::from_raw_parts(p, (n - 1) * stride as usize + len)
+}
+
+crate::multiversion! {
+    /// `p[j] = q · k_j` for rows `k_j = k[j·stride..][..q.len()]`.
+    fn scores_f32(q: &[f32], k: &[f32], stride: usize, p: &mut [f32]) {
+        let d = q.len();
+        for (j, pj) in p.iter_mut().enumerate() {
+            let kr = &k[j * stride..j * stride + d];
+            let mut acc = [0.0f32; LANES];
+            let mut cq = q.chunks_exact(LANES);
+            let mut ck = kr.chunks_exact(LANES);
+            for (x, y) in (&mut cq).zip(&mut ck) {
+                for l in 0..LANES {
+                    acc[l] += x[l] * y[l];
+                }
+            }
+            let mut s = tree(&mut acc);
+            for (x, y) in cq.remainder().iter().zip(ck.remainder()) {
+                s += x * y;
+            }
+            *pj = s;
+        }
+    }
+}
+
+crate::multiversion! {
+    /// `o += Σ_j p[j]·v_j` for rows `v_j = v[j·stride..][..o.len()]`.
+    fn weighted_sum_f32(p: &[f32], v: &[f32], stride: usize, o: &mut [f32]) {
+        let d = o.len();
+        for (j, &pj) in p.iter().enumerate() {
+            for (ov, &x) in o.iter_mut().zip(&v[j * stride..j * stride + d]) {
+                *ov += pj * x;
+            }
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
