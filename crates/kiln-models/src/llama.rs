@@ -657,11 +657,16 @@ impl Llama {
             let arrays = layer_arrays(&layer);
             kiln_core::eval(&arrays.iter().collect::<Vec<_>>())?;
             out.push(layer);
+            // The unstacked parts just freed sit in the allocator's cache in
+            // sizes no later op asks for: give them back to the system now,
+            // or the resident peak would hold them all by the last layer.
+            kiln_core::memory::clear_cache();
         }
         let head = output.as_ref().unwrap_or(&embed).prepared()?;
         let m = Llama { config, embed, layers: out, norm, output, head };
         let all = m.arrays();
         kiln_core::eval(&all.iter().collect::<Vec<_>>())?;
+        kiln_core::memory::clear_cache();
         Ok(m)
     }
 

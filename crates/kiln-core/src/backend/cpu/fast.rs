@@ -650,10 +650,7 @@ fn sdpa_few_queries(q: &Array, k: &Array, v: &Array, kind: MaskKind, scale: f32,
                 // V's views (row strides ks[2], vs[2] >= 0 for a cache view,
                 // checked below), each row's last axis contiguous (checked above).
                 let (krows, vrows) = unsafe {
-                    (
-                        rows_slice(kp.get().offset(kb), ks[2], kend, dk),
-                        rows_slice(vp.get().offset(vb), vs[2], kend, dv),
-                    )
+                    (rows_slice(kp.get().offset(kb), ks[2], kend, dk), rows_slice(vp.get().offset(vb), vs[2], kend, dv))
                 };
                 if sees_none {
                     // Every score of a row that sees no key is the same (uniform weights).
