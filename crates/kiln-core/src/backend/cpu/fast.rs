@@ -655,13 +655,15 @@ fn sdpa_few_queries(q: &Array, k: &Array, v: &Array, kind: MaskKind, scale: f32,
                 if sees_none {
                     // Every score of a row that sees no key is the same (uniform weights).
                     p[..kend].fill(0.0);
-                } else {
+                } else if !fast_rows::scores(qrow, krows, ks[2] as usize, &mut p[..kend]) {
                     scores_f32(qrow, krows, ks[2] as usize, &mut p[..kend]);
                 }
                 let (mut m, mut l) = (f32::NEG_INFINITY, 0.0f32);
                 o.fill(0.0);
                 online_row::<f32>(&mut p[..kend], &mut m, &mut l, &mut o);
-                weighted_sum_f32(&p[..kend], vrows, vs[2] as usize, &mut o);
+                if !fast_rows::weighted_sum(&p[..kend], vrows, vs[2] as usize, &mut o) {
+                    weighted_sum_f32(&p[..kend], vrows, vs[2] as usize, &mut o);
+                }
                 let inv = 1.0 / l;
                 // SAFETY: output row (b, h, i) belongs to this task only.
                 let drow = unsafe { std::slice::from_raw_parts_mut(dst.get().add(((b * hq + h) * lq + i) * dv), dv) };
@@ -672,6 +674,101 @@ fn sdpa_few_queries(q: &Array, k: &Array, v: &Array, kind: MaskKind, scale: f32,
         }
     });
     true
+}
+
+/// AVX-512 versions of [`scores_f32`] and [`weighted_sum_f32`] for head
+/// sizes of 16, 32, 64 or 128: the query (or the output row) stays in
+/// registers across all keys, so a key costs `d/16` FMAs plus one
+/// horizontal sum. They return false when they do not apply.
+mod fast_rows {
+    #[cfg(target_arch = "x86_64")]
+    use std::arch::x86_64::*;
+
+    fn applies(d: usize) -> bool {
+        cfg!(target_arch = "x86_64")
+            && matches!(d, 16 | 32 | 64 | 128)
+            && super::super::simd::level() == super::super::simd::Level::Avx512
+    }
+
+    /// `p[j] = q · k_j`, rows of `k` `stride` apart.
+    pub(super) fn scores(q: &[f32], k: &[f32], stride: usize, p: &mut [f32]) -> bool {
+        let d = q.len();
+        if !applies(d) || (!p.is_empty() && k.len() < (p.len() - 1) * stride + d) {
+            return false;
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512 is available (checked) and every row read lies in `k` (checked).
+        unsafe {
+            match d / 16 {
+                1 => scores_c::<1>(q, k, stride, p),
+                2 => scores_c::<2>(q, k, stride, p),
+                4 => scores_c::<4>(q, k, stride, p),
+                _ => scores_c::<8>(q, k, stride, p),
+            }
+        }
+        true
+    }
+
+    /// `o += Σ_j p[j]·v_j`, rows of `v` `stride` apart.
+    pub(super) fn weighted_sum(p: &[f32], v: &[f32], stride: usize, o: &mut [f32]) -> bool {
+        let d = o.len();
+        if !applies(d) || (!p.is_empty() && v.len() < (p.len() - 1) * stride + d) {
+            return false;
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `scores`.
+        unsafe {
+            match d / 16 {
+                1 => wsum_c::<1>(p, v, stride, o),
+                2 => wsum_c::<2>(p, v, stride, o),
+                4 => wsum_c::<4>(p, v, stride, o),
+                _ => wsum_c::<8>(p, v, stride, o),
+            }
+        }
+        true
+    }
+
+    /// # Safety
+    /// AVX-512 must be available; `q` holds `16·C` values and `k` every row read.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma")]
+    unsafe fn scores_c<const C: usize>(q: &[f32], k: &[f32], stride: usize, p: &mut [f32]) {
+        let mut qv = [_mm512_setzero_ps(); C];
+        for (c, v) in qv.iter_mut().enumerate() {
+            *v = _mm512_loadu_ps(q.as_ptr().add(16 * c));
+        }
+        let kp = k.as_ptr();
+        for (j, pj) in p.iter_mut().enumerate() {
+            let row = kp.add(j * stride);
+            let mut acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(row));
+            for (c, v) in qv.iter().enumerate().skip(1) {
+                acc = _mm512_fmadd_ps(*v, _mm512_loadu_ps(row.add(16 * c)), acc);
+            }
+            *pj = _mm512_reduce_add_ps(acc);
+        }
+    }
+
+    /// # Safety
+    /// AVX-512 must be available; `o` holds `16·C` values and `v` every row read.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma")]
+    unsafe fn wsum_c<const C: usize>(p: &[f32], v: &[f32], stride: usize, o: &mut [f32]) {
+        let mut ov = [_mm512_setzero_ps(); C];
+        for (c, x) in ov.iter_mut().enumerate() {
+            *x = _mm512_loadu_ps(o.as_ptr().add(16 * c));
+        }
+        let vp = v.as_ptr();
+        for (j, &pj) in p.iter().enumerate() {
+            let row = vp.add(j * stride);
+            let w = _mm512_set1_ps(pj);
+            for (c, x) in ov.iter_mut().enumerate() {
+                *x = _mm512_fmadd_ps(w, _mm512_loadu_ps(row.add(16 * c)), *x);
+            }
+        }
+        for (c, x) in ov.iter().enumerate() {
+            _mm512_storeu_ps(o.as_mut_ptr().add(16 * c), *x);
+        }
+    }
 }
 
 /// `n` rows of `len` values, `stride` apart, as one slice.
