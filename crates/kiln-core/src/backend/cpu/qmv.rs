@@ -240,3 +240,84 @@ unsafe fn block<const BITS: u32, const PER: usize, const M: usize>(job: &Job<'_>
         }
     }
 }
+
+/// Dequantizes groups `g0..g1` of one packed row (affine, 4 or 8 bits,
+/// f32 scales and biases) into `out`, 16 values per step: the words are
+/// spread over the lanes with one permute, each lane shifts out its own code.
+/// Returns false (writing nothing) when the format is not one it handles.
+pub(crate) fn dequant_row(
+    row: &[u32],
+    bits: u32,
+    group_size: usize,
+    sc: &[f32],
+    bi: &[f32],
+    g0: usize,
+    g1: usize,
+    out: &mut [f32],
+) -> bool {
+    if !available()
+        || !matches!(bits, 4 | 8)
+        || !group_size.is_multiple_of(L)
+        || g1 > sc.len()
+        || g1 > bi.len()
+        || out.len() < (g1 - g0) * group_size
+        || row.len() * 32 < g1 * group_size * bits as usize
+    {
+        return false;
+    }
+    // SAFETY: AVX-512 is available and every index used is inside the
+    // slices (checked above).
+    unsafe {
+        if bits == 4 {
+            dequant4(row, group_size, sc, bi, g0, g1, out)
+        } else {
+            dequant8(row, group_size, sc, bi, g0, g1, out)
+        }
+    }
+    true
+}
+
+/// # Safety
+/// As [`dequant_row`] checked.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+unsafe fn dequant4(row: &[u32], gs: usize, sc: &[f32], bi: &[f32], g0: usize, g1: usize, out: &mut [f32]) {
+    // Lane i takes word i / 8 of the pair and shifts by 4·(i % 8).
+    let mut idx = [0i32; L];
+    let mut sh = [0i32; L];
+    for i in 0..L {
+        idx[i] = (i / 8) as i32;
+        sh[i] = (4 * (i % 8)) as i32;
+    }
+    let idx = _mm512_loadu_si512(idx.as_ptr() as *const _);
+    let sh = _mm512_loadu_si512(sh.as_ptr() as *const _);
+    let mask = _mm512_set1_epi32(0xF);
+    let mut o = out.as_mut_ptr();
+    for g in g0..g1 {
+        let (s, b) = (_mm512_set1_ps(*sc.get_unchecked(g)), _mm512_set1_ps(*bi.get_unchecked(g)));
+        let w0 = row.as_ptr().add(g * gs / 8);
+        for v in 0..gs / L {
+            // Two words (16 codes) per vector.
+            let pair = _mm512_castsi128_si512(_mm_loadl_epi64(w0.add(2 * v) as *const __m128i));
+            let codes = _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutexvar_epi32(idx, pair), sh), mask);
+            _mm512_storeu_ps(o, _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(codes), b));
+            o = o.add(L);
+        }
+    }
+}
+
+/// # Safety
+/// As [`dequant_row`] checked.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
+unsafe fn dequant8(row: &[u32], gs: usize, sc: &[f32], bi: &[f32], g0: usize, g1: usize, out: &mut [f32]) {
+    let bytes = row.as_ptr() as *const u8;
+    let mut o = out.as_mut_ptr();
+    for g in g0..g1 {
+        let (s, b) = (_mm512_set1_ps(*sc.get_unchecked(g)), _mm512_set1_ps(*bi.get_unchecked(g)));
+        for v in 0..gs / L {
+            // Codes are LSB-first bytes, so 16 consecutive bytes are 16 consecutive codes.
+            let c = _mm512_cvtepu8_epi32(_mm_loadu_si128(bytes.add(g * gs + v * L) as *const __m128i));
+            _mm512_storeu_ps(o, _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(c), b));
+            o = o.add(L);
+        }
+    }
+}

@@ -504,6 +504,15 @@ impl<A: Acc> QMat<'_, A> {
         let row = &self.wq[r * self.kw..(r + 1) * self.kw];
         let sc = &self.sc[r * self.groups..(r + 1) * self.groups];
         let bi = self.bi.map(|b| &b[r * self.groups..(r + 1) * self.groups]);
+        #[cfg(target_arch = "x86_64")]
+        if let (true, QuantMode::Affine, Some(b)) = (std::mem::size_of::<A>() == 4, self.spec.mode, bi) {
+            // SAFETY: A is f32 here (the only 4-byte Acc), so the casts are identities.
+            let (scf, bif, outf) =
+                unsafe { (cast_slice::<A, f32>(sc), cast_slice::<A, f32>(b), cast_slice_mut::<A, f32>(out)) };
+            if super::qmv::dequant_row(row, self.spec.bits, self.spec.group_size, scf, bif, g0, g1, outf) {
+                return;
+            }
+        }
         decode_groups(self.spec, row, sc, bi, g0, g1, out);
     }
 }
