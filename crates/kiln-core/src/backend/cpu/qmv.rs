@@ -93,26 +93,27 @@ pub(crate) fn qmv(
         return false;
     }
     let chunks = kw.div_ceil(L);
-    // Permuted, pre-scaled x (zero past the row's end) and per-word sums of x.
+    // Permuted, pre-scaled x (zero past the row's end) and per-group sums of
+    // x (the bias term of a row is one dot product with its biases).
     let mut xp = vec![0.0f32; m * chunks * per * L];
-    let mut xw = vec![0.0f32; m * chunks * L];
+    let mut xg = vec![0.0f32; m * groups];
     for i in 0..m {
         let xr = &x[i * k..(i + 1) * k];
         for word in 0..kw {
             let (c, l) = (word / L, word % L);
-            let mut s = 0.0f32;
             for j in 0..per {
-                let v = xr[word * per + j];
-                s += v;
-                xp[((i * chunks + c) * per + j) * L + l] = v * f32::from_bits((127 - (bits * j as u32)) << 23);
+                xp[((i * chunks + c) * per + j) * L + l] =
+                    xr[word * per + j] * f32::from_bits((127 - (bits * j as u32)) << 23);
             }
-            xw[(i * chunks + c) * L + l] = s;
+        }
+        for (g, s) in xg[i * groups..(i + 1) * groups].iter_mut().enumerate() {
+            *s = xr[g * group_size..(g + 1) * group_size].iter().sum();
         }
     }
     let yp = SendPtr(y.as_mut_ptr());
-    let (xp, xw) = (&xp[..], &xw[..]);
+    let (xp, xg) = (&xp[..], &xg[..]);
     parallel_for(n, kw * m, |range| {
-        let job = Job { xp, xw, m, n, chunks, wq, kw, wpg, groups, scales, biases, yp };
+        let job = Job { xp, xg, m, n, chunks, wq, kw, wpg, groups, scales, biases, yp };
         // SAFETY: `available()` checked AVX-512 F/BW/VL/DQ and FMA; the
         // bounds the kernel relies on were checked above.
         unsafe {
@@ -130,7 +131,8 @@ pub(crate) fn qmv(
 /// Operands shared by the row ranges.
 struct Job<'a> {
     xp: &'a [f32],
-    xw: &'a [f32],
+    /// Per-group sums of x, `m × groups`.
+    xg: &'a [f32],
     m: usize,
     n: usize,
     chunks: usize,
@@ -205,7 +207,7 @@ unsafe fn block<const BITS: u32, const PER: usize, const M: usize>(job: &Job<'_>
     let tail_mask: u16 = if tail == 0 { 0xFFFF } else { ((1u32 << tail) - 1) as u16 };
     let (chunks, groups) = (job.chunks, job.groups);
     let xp = job.xp.as_ptr().add(i0 * chunks * PER * L);
-    let xw = job.xw.as_ptr().add(i0 * chunks * L);
+    let xg = job.xg.as_ptr().add(i0 * groups);
     for r in r0..r1 {
         let wrow = job.wq.as_ptr().add(r * job.kw);
         let goff = r * groups;
@@ -227,11 +229,24 @@ unsafe fn block<const BITS: u32, const PER: usize, const M: usize>(job: &Job<'_>
                 }
             }
             let s = lane_groups(job.scales, goff, groups, c, wpg, idx);
-            let b = lane_groups(job.biases, goff, groups, c, wpg, idx);
             for i in 0..M {
                 tot[i] = _mm512_fmadd_ps(_mm512_add_ps(acc[i][0], acc[i][1]), s, tot[i]);
-                tb[i] = _mm512_fmadd_ps(b, _mm512_loadu_ps(xw.add((i * chunks + c) * L)), tb[i]);
             }
+        }
+        // Σ_g bias_g · Σx_g, 16 groups at a time.
+        let mut g0 = 0;
+        while g0 < groups {
+            let mask = ((1u32 << (groups - g0).min(L)) - 1) as u16;
+            let b = match job.biases {
+                Groups::F32(v) => _mm512_maskz_loadu_ps(mask, v.as_ptr().add(goff + g0)),
+                Groups::F16(v) => {
+                    _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, v.as_ptr().add(goff + g0) as *const i16))
+                }
+            };
+            for (i, t) in tb.iter_mut().enumerate() {
+                *t = _mm512_fmadd_ps(b, _mm512_maskz_loadu_ps(mask, xg.add(i * groups + g0)), *t);
+            }
+            g0 += L;
         }
         for i in 0..M {
             let v = _mm512_reduce_add_ps(_mm512_add_ps(tot[i], tb[i]));
