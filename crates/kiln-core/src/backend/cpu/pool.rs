@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 /// How long an idle worker spins before it parks.
 const SPIN: Duration = Duration::from_micros(200);
 /// After this long, the spinning worker also yields its core now and then.
-const YIELD_AFTER: Duration = Duration::from_micros(20);
+const YIELD_AFTER: Duration = Duration::from_micros(100);
 
 /// One parallel loop: chunks of `per` indices of `0..n`.
 struct Job<'a> {
