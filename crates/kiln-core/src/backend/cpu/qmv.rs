@@ -97,13 +97,15 @@ pub(crate) fn qmv(
     // x (the bias term of a row is one dot product with its biases).
     let mut xp = vec![0.0f32; m * chunks * per * L];
     let mut xg = vec![0.0f32; m * groups];
+    let pow: Vec<f32> = (0..per).map(|j| f32::from_bits((127 - bits * j as u32) << 23)).collect();
     for i in 0..m {
         let xr = &x[i * k..(i + 1) * k];
-        for word in 0..kw {
-            let (c, l) = (word / L, word % L);
-            for j in 0..per {
-                xp[((i * chunks + c) * per + j) * L + l] =
-                    xr[word * per + j] * f32::from_bits((127 - (bits * j as u32)) << 23);
+        // Chunk c of x (16 words of `per` codes) becomes `per` rows of 16 lanes.
+        for (xc, dst) in xr.chunks(L * per).zip(xp[i * chunks * per * L..].chunks_exact_mut(per * L)) {
+            for (l, word) in xc.chunks_exact(per).enumerate() {
+                for (j, (&v, &p)) in word.iter().zip(&pow).enumerate() {
+                    dst[j * L + l] = v * p;
+                }
             }
         }
         for (g, s) in xg[i * groups..(i + 1) * groups].iter_mut().enumerate() {
