@@ -114,7 +114,8 @@ pub(crate) fn qmv(
     }
     let yp = SendPtr(y.as_mut_ptr());
     let (xp, xg) = (&xp[..], &xg[..]);
-    parallel_for(n, kw * m, |range| {
+    // Cost per row: its codes (each a few instructions per row of x).
+    parallel_for(n, k * m, |range| {
         let job = Job { xp, xg, m, n, chunks, wq, kw, wpg, groups, scales, biases, yp };
         // SAFETY: `available()` checked AVX-512 F/BW/VL/DQ and FMA; the
         // bounds the kernel relies on were checked above.
