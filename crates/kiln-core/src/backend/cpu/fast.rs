@@ -623,7 +623,7 @@ fn sdpa_few_queries(q: &Array, k: &Array, v: &Array, kind: MaskKind, scale: f32,
         return false;
     }
     let Ok(qs) = load_acc::<f32>(q, Some(scale)) else { return false };
-    let (ks, vs) = (kd.strides().to_vec(), vd.strides().to_vec());
+    let (ks, vs) = (kd.strides(), vd.strides());
     if ks[2] < dk as isize || vs[2] < dv as isize {
         // Overlapping or reversed rows (broadcast keys): the general path.
         return false;
@@ -647,8 +647,8 @@ fn sdpa_few_queries(q: &Array, k: &Array, v: &Array, kind: MaskKind, scale: f32,
                 let sees_none = kind == MaskKind::Causal && lim < 0;
                 let kend = if kind == MaskKind::Causal && !sees_none { (lim as usize + 1).min(lk) } else { lk };
                 // SAFETY: rows 0..kend of head (b, h/rep) lie inside K's and
-                // V's views (row strides ks[2], vs[2] >= 0 for a cache view,
-                // checked below), each row's last axis contiguous (checked above).
+                // V's views, whose row strides are at least a row long and
+                // whose last axis is contiguous (both checked above).
                 let (krows, vrows) = unsafe {
                     (rows_slice(kp.get().offset(kb), ks[2], kend, dk), rows_slice(vp.get().offset(vb), vs[2], kend, dv))
                 };

@@ -115,22 +115,26 @@ fn worker(p: &'static Pool) {
                 break g;
             }
             spins += 1;
-            if spins.is_multiple_of(64) && start.elapsed() > YIELD_AFTER {
-                // Other runnable threads (rayon's, another process) get the
-                // core; with nothing else to run this returns at once.
-                std::thread::yield_now();
-            }
-            if spins.is_multiple_of(64) && start.elapsed() > SPIN {
-                let guard = p.lock.lock().unwrap_or_else(|e| e.into_inner());
-                p.sleepers.fetch_add(1, SeqCst);
-                let mut guard = guard;
-                while p.gen.load(SeqCst) == seen || p.gen.load(SeqCst).is_multiple_of(2) {
-                    guard = p.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+            if spins.is_multiple_of(64) {
+                let waited = start.elapsed();
+                if waited > SPIN {
+                    let mut guard = p.lock.lock().unwrap_or_else(|e| e.into_inner());
+                    p.sleepers.fetch_add(1, SeqCst);
+                    loop {
+                        let g = p.gen.load(SeqCst);
+                        if g != seen && !g.is_multiple_of(2) {
+                            break;
+                        }
+                        guard = p.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+                    }
+                    p.sleepers.fetch_sub(1, SeqCst);
+                    continue;
                 }
-                p.sleepers.fetch_sub(1, SeqCst);
-                drop(guard);
-                spins = 0;
-                continue;
+                if waited > YIELD_AFTER {
+                    // Other runnable threads (rayon's, another process) get the
+                    // core; with nothing else to run this returns at once.
+                    std::thread::yield_now();
+                }
             }
             std::hint::spin_loop();
         };
@@ -155,16 +159,9 @@ pub(crate) fn run(n: usize, chunks: usize, f: &(dyn Fn(Range<usize>) + Sync)) ->
         return false;
     }
     let per = n.div_ceil(chunks.max(1));
-    let job = Job {
-        f,
-        n,
-        per,
-        chunks: n.div_ceil(per),
-        next: AtomicUsize::new(0),
-        left: AtomicUsize::new(0),
-        panic: Mutex::new(None),
-    };
-    job.left.store(job.chunks, SeqCst);
+    let chunks = n.div_ceil(per);
+    let job =
+        Job { f, n, per, chunks, next: AtomicUsize::new(0), left: AtomicUsize::new(chunks), panic: Mutex::new(None) };
     // SAFETY (lifetime erasure): workers reach the job only between the odd
     // and the following even `gen` while counted in `refs`, and this
     // function waits for both before returning.

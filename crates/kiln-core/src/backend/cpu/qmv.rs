@@ -23,6 +23,7 @@
 use super::simd::{parallel_for, SendPtr};
 use crate::dtype::f16;
 use std::arch::x86_64::*;
+use std::borrow::Cow;
 
 /// Words per chunk (one zmm of u32).
 const L: usize = 16;
@@ -32,12 +33,11 @@ const PREFETCH: usize = 512;
 const MB: usize = 4;
 
 /// Per-group scales or biases as stored.
-#[derive(Clone, Copy)]
 pub(crate) enum Groups<'a> {
     /// f32 values.
-    F32(&'a [f32]),
+    F32(Cow<'a, [f32]>),
     /// f16 values (exact for GGUF's block scales), widened in-register.
-    F16(&'a [f16]),
+    F16(Cow<'a, [f16]>),
 }
 
 impl Groups<'_> {
@@ -45,6 +45,18 @@ impl Groups<'_> {
         match self {
             Groups::F32(v) => v.len(),
             Groups::F16(v) => v.len(),
+        }
+    }
+
+    /// Values `off..off + 16` (lanes past `mask` zero), widened to f32.
+    ///
+    /// # Safety
+    /// AVX-512 must be available and the masked lanes inside the values.
+    #[inline(always)]
+    unsafe fn load(&self, off: usize, mask: u16) -> __m512 {
+        match self {
+            Groups::F32(v) => _mm512_maskz_loadu_ps(mask, v.as_ptr().add(off)),
+            Groups::F16(v) => _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, v.as_ptr().add(off) as *const i16)),
         }
     }
 }
@@ -66,8 +78,8 @@ pub(crate) fn qmv(
     kw: usize,
     bits: u32,
     group_size: usize,
-    scales: Groups<'_>,
-    biases: Groups<'_>,
+    scales: &Groups<'_>,
+    biases: &Groups<'_>,
     y: &mut [f32],
 ) -> bool {
     let per = match bits {
@@ -143,8 +155,8 @@ struct Job<'a> {
     kw: usize,
     wpg: usize,
     groups: usize,
-    scales: Groups<'a>,
-    biases: Groups<'a>,
+    scales: &'a Groups<'a>,
+    biases: &'a Groups<'a>,
     yp: SendPtr<f32>,
 }
 
@@ -153,7 +165,7 @@ struct Job<'a> {
 /// # Safety
 /// AVX-512 must be available; `v` must hold the row's `groups` values.
 #[inline(always)]
-unsafe fn lane_groups(v: Groups<'_>, row_off: usize, groups: usize, c: usize, wpg: usize, idx: __m512i) -> __m512 {
+unsafe fn lane_groups(v: &Groups<'_>, row_off: usize, groups: usize, c: usize, wpg: usize, idx: __m512i) -> __m512 {
     if wpg >= L {
         let g = row_off + c * L / wpg;
         return match v {
@@ -164,12 +176,7 @@ unsafe fn lane_groups(v: Groups<'_>, row_off: usize, groups: usize, c: usize, wp
     let per_chunk = L / wpg;
     let g0 = c * per_chunk;
     let cnt = per_chunk.min(groups - g0);
-    let mask = ((1u32 << cnt) - 1) as u16;
-    let raw = match v {
-        Groups::F32(s) => _mm512_maskz_loadu_ps(mask, s.as_ptr().add(row_off + g0)),
-        Groups::F16(s) => _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, s.as_ptr().add(row_off + g0) as *const i16)),
-    };
-    _mm512_permutexvar_ps(idx, raw)
+    _mm512_permutexvar_ps(idx, v.load(row_off + g0, ((1u32 << cnt) - 1) as u16))
 }
 
 /// Rows `r0..r1` of y for `BITS`-bit codes, `PER` codes per word.
@@ -198,7 +205,7 @@ unsafe fn rows<const BITS: u32, const PER: usize>(job: &Job<'_>, r0: usize, r1: 
 /// As [`rows`].
 #[inline(always)]
 unsafe fn block<const BITS: u32, const PER: usize, const M: usize>(job: &Job<'_>, i0: usize, r0: usize, r1: usize) {
-    let code_mask = if BITS == 32 { u32::MAX } else { (1u32 << BITS) - 1 };
+    let code_mask = (1u32 << BITS) - 1;
     let wpg = job.wpg;
     // Lane l belongs to group l / wpg of the chunk's groups.
     let mut lanes = [0i32; L];
@@ -240,12 +247,7 @@ unsafe fn block<const BITS: u32, const PER: usize, const M: usize>(job: &Job<'_>
         let mut g0 = 0;
         while g0 < groups {
             let mask = ((1u32 << (groups - g0).min(L)) - 1) as u16;
-            let b = match job.biases {
-                Groups::F32(v) => _mm512_maskz_loadu_ps(mask, v.as_ptr().add(goff + g0)),
-                Groups::F16(v) => {
-                    _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, v.as_ptr().add(goff + g0) as *const i16))
-                }
-            };
+            let b = job.biases.load(goff + g0, mask);
             for (i, t) in tb.iter_mut().enumerate() {
                 *t = _mm512_fmadd_ps(b, _mm512_maskz_loadu_ps(mask, xg.add(i * groups + g0)), *t);
             }

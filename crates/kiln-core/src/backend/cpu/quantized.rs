@@ -684,42 +684,21 @@ fn qmv_fast(inputs: &[Array], transpose: bool, spec: QuantSpec, out: &OutSpec<'_
         return None;
     }
     let (n, kw, m) = (ws[0], ws[1], x.size() / k);
-    let groups_of = |a: &Array| -> Option<Cow<'static, [f32]>> {
-        match a.dtype() {
-            Dtype::F32 => Some(elems::<f32>(a)),
-            _ => None,
-        }
+    let groups = |a: &Array| match a.dtype() {
+        Dtype::F32 => Some(Groups::F32(elems::<f32>(a))),
+        Dtype::F16 => Some(Groups::F16(elems::<f16>(a))),
+        _ => None,
     };
-    let half_of = |a: &Array| -> Option<Cow<'static, [f16]>> {
-        match a.dtype() {
-            Dtype::F16 => Some(elems::<f16>(a)),
-            _ => None,
-        }
-    };
-    let (s32, s16) = (groups_of(&inputs[2]), half_of(&inputs[2]));
-    let (b32, b16) = (groups_of(&inputs[3]), half_of(&inputs[3]));
-    let sc = match (&s32, &s16) {
-        (Some(v), _) => Groups::F32(v),
-        (_, Some(v)) => Groups::F16(v),
-        _ => return None,
-    };
-    let bi = match (&b32, &b16) {
-        (Some(v), _) => Groups::F32(v),
-        (_, Some(v)) => Groups::F16(v),
-        _ => return None,
-    };
+    let (Some(sc), Some(bi)) = (groups(&inputs[2]), groups(&inputs[3])) else { return None };
     let xs = elems::<f32>(x);
     let wq = elems::<u32>(wqa);
-    let buf = match Buffer::alloc(m * n * 4) {
+    let buf = match Buffer::zeroed(m * n * 4) {
         Ok(b) => b,
         Err(e) => return Some(Err(e)),
     };
-    // SAFETY: the fresh buffer holds m·n f32 values, zeroed before the slice is made.
-    let y = unsafe {
-        std::ptr::write_bytes(buf.as_ptr(), 0, m * n * 4);
-        std::slice::from_raw_parts_mut(buf.as_ptr() as *mut f32, m * n)
-    };
-    if !qmv(&xs, m, k, n, &wq, kw, spec.bits, spec.group_size, sc, bi, y) {
+    // SAFETY: the zeroed buffer holds m·n f32 values.
+    let y = unsafe { std::slice::from_raw_parts_mut(buf.as_ptr() as *mut f32, m * n) };
+    if !qmv(&xs, m, k, n, &wq, kw, spec.bits, spec.group_size, &sc, &bi, y) {
         return None;
     }
     Some(Ok(Data::contiguous(buf, out.shape)))
