@@ -1141,6 +1141,7 @@ fn main() {
             ("version", version.as_str().into()),
         ];
         let quiet = wait_quiet(&o);
+        kiln::profile::reset();
         // A panicking workload (an op that panics instead of returning an error)
         // is reported as failed and the others still run.
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -1169,6 +1170,9 @@ fn main() {
                     opt(t.cpu_util),
                     opt(t.other_load)
                 );
+                if kiln::profile::enabled() {
+                    eprint!("{}", kiln::profile::report());
+                }
                 rec.extend([
                     ("median_ms", rnd(t.median_s * 1e3)),
                     ("min_ms", rnd(t.min_s * 1e3)),

@@ -434,8 +434,12 @@ pub(crate) fn compute_claimed(
 /// Calls the kernel of `expr`, turning a panic into an error.
 fn guarded(expr: &Expr, specs: &[OutSpec<'_>]) -> Result<Vec<crate::array::Data>> {
     let backend = backend_for(expr.stream.device)?;
+    let start = crate::profile::enabled().then(std::time::Instant::now);
     let datas = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| expr.prim.eval(backend, &expr.inputs, specs)))
         .unwrap_or_else(|p| Err(panic_error(expr.prim.name(), p)))?;
+    if let Some(t) = start {
+        crate::profile::record(expr.prim.name(), specs[0].shape, t.elapsed().as_nanos() as u64);
+    }
     if datas.len() != specs.len() {
         return Err(Error::runtime(
             expr.prim.name(),

@@ -26,6 +26,7 @@ pub mod io;
 pub mod memory;
 pub mod ops;
 pub mod primitive;
+pub mod profile;
 pub mod shape;
 pub mod stream;
 pub mod transforms;

@@ -1,6 +1,8 @@
-//! Decode-shaped quantized matmul probe: one row of x against a model's
-//! worth of 4-bit and 8-bit matrices (more than the L2 holds), reporting the
-//! packed bytes streamed per second.
+//! Quantized matmul probe: `M` rows of x (1 by default: decode-shaped)
+//! against a model's worth of 4-bit and 8-bit matrices (more than the L2
+//! holds), reporting the packed bytes streamed and GFLOP/s.
+//!
+//! `cargo run --release --example qmv -- N K COUNT BITS M`
 use kiln::ops::{quantize, quantized_matmul, random, QuantSpec};
 use kiln::Dtype;
 use std::time::Instant;
@@ -13,6 +15,7 @@ fn main() {
         args.get(2).copied().unwrap_or(40),
         args.get(3).copied().unwrap_or(4) as u32,
     );
+    let m = args.get(4).copied().unwrap_or(1);
     let spec = QuantSpec::affine(32, bits);
     let mats: Vec<_> = (0..count)
         .map(|_| {
@@ -22,7 +25,7 @@ fn main() {
             (q, s, b.unwrap())
         })
         .collect();
-    let x = random::normal(&[1, k], Dtype::F32, None, None, None).unwrap();
+    let x = random::normal(&[m, k], Dtype::F32, None, None, None).unwrap();
     x.eval().unwrap();
     let bytes: usize = mats.iter().map(|(q, s, b)| q.nbytes() + s.nbytes() + b.nbytes()).sum();
     let mut best = f64::MAX;
@@ -34,9 +37,10 @@ fn main() {
         best = best.min(t.elapsed().as_secs_f64());
     }
     println!(
-        "{count} × ({n}×{k}, {bits}-bit): {:.3} ms per pass, {:.1} µs per matmul, {:.2} GB/s",
+        "{count} × ({m}×{k} @ ({n}×{k}, {bits}-bit)ᵀ): {:.3} ms per pass, {:.1} µs per matmul, {:.2} GB/s, {:.1} GFLOP/s",
         best * 1e3,
         best * 1e6 / count as f64,
-        bytes as f64 / best / 1e9
+        bytes as f64 / best / 1e9,
+        2.0 * (m * n * k * count) as f64 / best / 1e9
     );
 }

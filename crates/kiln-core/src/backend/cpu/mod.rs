@@ -19,6 +19,7 @@ mod random;
 mod reduce;
 mod scan;
 mod select;
+mod sgemm;
 pub mod simd;
 mod softmax;
 mod sort;

@@ -48,6 +48,15 @@ impl Groups<'_> {
         }
     }
 
+    /// Value `i`, widened to f32.
+    #[inline(always)]
+    pub(crate) fn get(&self, i: usize) -> f32 {
+        match self {
+            Groups::F32(v) => v[i],
+            Groups::F16(v) => v[i].to_f32(),
+        }
+    }
+
     /// Values `off..off + 16` (lanes past `mask` zero), widened to f32.
     ///
     /// # Safety
@@ -269,8 +278,8 @@ pub(crate) fn dequant_row(
     row: &[u32],
     bits: u32,
     group_size: usize,
-    sc: &[f32],
-    bi: &[f32],
+    sc: &Groups<'_>,
+    bi: &Groups<'_>,
     g0: usize,
     g1: usize,
     out: &mut [f32],
@@ -300,7 +309,7 @@ pub(crate) fn dequant_row(
 /// # Safety
 /// As [`dequant_row`] checked.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-unsafe fn dequant4(row: &[u32], gs: usize, sc: &[f32], bi: &[f32], g0: usize, g1: usize, out: &mut [f32]) {
+unsafe fn dequant4(row: &[u32], gs: usize, sc: &Groups<'_>, bi: &Groups<'_>, g0: usize, g1: usize, out: &mut [f32]) {
     // Lane i takes word i / 8 of the pair and shifts by 4·(i % 8).
     let mut idx = [0i32; L];
     let mut sh = [0i32; L];
@@ -313,7 +322,7 @@ unsafe fn dequant4(row: &[u32], gs: usize, sc: &[f32], bi: &[f32], g0: usize, g1
     let mask = _mm512_set1_epi32(0xF);
     let mut o = out.as_mut_ptr();
     for g in g0..g1 {
-        let (s, b) = (_mm512_set1_ps(*sc.get_unchecked(g)), _mm512_set1_ps(*bi.get_unchecked(g)));
+        let (s, b) = (_mm512_set1_ps(sc.get(g)), _mm512_set1_ps(bi.get(g)));
         let w0 = row.as_ptr().add(g * gs / 8);
         for v in 0..gs / L {
             // Two words (16 codes) per vector.
@@ -328,11 +337,11 @@ unsafe fn dequant4(row: &[u32], gs: usize, sc: &[f32], bi: &[f32], g0: usize, g1
 /// # Safety
 /// As [`dequant_row`] checked.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
-unsafe fn dequant8(row: &[u32], gs: usize, sc: &[f32], bi: &[f32], g0: usize, g1: usize, out: &mut [f32]) {
+unsafe fn dequant8(row: &[u32], gs: usize, sc: &Groups<'_>, bi: &Groups<'_>, g0: usize, g1: usize, out: &mut [f32]) {
     let bytes = row.as_ptr() as *const u8;
     let mut o = out.as_mut_ptr();
     for g in g0..g1 {
-        let (s, b) = (_mm512_set1_ps(*sc.get_unchecked(g)), _mm512_set1_ps(*bi.get_unchecked(g)));
+        let (s, b) = (_mm512_set1_ps(sc.get(g)), _mm512_set1_ps(bi.get(g)));
         for v in 0..gs / L {
             // Codes are LSB-first bytes, so 16 consecutive bytes are 16 consecutive codes.
             let c = _mm512_cvtepu8_epi32(_mm_loadu_si128(bytes.add(g * gs + v * L) as *const __m128i));

@@ -509,7 +509,8 @@ impl<A: Acc> QMat<'_, A> {
             // SAFETY: A is f32 here (the only 4-byte Acc), so the casts are identities.
             let (scf, bif, outf) =
                 unsafe { (cast_slice::<A, f32>(sc), cast_slice::<A, f32>(b), cast_slice_mut::<A, f32>(out)) };
-            if super::qmv::dequant_row(row, self.spec.bits, self.spec.group_size, scf, bif, g0, g1, outf) {
+            let (scg, big) = (super::qmv::Groups::F32(Cow::Borrowed(scf)), super::qmv::Groups::F32(Cow::Borrowed(bif)));
+            if super::qmv::dequant_row(row, self.spec.bits, self.spec.group_size, &scg, &big, g0, g1, outf) {
                 return;
             }
         }
@@ -537,6 +538,17 @@ fn with_scratch<A: Acc, R>(len: usize, f: impl FnOnce(&mut [A]) -> R) -> R {
 /// dequantized into cache and multiplied with the GEMM, one panel per task,
 /// the panels sized so the tasks split evenly over the threads.
 fn qmm_t_panel<A: Acc>(x: &[A], w: &QMat<'_, A>, m: usize, n: usize, k: usize, y: &mut [A]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::mem::size_of::<A>() == 4 && super::sgemm::available() {
+        // SAFETY: A is f32 here (the only 4-byte Acc), so the casts are identities.
+        let (xf, yf, wf) = unsafe { (cast_slice::<A, f32>(x), cast_slice_mut::<A, f32>(y), cast_qmat::<A>(w)) };
+        assert!(yf.len() >= m * n);
+        // SAFETY: sgemm is available and y holds m×n values (asserted).
+        let decode = |r, g0, g1, out: &mut [f32]| wf.decode(r, g0, g1, out);
+        if unsafe { qmm_t_panel_f32(xf, &decode, wf.spec.group_size, m, n, k, yf.as_mut_ptr()) }.is_ok() {
+            return;
+        }
+    }
     let gs = w.spec.group_size;
     let kb = (PANEL_K / gs).max(1) * gs;
     let kb = kb.min(k.div_ceil(gs) * gs);
@@ -579,6 +591,76 @@ fn qmm_t_panel<A: Acc>(x: &[A], w: &QMat<'_, A>, m: usize, n: usize, k: usize, y
             }
         })
     });
+}
+
+/// [`qmm_t_panel`] on AVX-512 for f32: x is packed once and each panel of
+/// W rows (`decode(row, g0, g1, out)` expands groups `g0..g1` of a row) is
+/// multiplied in place by [`super::sgemm`]. Writes every value of `y`
+/// (`m × n`, row-major).
+///
+/// # Safety
+/// [`super::sgemm::available`]; `y` is valid for `m·n` writes and not
+/// aliased during the call.
+#[cfg(target_arch = "x86_64")]
+unsafe fn qmm_t_panel_f32(
+    x: &[f32],
+    decode: &(dyn Fn(usize, usize, usize, &mut [f32]) + Sync),
+    gs: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    y: *mut f32,
+) -> Result<()> {
+    use super::sgemm::{gemm_bt, PackedX, KC};
+    // Equal k blocks of whole groups, none deeper than KC.
+    let kb = k.div_ceil(k.div_ceil(KC)).next_multiple_of(gs).min(k.div_ceil(gs) * gs);
+    let max_rows = (PANEL_ELEMS / kb).clamp(16, 512);
+    let threads = super::simd::num_threads().max(1);
+    let blocks = threads * n.div_ceil(threads * max_rows);
+    let rows = n.div_ceil(blocks).next_multiple_of(6).min(n);
+    let blocks = n.div_ceil(rows);
+    let px = PackedX::new(x, m, k)?;
+    let yp = SendPtr(y);
+    parallel_for(blocks, rows * k * m.max(4), |range| {
+        with_panel(rows * kb, |panel| {
+            for b in range {
+                let n0 = b * rows;
+                let nb = rows.min(n - n0);
+                let mut k0 = 0;
+                while k0 < k {
+                    let kc = kb.min(k - k0);
+                    for r in 0..nb {
+                        decode(n0 + r, k0 / gs, (k0 + kc) / gs, &mut panel[r * kb..(r + 1) * kb]);
+                    }
+                    // SAFETY: sgemm is available; the panel holds nb rows of
+                    // kc values at stride kb; this task owns columns
+                    // n0..n0+nb of y (m×n).
+                    unsafe { gemm_bt(&px, k0, kc, panel.as_ptr(), kb, nb, yp.get().add(n0), n, k0 > 0) };
+                    k0 += kc;
+                }
+            }
+        })
+    });
+    Ok(())
+}
+
+thread_local! {
+    /// Each thread's panel scratch, kept between calls (zeroed only when it grows).
+    static PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` values of this thread's panel scratch.
+fn with_panel<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    PANEL.with(|p| match p.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.resize(len, 0.0);
+            }
+            f(&mut v[..len])
+        }
+        // A nested call on this thread: its own scratch.
+        Err(_) => f(&mut vec![0.0; len]),
+    })
 }
 
 /// `y (m×n) = x (m×k) @ W` with W (k×n) quantized along n.
@@ -662,6 +744,71 @@ unsafe fn cast_qmat<'a, A>(w: &QMat<'a, A>) -> QMat<'a, f32> {
     QMat { spec: w.spec, wq: w.wq, kw: w.kw, sc: cast_slice(w.sc), bi: w.bi.map(|b| cast_slice(b)), groups: w.groups }
 }
 
+/// The prompt-shaped fast path: f32 x of more rows than the decode kernel
+/// takes, one matrix of W, f32 output written straight into its buffer.
+/// `None` when the operands are not of that form.
+#[cfg(target_arch = "x86_64")]
+fn qmm_panel_fast(inputs: &[Array], transpose: bool, spec: QuantSpec, out: &OutSpec<'_>) -> Option<Result<Data>> {
+    let (x, wqa) = (&inputs[0], &inputs[1]);
+    let k = *x.shape().last()?;
+    let ws = wqa.shape();
+    if !transpose
+        || !super::sgemm::available()
+        || ws.len() != 2
+        || x.dtype() != Dtype::F32
+        || out.dtype != Dtype::F32
+        || k == 0
+        || x.size() / k <= decode::MAX_M
+    {
+        return None;
+    }
+    use super::qmv::{dequant_row, Groups};
+    let (n, kw, m) = (ws[0], ws[1], x.size() / k);
+    let xs = elems::<f32>(x);
+    let wq = elems::<u32>(wqa);
+    let gs = spec.group_size;
+    let groups = spec.unpacked_len(kw) / gs;
+    let as_groups = |a: &Array| match a.dtype() {
+        Dtype::F32 => Some(Groups::F32(elems::<f32>(a))),
+        Dtype::F16 => Some(Groups::F16(elems::<f16>(a))),
+        _ => None,
+    };
+    let run = |decode: &(dyn Fn(usize, usize, usize, &mut [f32]) + Sync)| -> Result<Data> {
+        let buf = Buffer::alloc(m * n * 4)?;
+        // SAFETY: sgemm is available; the fresh buffer holds m×n f32 and is
+        // written in full before it is shared.
+        unsafe { qmm_t_panel_f32(&xs, decode, gs, m, n, k, buf.as_ptr() as *mut f32)? };
+        Ok(Data::contiguous(buf, out.shape))
+    };
+    let direct = spec.mode == QuantMode::Affine && matches!(spec.bits, 4 | 8) && inputs.len() == 4;
+    if let (true, Some(sc), Some(bi)) = (direct, as_groups(&inputs[2]), inputs.get(3).and_then(as_groups)) {
+        // 4- and 8-bit affine rows expand straight from f32 or f16 scales.
+        let decode = |r: usize, g0, g1, out: &mut [f32]| {
+            let (row, (s, b)) = (&wq[r * kw..(r + 1) * kw], (row_groups(&sc, r, groups), row_groups(&bi, r, groups)));
+            if !dequant_row(row, spec.bits, gs, &s, &b, g0, g1, out) {
+                // A group size the vector code does not take: widen this row's values.
+                let wide = |g: &Groups<'_>| (0..groups).map(|i| g.get(i)).collect::<Vec<f32>>();
+                decode_groups(spec, row, &wide(&s), Some(&wide(&b)), g0, g1, out);
+            }
+        };
+        return Some(run(&decode));
+    }
+    let sc = scales_acc::<f32>(&inputs[2], spec);
+    let bi = inputs.get(3).map(elems_acc::<f32>);
+    let w = QMat { spec, wq: &wq, kw, sc: &sc, bi: bi.as_deref(), groups };
+    Some(run(&|r, g0, g1, out: &mut [f32]| w.decode(r, g0, g1, out)))
+}
+
+/// Row `r`'s `groups` values of per-group scales or biases, borrowed.
+#[cfg(target_arch = "x86_64")]
+fn row_groups<'a>(g: &'a super::qmv::Groups<'_>, r: usize, groups: usize) -> super::qmv::Groups<'a> {
+    use super::qmv::Groups;
+    match g {
+        Groups::F32(v) => Groups::F32(Cow::Borrowed(&v[r * groups..(r + 1) * groups])),
+        Groups::F16(v) => Groups::F16(Cow::Borrowed(&v[r * groups..(r + 1) * groups])),
+    }
+}
+
 /// The decode-shaped fast path ([`super::qmv`]): f32 x, a single matrix of
 /// affine codes, f32 or f16 scales and biases read in place. `None` when
 /// the operands are not of that form.
@@ -708,6 +855,9 @@ fn qmm_typed<A: Acc>(inputs: &[Array], transpose: bool, spec: QuantSpec, out: &O
     #[cfg(target_arch = "x86_64")]
     if std::mem::size_of::<A>() == 4 {
         if let Some(r) = qmv_fast(inputs, transpose, spec, out) {
+            return r;
+        }
+        if let Some(r) = qmm_panel_fast(inputs, transpose, spec, out) {
             return r;
         }
     }

@@ -76,6 +76,9 @@ fn report(stats: &GenerationStats) {
         mib(kiln_core::get_peak_memory() as u64),
         peak_rss().map_or("unknown".to_string(), |b| format!("{:.1} MiB", mib(b))),
     );
+    if kiln_core::profile::enabled() {
+        eprint!("{}", kiln_core::profile::report());
+    }
 }
 
 /// Streams the reply to `prompt` to stdout; returns the generated ids and timings.

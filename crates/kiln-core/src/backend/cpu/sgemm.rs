@@ -1,0 +1,340 @@
+//! An AVX-512 f32 kernel for `y (m×n) = x (m×k) @ Wᵀ` with the rows of W
+//! read where they lie: a dequantized panel of a quantized weight, or a
+//! dense weight stored `(out, in)` as linear layers keep it.
+//!
+//! General GEMMs pack both operands for every call. Here x is packed once
+//! (it is small: a prompt's activations) into strips of up to 64 rows,
+//! k-major, so a strip's values for one `k` are four contiguous vectors;
+//! W is not packed at all. The micro-kernel broadcasts `W[j][k]` for six
+//! rows `j` and multiplies it into the four x vectors, keeping a 64×6
+//! output tile in 24 zmm accumulators. Six rows of W at a `k` block fit
+//! L1 while the x strip streams from L2.
+
+#![cfg(target_arch = "x86_64")]
+
+use super::simd::{parallel_for, SendPtr};
+use crate::error::Result;
+use crate::memory::Buffer;
+use std::arch::x86_64::*;
+
+/// Rows of x per strip (four zmm of f32).
+const MS: usize = 64;
+/// Rows of W per micro-tile.
+const NR: usize = 6;
+/// The deepest `k` block: six W rows of it (24 KiB) stay in L1.
+pub(crate) const KC: usize = 1024;
+
+/// Whether this CPU runs the kernel.
+pub(crate) fn available() -> bool {
+    super::simd::level() == super::simd::Level::Avx512
+}
+
+/// x packed into strips of [`MS`] rows, `k`-major: strip `s` holds rows
+/// `64s..64s + w` (`w` the strip's width, a multiple of 16, rows past `m`
+/// zero) as `k` runs of `w` values.
+pub(crate) struct PackedX {
+    /// From the array allocator, whose cache hands the same pages back call
+    /// after call; every value is written by [`PackedX::new`] before it is read.
+    data: Buffer,
+    m: usize,
+    k: usize,
+}
+
+impl PackedX {
+    /// Packs the row-major `m × k` matrix `x` (row stride `k`).
+    ///
+    /// Fails only when the allocator does.
+    ///
+    /// # Panics
+    /// If `x` holds fewer than `m·k` values, or AVX-512 is not available.
+    pub(crate) fn new(x: &[f32], m: usize, k: usize) -> Result<PackedX> {
+        assert!(x.len() >= m * k && available());
+        let strips = m.div_ceil(MS);
+        let data = Buffer::alloc(strips * MS * k * 4)?;
+        let dp = SendPtr(data.as_ptr() as *mut f32);
+        parallel_for(strips, MS * k, |range| {
+            for s in range {
+                let w = Self::width(m, s);
+                for i0 in (0..w).step_by(16) {
+                    let r0 = s * MS + i0;
+                    let rows = 16.min(m.saturating_sub(r0));
+                    // SAFETY: AVX-512 is available (asserted); rows r0..r0+rows
+                    // of x exist; strip s owns data[s·MS·k .. s·MS·k + w·k] and
+                    // this block writes its rows i0..i0+16 of every k.
+                    unsafe { pack16(x.as_ptr().add(r0 * k), k, rows, dp.get().add(s * MS * k + i0), w) };
+                }
+            }
+        });
+        Ok(PackedX { data, m, k })
+    }
+
+    /// Width of strip `s`: its rows rounded up to whole vectors.
+    fn width(m: usize, s: usize) -> usize {
+        (m - s * MS).min(MS).next_multiple_of(16)
+    }
+}
+
+/// Transposes `rows ≤ 16` rows of `k` values (row stride `k`) into `k`
+/// vectors of 16 at `dst + t·ld` (rows past `rows` zero), 16×16 blocks at
+/// a time in registers.
+///
+/// # Safety
+/// AVX-512; `src` holds `rows` rows of `k` values; `dst + t·ld` is writable
+/// for 16 values for every `t < k`.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack16(src: *const f32, k: usize, rows: usize, dst: *mut f32, ld: usize) {
+    let mut k0 = 0;
+    while k0 < k {
+        let kn = 16.min(k - k0);
+        let mask: u16 = if kn == 16 { u16::MAX } else { (1u16 << kn) - 1 };
+        let mut r = [_mm512_setzero_ps(); 16];
+        for (i, v) in r.iter_mut().enumerate().take(rows) {
+            *v = _mm512_maskz_loadu_ps(mask, src.add(i * k + k0));
+        }
+        // Pairs of rows interleaved, then quads: b[4q + c] holds, in each
+        // 128-bit lane L, column 4L + c of rows 4q..4q+4.
+        let mut a = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            a[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            a[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        let mut b = [_mm512_setzero_ps(); 16];
+        for q in 0..4 {
+            b[4 * q] = _mm512_shuffle_ps::<0x44>(a[4 * q], a[4 * q + 2]);
+            b[4 * q + 1] = _mm512_shuffle_ps::<0xEE>(a[4 * q], a[4 * q + 2]);
+            b[4 * q + 2] = _mm512_shuffle_ps::<0x44>(a[4 * q + 1], a[4 * q + 3]);
+            b[4 * q + 3] = _mm512_shuffle_ps::<0xEE>(a[4 * q + 1], a[4 * q + 3]);
+        }
+        // Column 4L + c gathers lane L of b[c], b[4 + c], b[8 + c], b[12 + c].
+        for c in 0..4 {
+            let lo0 = _mm512_shuffle_f32x4::<0x44>(b[c], b[4 + c]);
+            let lo1 = _mm512_shuffle_f32x4::<0x44>(b[8 + c], b[12 + c]);
+            let hi0 = _mm512_shuffle_f32x4::<0xEE>(b[c], b[4 + c]);
+            let hi1 = _mm512_shuffle_f32x4::<0xEE>(b[8 + c], b[12 + c]);
+            let cols = [
+                _mm512_shuffle_f32x4::<0x88>(lo0, lo1),
+                _mm512_shuffle_f32x4::<0xDD>(lo0, lo1),
+                _mm512_shuffle_f32x4::<0x88>(hi0, hi1),
+                _mm512_shuffle_f32x4::<0xDD>(hi0, hi1),
+            ];
+            for (l, v) in cols.into_iter().enumerate() {
+                let t = 4 * l + c;
+                if t < kn {
+                    _mm512_storeu_ps(dst.add((k0 + t) * ld), v);
+                }
+            }
+        }
+        k0 += 16;
+    }
+}
+
+/// `y[i][j] (+)= Σ_{t<kc} x[i][k0+t] · W[j][t]` for `i < m`, `j < nb`, where
+/// row `j` of W starts at `w + j·ldw` and row `i` of y at `y + i·ldy`; adds
+/// to y when `accumulate`, else overwrites it.
+///
+/// # Safety
+/// AVX-512 must be available ([`available`]); `k0 + kc ≤ x.k`; W must hold
+/// `nb` rows of `kc` values at stride `ldw`, and y `m` rows of `nb` values
+/// at stride `ldy`, not aliased by anything else during the call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_bt(
+    x: &PackedX,
+    k0: usize,
+    kc: usize,
+    w: *const f32,
+    ldw: usize,
+    nb: usize,
+    y: *mut f32,
+    ldy: usize,
+    accumulate: bool,
+) {
+    debug_assert!(k0 + kc <= x.k);
+    let strips = x.m.div_ceil(MS);
+    let mut j0 = 0;
+    while j0 < nb {
+        let nr = NR.min(nb - j0);
+        for s in 0..strips {
+            let width = PackedX::width(x.m, s);
+            let xs = (x.data.as_ptr() as *const f32).add(s * MS * x.k + k0 * width);
+            let rows = MS.min(x.m - s * MS);
+            let yt = y.add(s * MS * ldy + j0);
+            let wt = w.add(j0 * ldw);
+            macro_rules! go {
+                ($($r:literal, $n:literal);*) => {
+                    match (width / 16, nr) {
+                        $(($r, $n) => tile::<$r, $n>(xs, kc, wt, ldw, yt, ldy, rows, accumulate),)*
+                        _ => unreachable!("strip width {width}, {nr} rows"),
+                    }
+                };
+            }
+            go!(4, 6; 4, 5; 4, 4; 4, 3; 4, 2; 4, 1;
+                3, 6; 3, 5; 3, 4; 3, 3; 3, 2; 3, 1;
+                2, 6; 2, 5; 2, 4; 2, 3; 2, 2; 2, 1;
+                1, 6; 1, 5; 1, 4; 1, 3; 1, 2; 1, 1);
+        }
+        j0 += nr;
+    }
+}
+
+/// One `16R × N` tile: `R` vectors of x rows times `N` rows of W over `kc`.
+///
+/// # Safety
+/// As [`gemm_bt`], for `rows ≤ 16R` rows of y and `N` rows of W.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const R: usize, const N: usize>(
+    x: *const f32,
+    kc: usize,
+    w: *const f32,
+    ldw: usize,
+    y: *mut f32,
+    ldy: usize,
+    rows: usize,
+    accumulate: bool,
+) {
+    let mut acc = [[_mm512_setzero_ps(); R]; N];
+    let mut wr = [w; N];
+    for (j, p) in wr.iter_mut().enumerate() {
+        *p = w.add(j * ldw);
+    }
+    for t in 0..kc {
+        let mut xv = [_mm512_setzero_ps(); R];
+        for (v, xv) in xv.iter_mut().enumerate() {
+            *xv = _mm512_loadu_ps(x.add(t * 16 * R + 16 * v));
+        }
+        for j in 0..N {
+            let b = _mm512_set1_ps(*wr[j].add(t));
+            for v in 0..R {
+                acc[j][v] = _mm512_fmadd_ps(xv[v], b, acc[j][v]);
+            }
+        }
+    }
+    // The tile is a column block of y: transpose it through the stack.
+    let mut tmp = [[0.0f32; 64]; N];
+    for j in 0..N {
+        for v in 0..R {
+            _mm512_storeu_ps(tmp[j].as_mut_ptr().add(16 * v), acc[j][v]);
+        }
+    }
+    for i in 0..rows {
+        let yr = y.add(i * ldy);
+        for (j, col) in tmp.iter().enumerate() {
+            let v = col[i];
+            *yr.add(j) = if accumulate { *yr.add(j) + v } else { v };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+        let mut y = vec![0.0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                y[i * n + j] = (0..k).map(|t| x[i * k + t] as f64 * w[j * k + t] as f64).sum::<f64>() as f32;
+            }
+        }
+        y
+    }
+
+    /// Every tile shape (strip widths 1–4 vectors, 1–6 W rows), ragged m,
+    /// k blocks that accumulate, and a y wider than the product.
+    #[test]
+    fn matches_reference_for_every_tile_shape() {
+        if !available() {
+            return;
+        }
+        let mut seed = 7u32;
+        let mut r = || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for &(m, n, k) in &[(1, 1, 1), (17, 7, 33), (64, 6, 16), (100, 13, 70), (130, 25, 129), (48, 11, 5)] {
+            let x: Vec<f32> = (0..m * k).map(|_| r()).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| r()).collect();
+            let want = reference(&x, &w, m, n, k);
+            let px = PackedX::new(&x, m, k).unwrap();
+            let ldy = n + 3;
+            let mut y = vec![f32::NAN; m * ldy];
+            let kb = k.div_ceil(2).max(1);
+            let mut k0 = 0;
+            while k0 < k {
+                let kc = kb.min(k - k0);
+                // SAFETY: the CPU has AVX-512; W rows hold k values from k0
+                // at stride k, y holds m rows of n at stride ldy.
+                unsafe { gemm_bt(&px, k0, kc, w.as_ptr().add(k0), k, n, y.as_mut_ptr(), ldy, k0 > 0) };
+                k0 += kc;
+            }
+            for i in 0..m {
+                for j in 0..n {
+                    let (a, b) = (y[i * ldy + j], want[i * n + j]);
+                    assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "m{m} n{n} k{k} ({i},{j}): {a} vs {b}");
+                }
+                assert!(y[i * ldy + n].is_nan(), "wrote past the product's columns");
+            }
+        }
+    }
+}
+#[cfg(test)]
+mod timing {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn time_kernel() {
+        for &(m, n, k) in &[(128usize, 576usize, 576usize), (128, 1536, 576), (128, 576, 1536), (64, 120, 576)] {
+            let x: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32).collect();
+            let px = PackedX::new(&x, m, k).unwrap();
+            let mut y = vec![0.0f32; m * n];
+            let reps = 50;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                unsafe { gemm_bt(&px, 0, k, w.as_ptr(), k, n, y.as_mut_ptr(), n, false) };
+            }
+            let s = t.elapsed().as_secs_f64() / reps as f64;
+            let tg = std::time::Instant::now();
+            for _ in 0..reps {
+                unsafe {
+                    super::super::gemm::gemm(m, n, k, y.as_mut_ptr(), n as isize, 1,
+                        super::super::gemm::Mat { ptr: x.as_ptr(), rs: k as isize, cs: 1 },
+                        super::super::gemm::Mat { ptr: w.as_ptr(), rs: 1, cs: k as isize }, 1.0, None, 1)
+                };
+            }
+            let sg = tg.elapsed().as_secs_f64() / reps as f64;
+            eprintln!("   gemm crate 1 thread: {:.1} GFLOP/s", 2.0 * (m * n * k) as f64 / sg / 1e9);
+            for kc in [128usize, 256, 384] {
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    let mut k0 = 0;
+                    while k0 < k {
+                        let kn = kc.min(k - k0);
+                        unsafe { gemm_bt(&px, k0, kn, w.as_ptr().add(k0), k, n, y.as_mut_ptr(), n, k0 > 0) };
+                        k0 += kn;
+                    }
+                }
+                let s = t.elapsed().as_secs_f64() / reps as f64;
+                eprintln!("   kc {kc}: {:.1} GFLOP/s", 2.0 * (m * n * k) as f64 / s / 1e9);
+            }
+            let tp = std::time::Instant::now();
+            for _ in 0..reps { std::hint::black_box(PackedX::new(&x, m, k).unwrap()); }
+            let sp = tp.elapsed().as_secs_f64() / reps as f64;
+            eprintln!("{m}x{n}x{k}: {:.1} GFLOP/s single thread; pack {:.1} us", 2.0 * (m * n * k) as f64 / s / 1e9, sp * 1e6);
+            let t2 = std::time::Instant::now();
+            std::thread::scope(|sc| {
+                for h in 0..2 {
+                    let (px, w) = (&px, &w);
+                    sc.spawn(move || {
+                        let mut y = vec![0.0f32; m * n];
+                        for _ in 0..reps {
+                            unsafe { gemm_bt(px, 0, k, w.as_ptr().add(h * (n / 2) * k), k, n / 2, y.as_mut_ptr(), n, false) };
+                        }
+                    });
+                }
+            });
+            let s2 = t2.elapsed().as_secs_f64() / reps as f64;
+            eprintln!("   two threads: {:.1} GFLOP/s", 2.0 * (m * n * k) as f64 / s2 / 1e9);
+        }
+    }
+}
