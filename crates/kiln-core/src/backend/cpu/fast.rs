@@ -831,11 +831,13 @@ fn sdpa_typed<T: Elt>(
     let (hkv, lk, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
     let rep = hq / hkv.max(1);
     let qs = load_acc::<T>(q, Some(scale))?;
-    // K is stored transposed per head, (D, L_k), so the q·kᵀ operand is row-major.
-    let ks = {
-        let kr = load_acc::<T>(k, None)?;
-        let mut kt = vec![T::A::ZERO; kr.len()];
-        for (src, dst) in kr.chunks_exact((lk * dk).max(1)).zip(kt.chunks_exact_mut((lk * dk).max(1))) {
+    let ks = load_acc::<T>(k, None)?;
+    let vs = load_acc::<T>(v, None)?;
+    // The AVX-512 f32 products want q·kᵀ's second operand with contiguous
+    // key columns: K transposed per head, (D, L_k).
+    let kt = if Products::<T::A>::fast() {
+        let mut kt = vec![T::A::ZERO; ks.len()];
+        for (src, dst) in ks.chunks_exact((lk * dk).max(1)).zip(kt.chunks_exact_mut((lk * dk).max(1))) {
             for j in 0..lk {
                 for d in 0..dk {
                     dst[d * lk + j] = src[j * dk + d];
@@ -843,8 +845,9 @@ fn sdpa_typed<T: Elt>(
             }
         }
         kt
+    } else {
+        Vec::new()
     };
-    let vs = load_acc::<T>(v, None)?;
     let md = mask.map(|m| m.data());
     let mstr: Vec<isize> = md.as_ref().map(|d| d.strides().to_vec()).unwrap_or_default();
     let mbase = SendPtr(md.as_ref().map(|d| d.ptr::<u8>()).unwrap_or(std::ptr::null_mut()));
@@ -879,23 +882,17 @@ fn sdpa_typed<T: Elt>(
             let mut j0 = 0;
             while j0 < kend {
                 let bk = BK.min(kend - j0);
-                let kp = &ks[kbase * dk + j0..];
-                // SAFETY: s holds bq×bk (row stride BK); q rows i0.., k rows j0.. lie in the buffers.
-                unsafe {
-                    gemm(
-                        bq,
-                        bk,
-                        dk,
-                        s.as_mut_ptr(),
-                        BK as isize,
-                        1,
-                        Mat { ptr: qp.as_ptr(), rs: dk as isize, cs: 1 },
-                        Mat { ptr: kp.as_ptr(), rs: lk as isize, cs: 1 },
-                        T::A::ONE,
-                        None,
-                        1,
-                    );
-                }
+                let ktp = if kt.is_empty() { &[][..] } else { &kt[kbase * dk + j0..(kbase + lk) * dk] };
+                Products::qk(
+                    &qp[..bq * dk],
+                    &ks[(kbase + j0) * dk..(kbase + j0 + bk) * dk],
+                    ktp,
+                    lk,
+                    bq,
+                    bk,
+                    dk,
+                    &mut s,
+                );
                 for i in 0..bq {
                     let row = &mut s[i * BK..i * BK + bk];
                     let gi = i0 + i;
@@ -929,23 +926,8 @@ fn sdpa_typed<T: Elt>(
                     }
                     online_row::<T::A>(row, &mut m[i], &mut l[i], &mut o[i * dv..(i + 1) * dv]);
                 }
-                let vp = &vs[(kbase + j0) * dv..];
-                // SAFETY: o holds bq×dv, s bq×bk (row stride BK), v rows j0.. lie in the buffer.
-                unsafe {
-                    gemm(
-                        bq,
-                        dv,
-                        bk,
-                        o.as_mut_ptr(),
-                        dv as isize,
-                        1,
-                        Mat { ptr: s.as_ptr(), rs: BK as isize, cs: 1 },
-                        Mat { ptr: vp.as_ptr(), rs: dv as isize, cs: 1 },
-                        T::A::ONE,
-                        Some(T::A::ONE),
-                        1,
-                    );
-                }
+                let vp = &vs[(kbase + j0) * dv..(kbase + j0 + bk) * dv];
+                Products::pv(&s, vp, bq, bk, dv, &mut o);
                 j0 += bk;
             }
             let obase = ((b * hq + h) * lq + i0) * dv;
@@ -960,6 +942,115 @@ fn sdpa_typed<T: Elt>(
         }
     });
     Ok(())
+}
+
+/// The two products of a block of attention, `s = q·kᵀ` and `o += p·v`:
+/// on AVX-512 with f32 accumulators through [`super::sgemm::gemm_nn`]
+/// (which wants kᵀ's key columns contiguous), otherwise through the GEMM.
+struct Products<A>(std::marker::PhantomData<A>);
+
+impl<A: Acc> Products<A> {
+    /// Whether the sgemm path runs (f32 accumulators on AVX-512).
+    fn fast() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if std::mem::size_of::<A>() == 4 && super::sgemm::available() {
+            return true;
+        }
+        false
+    }
+
+    /// `s (bq×bk, row stride BK) = q (bq×dk) · kᵀ`, k given as `bk` rows of
+    /// `dk` and, for the fast path, as kᵀ: `dk` rows at stride `ldt`.
+    #[allow(clippy::too_many_arguments)]
+    fn qk(q: &[A], k: &[A], kt: &[A], ldt: usize, bq: usize, bk: usize, dk: usize, s: &mut [A]) {
+        assert!(q.len() >= bq * dk && k.len() >= bk * dk && s.len() >= bq.saturating_sub(1) * BK + bk && bk <= BK);
+        #[cfg(target_arch = "x86_64")]
+        if Self::fast() && dk > 0 && ldt >= bk && kt.len() >= (dk - 1) * ldt + bk {
+            // SAFETY: A is f32 (the only 4-byte Acc), so the casts are
+            // identities; sgemm is available and the operands hold the
+            // rows checked above.
+            unsafe {
+                let (qf, kf) = (cast::<A, f32>(q), cast::<A, f32>(kt));
+                super::sgemm::gemm_nn(
+                    bq,
+                    bk,
+                    dk,
+                    qf.as_ptr(),
+                    dk,
+                    kf.as_ptr(),
+                    ldt,
+                    s.as_mut_ptr() as *mut f32,
+                    BK,
+                    false,
+                );
+            }
+            return;
+        }
+        // SAFETY: the sizes are asserted above.
+        unsafe {
+            gemm(
+                bq,
+                bk,
+                dk,
+                s.as_mut_ptr(),
+                BK as isize,
+                1,
+                Mat { ptr: q.as_ptr(), rs: dk as isize, cs: 1 },
+                Mat { ptr: k.as_ptr(), rs: 1, cs: dk as isize },
+                A::ONE,
+                None,
+                1,
+            );
+        }
+    }
+
+    /// `o (bq×dv) += p (bq×bk, row stride BK) · v`, v given as `bk` rows of `dv`.
+    fn pv(p: &[A], v: &[A], bq: usize, bk: usize, dv: usize, o: &mut [A]) {
+        assert!(p.len() >= bq.saturating_sub(1) * BK + bk && v.len() >= bk * dv && o.len() >= bq * dv);
+        #[cfg(target_arch = "x86_64")]
+        if Self::fast() {
+            // SAFETY: as in qk; the sizes are asserted above.
+            unsafe {
+                let (pf, vf) = (cast::<A, f32>(p), cast::<A, f32>(v));
+                super::sgemm::gemm_nn(
+                    bq,
+                    dv,
+                    bk,
+                    pf.as_ptr(),
+                    BK,
+                    vf.as_ptr(),
+                    dv,
+                    o.as_mut_ptr() as *mut f32,
+                    dv,
+                    true,
+                );
+            }
+            return;
+        }
+        // SAFETY: the sizes are asserted above.
+        unsafe {
+            gemm(
+                bq,
+                dv,
+                bk,
+                o.as_mut_ptr(),
+                dv as isize,
+                1,
+                Mat { ptr: p.as_ptr(), rs: BK as isize, cs: 1 },
+                Mat { ptr: v.as_ptr(), rs: dv as isize, cs: 1 },
+                A::ONE,
+                Some(A::ONE),
+                1,
+            );
+        }
+    }
+}
+
+/// # Safety
+/// `A` and `B` must be the same type.
+#[cfg(target_arch = "x86_64")]
+unsafe fn cast<A, B>(x: &[A]) -> &[B] {
+    std::slice::from_raw_parts(x.as_ptr() as *const B, x.len())
 }
 
 crate::multiversion! {

@@ -619,7 +619,7 @@ unsafe fn qmm_t_panel_f32(
     let blocks = threads * n.div_ceil(threads * max_rows);
     let rows = n.div_ceil(blocks).next_multiple_of(6).min(n);
     let blocks = n.div_ceil(rows);
-    let px = PackedX::new(x, m, k)?;
+    let px = PackedX::new(x, m, k, k)?;
     let yp = SendPtr(y);
     parallel_for(blocks, rows * k * m.max(4), |range| {
         with_panel(rows * kb, |panel| {

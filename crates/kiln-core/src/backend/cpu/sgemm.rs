@@ -41,14 +41,14 @@ pub(crate) struct PackedX {
 }
 
 impl PackedX {
-    /// Packs the row-major `m × k` matrix `x` (row stride `k`).
+    /// Packs the `m × k` matrix `x` whose rows start `ld` values apart.
     ///
     /// Fails only when the allocator does.
     ///
     /// # Panics
-    /// If `x` holds fewer than `m·k` values, or AVX-512 is not available.
-    pub(crate) fn new(x: &[f32], m: usize, k: usize) -> Result<PackedX> {
-        assert!(x.len() >= m * k && available());
+    /// If `x` is too short for `m` rows, `ld < k`, or AVX-512 is not available.
+    pub(crate) fn new(x: &[f32], m: usize, k: usize, ld: usize) -> Result<PackedX> {
+        assert!(available() && ld >= k && (m == 0 || x.len() >= (m - 1) * ld + k));
         let strips = m.div_ceil(MS);
         let data = Buffer::alloc(strips * MS * k * 4)?;
         let dp = SendPtr(data.as_ptr() as *mut f32);
@@ -61,7 +61,7 @@ impl PackedX {
                     // SAFETY: AVX-512 is available (asserted); rows r0..r0+rows
                     // of x exist; strip s owns data[s·MS·k .. s·MS·k + w·k] and
                     // this block writes its rows i0..i0+16 of every k.
-                    unsafe { pack16(x.as_ptr().add(r0 * k), k, rows, dp.get().add(s * MS * k + i0), w) };
+                    unsafe { pack16(x.as_ptr().add(r0 * ld), k, ld, rows, dp.get().add(s * MS * k + i0), w) };
                 }
             }
         });
@@ -74,7 +74,7 @@ impl PackedX {
     }
 }
 
-/// Transposes `rows ≤ 16` rows of `k` values (row stride `k`) into `k`
+/// Transposes `rows ≤ 16` rows of `k` values (row stride `lds`) into `k`
 /// vectors of 16 at `dst + t·ld` (rows past `rows` zero), 16×16 blocks at
 /// a time in registers.
 ///
@@ -82,14 +82,14 @@ impl PackedX {
 /// AVX-512; `src` holds `rows` rows of `k` values; `dst + t·ld` is writable
 /// for 16 values for every `t < k`.
 #[target_feature(enable = "avx512f")]
-unsafe fn pack16(src: *const f32, k: usize, rows: usize, dst: *mut f32, ld: usize) {
+unsafe fn pack16(src: *const f32, k: usize, lds: usize, rows: usize, dst: *mut f32, ld: usize) {
     let mut k0 = 0;
     while k0 < k {
         let kn = 16.min(k - k0);
         let mask: u16 = if kn == 16 { u16::MAX } else { (1u16 << kn) - 1 };
         let mut r = [_mm512_setzero_ps(); 16];
         for (i, v) in r.iter_mut().enumerate().take(rows) {
-            *v = _mm512_maskz_loadu_ps(mask, src.add(i * k + k0));
+            *v = _mm512_maskz_loadu_ps(mask, src.add(i * lds + k0));
         }
         // Pairs of rows interleaved, then quads: b[4q + c] holds, in each
         // 128-bit lane L, column 4L + c of rows 4q..4q+4.
@@ -225,6 +225,93 @@ unsafe fn tile<const R: usize, const N: usize>(
     }
 }
 
+/// `y (m×n) (+)= x (m×k) · b (k×n)` with every operand row-major (row
+/// strides `ldx`, `ldb`, `ldy`) and nothing packed: six rows of x are
+/// broadcast against up to 64 contiguous columns of b held in four zmm.
+/// Suits short products whose `b` rows are contiguous, such as attention's
+/// `p·v` and `q·kᵀ` with k stored transposed; the output tile is stored
+/// row by row, so short `k` costs no transposition.
+///
+/// # Safety
+/// AVX-512 must be available ([`available`]); x must hold `m` rows of `k`,
+/// b `k` rows of `n`, y `m` rows of `n` (at their strides), y not aliased.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_nn(
+    m: usize,
+    n: usize,
+    k: usize,
+    x: *const f32,
+    ldx: usize,
+    b: *const f32,
+    ldb: usize,
+    y: *mut f32,
+    ldy: usize,
+    accumulate: bool,
+) {
+    let mut j0 = 0;
+    while j0 < n {
+        let nn = 64.min(n - j0);
+        let mask: u16 = if nn % 16 == 0 { u16::MAX } else { (1u16 << (nn % 16)) - 1 };
+        let mut i0 = 0;
+        while i0 < m {
+            let mr = 6.min(m - i0);
+            let (xt, bt, yt) = (x.add(i0 * ldx), b.add(j0), y.add(i0 * ldy + j0));
+            macro_rules! go {
+                ($($r:literal, $v:literal);*) => {
+                    match (mr, nn.div_ceil(16)) {
+                        $(($r, $v) => tile_nn::<$r, $v>(k, xt, ldx, bt, ldb, yt, ldy, mask, accumulate),)*
+                        _ => unreachable!("{mr} rows, {nn} columns"),
+                    }
+                };
+            }
+            go!(6, 4; 6, 3; 6, 2; 6, 1; 5, 4; 5, 3; 5, 2; 5, 1; 4, 4; 4, 3; 4, 2; 4, 1;
+                3, 4; 3, 3; 3, 2; 3, 1; 2, 4; 2, 3; 2, 2; 2, 1; 1, 4; 1, 3; 1, 2; 1, 1);
+            i0 += mr;
+        }
+        j0 += nn;
+    }
+}
+
+/// One `M × 16V` tile of [`gemm_nn`]; the last vector's columns are `mask`.
+///
+/// # Safety
+/// As [`gemm_nn`], for `M` rows and `16(V-1) + popcount(mask)` columns.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_nn<const M: usize, const V: usize>(
+    k: usize,
+    x: *const f32,
+    ldx: usize,
+    b: *const f32,
+    ldb: usize,
+    y: *mut f32,
+    ldy: usize,
+    mask: u16,
+    accumulate: bool,
+) {
+    let lane_mask = |v: usize| if v + 1 == V { mask } else { u16::MAX };
+    let mut acc = [[_mm512_setzero_ps(); V]; M];
+    for t in 0..k {
+        let mut bv = [_mm512_setzero_ps(); V];
+        for (v, bv) in bv.iter_mut().enumerate() {
+            *bv = _mm512_maskz_loadu_ps(lane_mask(v), b.add(t * ldb + 16 * v));
+        }
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let s = _mm512_set1_ps(*x.add(i * ldx + t));
+            for v in 0..V {
+                acc[v] = _mm512_fmadd_ps(bv[v], s, acc[v]);
+            }
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        for (v, &a) in acc.iter().enumerate() {
+            let p = y.add(i * ldy + 16 * v);
+            let val = if accumulate { _mm512_add_ps(_mm512_maskz_loadu_ps(lane_mask(v), p), a) } else { a };
+            _mm512_mask_storeu_ps(p, lane_mask(v), val);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +324,43 @@ mod tests {
             }
         }
         y
+    }
+
+    /// gemm_nn against the reference for every tile shape and ragged
+    /// column tails, overwriting and accumulating, with padded strides.
+    #[test]
+    fn gemm_nn_matches_reference() {
+        if !available() {
+            return;
+        }
+        let mut seed = 11u32;
+        let mut r = || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for &(m, n, k) in &[(1, 1, 1), (7, 17, 3), (13, 64, 64), (6, 130, 20), (20, 47, 1), (64, 128, 64)] {
+            let (ldx, ldb, ldy) = (k + 2, n + 3, n + 1);
+            let x: Vec<f32> = (0..m * ldx).map(|_| r()).collect();
+            let b: Vec<f32> = (0..k * ldb).map(|_| r()).collect();
+            let y0: Vec<f32> = (0..m * ldy).map(|_| r()).collect();
+            for accumulate in [false, true] {
+                let mut y = y0.clone();
+                // SAFETY: AVX-512 is available; the buffers hold the rows at their strides.
+                unsafe { gemm_nn(m, n, k, x.as_ptr(), ldx, b.as_ptr(), ldb, y.as_mut_ptr(), ldy, accumulate) };
+                for i in 0..m {
+                    for j in 0..n {
+                        let dot: f64 = (0..k).map(|t| x[i * ldx + t] as f64 * b[t * ldb + j] as f64).sum();
+                        let want = dot + if accumulate { y0[i * ldy + j] as f64 } else { 0.0 };
+                        let got = y[i * ldy + j] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                            "m{m} n{n} k{k} ({i},{j}): {got} vs {want}"
+                        );
+                    }
+                    assert_eq!(y[i * ldy + n], y0[i * ldy + n], "wrote past the product's columns");
+                }
+            }
+        }
     }
 
     /// Every tile shape (strip widths 1–4 vectors, 1–6 W rows), ragged m,
@@ -255,7 +379,29 @@ mod tests {
             let x: Vec<f32> = (0..m * k).map(|_| r()).collect();
             let w: Vec<f32> = (0..n * k).map(|_| r()).collect();
             let want = reference(&x, &w, m, n, k);
-            let px = PackedX::new(&x, m, k).unwrap();
+            let px = PackedX::new(&x, m, k, k).unwrap();
+            // The same x with rows 5 values apart further on packs the same.
+            let ld = k + 5;
+            let mut xs = vec![f32::NAN; m * ld];
+            for i in 0..m {
+                xs[i * ld..i * ld + k].copy_from_slice(&x[i * k..(i + 1) * k]);
+            }
+            let pxs = PackedX::new(&xs[..(m - 1) * ld + k], m, k, ld).unwrap();
+            let bytes = |p: &PackedX| {
+                let mut v = Vec::new();
+                for s in 0..m.div_ceil(MS) {
+                    // SAFETY: new() writes the first width·k values of every strip.
+                    let strip = unsafe {
+                        std::slice::from_raw_parts(
+                            (p.data.as_ptr() as *const f32).add(s * MS * k),
+                            PackedX::width(m, s) * k,
+                        )
+                    };
+                    v.extend_from_slice(strip);
+                }
+                v
+            };
+            assert_eq!(bytes(&px), bytes(&pxs), "m{m} k{k}: strided rows pack differently");
             let ldy = n + 3;
             let mut y = vec![f32::NAN; m * ldy];
             let kb = k.div_ceil(2).max(1);
@@ -286,7 +432,7 @@ mod timing {
         for &(m, n, k) in &[(128usize, 576usize, 576usize), (128, 1536, 576), (128, 576, 1536), (64, 120, 576)] {
             let x: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32).collect();
             let w: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32).collect();
-            let px = PackedX::new(&x, m, k).unwrap();
+            let px = PackedX::new(&x, m, k, k).unwrap();
             let mut y = vec![0.0f32; m * n];
             let reps = 50;
             let t = std::time::Instant::now();
@@ -297,9 +443,19 @@ mod timing {
             let tg = std::time::Instant::now();
             for _ in 0..reps {
                 unsafe {
-                    super::super::gemm::gemm(m, n, k, y.as_mut_ptr(), n as isize, 1,
+                    super::super::gemm::gemm(
+                        m,
+                        n,
+                        k,
+                        y.as_mut_ptr(),
+                        n as isize,
+                        1,
                         super::super::gemm::Mat { ptr: x.as_ptr(), rs: k as isize, cs: 1 },
-                        super::super::gemm::Mat { ptr: w.as_ptr(), rs: 1, cs: k as isize }, 1.0, None, 1)
+                        super::super::gemm::Mat { ptr: w.as_ptr(), rs: 1, cs: k as isize },
+                        1.0,
+                        None,
+                        1,
+                    )
                 };
             }
             let sg = tg.elapsed().as_secs_f64() / reps as f64;
@@ -318,9 +474,15 @@ mod timing {
                 eprintln!("   kc {kc}: {:.1} GFLOP/s", 2.0 * (m * n * k) as f64 / s / 1e9);
             }
             let tp = std::time::Instant::now();
-            for _ in 0..reps { std::hint::black_box(PackedX::new(&x, m, k).unwrap()); }
+            for _ in 0..reps {
+                std::hint::black_box(PackedX::new(&x, m, k, k).unwrap());
+            }
             let sp = tp.elapsed().as_secs_f64() / reps as f64;
-            eprintln!("{m}x{n}x{k}: {:.1} GFLOP/s single thread; pack {:.1} us", 2.0 * (m * n * k) as f64 / s / 1e9, sp * 1e6);
+            eprintln!(
+                "{m}x{n}x{k}: {:.1} GFLOP/s single thread; pack {:.1} us",
+                2.0 * (m * n * k) as f64 / s / 1e9,
+                sp * 1e6
+            );
             let t2 = std::time::Instant::now();
             std::thread::scope(|sc| {
                 for h in 0..2 {
@@ -328,7 +490,9 @@ mod timing {
                     sc.spawn(move || {
                         let mut y = vec![0.0f32; m * n];
                         for _ in 0..reps {
-                            unsafe { gemm_bt(px, 0, k, w.as_ptr().add(h * (n / 2) * k), k, n / 2, y.as_mut_ptr(), n, false) };
+                            unsafe {
+                                gemm_bt(px, 0, k, w.as_ptr().add(h * (n / 2) * k), k, n / 2, y.as_mut_ptr(), n, false)
+                            };
                         }
                     });
                 }
