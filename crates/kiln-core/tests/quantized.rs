@@ -227,6 +227,32 @@ fn decode_kernel_with_half_scales() {
     }
 }
 
+/// The prompt-shaped kernel (more rows of x than the decode kernel takes):
+/// f16 and f32 scales, widths it expands directly (4, 8) and through the
+/// generic decoder (3), k deeper than one panel block, ragged row counts.
+#[test]
+fn prompt_kernel_with_half_scales_and_deep_k() {
+    let mut rng = Rng::new(21);
+    for bits in [3u32, 4, 8] {
+        for gs in [32usize, 128] {
+            let spec = QuantSpec::affine(gs, bits);
+            for half in [false, true] {
+                let (n, k) = (67usize, 1536usize);
+                let w = rng.array(&[n, k], -1.0, 1.0);
+                let w = if half { ops::astype(&w, Dtype::F16).unwrap() } else { ops::astype(&w, Dtype::F32).unwrap() };
+                let q = ops::quantize(&w, spec).unwrap();
+                for m in [9usize, 70, 129] {
+                    let x = rand_f32(&mut rng, &[m, k]);
+                    let y = ops::quantized_matmul(&x, &q.0, &q.1, q.2.as_ref(), true, spec).unwrap();
+                    let r = reference(&x, &q, true, spec);
+                    close(&ops::astype(&y, Dtype::F64).unwrap(), &r, 1e-5)
+                        .unwrap_or_else(|e| panic!("{spec:?} half={half} m={m}: {e}"));
+                }
+            }
+        }
+    }
+}
+
 /// f16 scales and biases under f32 x: the product is f32, the scales are
 /// not widened into the graph, and their gradients come back in f16 with
 /// the values of the all-f32 computation.
