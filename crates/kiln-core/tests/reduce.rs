@@ -464,3 +464,43 @@ fn bench_sum_and_softmax_4096() {
     let t = median_time(11, || ops::logsumexp(&x, -1, false).unwrap().eval().unwrap());
     println!("logsumexp last axis: {:.3} ms, {:.1} GB/s", t * 1e3, bytes / t / 1e9);
 }
+
+/// The vectorised f32 argmax/argmin over contiguous lines: first of tied
+/// extremes, first NaN, lengths around the 16-lane chunks, several lines.
+#[test]
+fn f32_arg_lines_match_a_scalar_scan() {
+    let reference = |xs: &[f32], max: bool| -> u32 {
+        let mut bi = 0;
+        for (i, &x) in xs.iter().enumerate().skip(1) {
+            let b = xs[bi];
+            let better = if max { x > b } else { x < b };
+            if better || (x.is_nan() && !b.is_nan()) {
+                bi = i;
+            }
+        }
+        bi as u32
+    };
+    let mut rng = Rng::new(5);
+    for n in [1usize, 15, 16, 17, 33, 49152] {
+        for case in 0..4 {
+            let lines = 3;
+            let mut v: Vec<f32> = (0..lines * n).map(|_| rng.uniform(-4.0, 4.0).floor() as f32).collect();
+            if case == 1 {
+                // A NaN in the middle of each line.
+                for l in 0..lines {
+                    v[l * n + n / 2] = f32::NAN;
+                }
+            }
+            if case == 2 {
+                v.iter_mut().for_each(|x| *x = if *x == 0.0 { -0.0 } else { 0.0 });
+            }
+            let a = Array::from_slice(&v, &[lines, n]).unwrap();
+            for max in [true, false] {
+                let got = if max { a.argmax(Some(1), false) } else { a.argmin(Some(1), false) };
+                let got = got.unwrap().to_vec::<u32>().unwrap();
+                let want: Vec<u32> = (0..lines).map(|l| reference(&v[l * n..(l + 1) * n], max)).collect();
+                assert_eq!(got, want, "n={n} case={case} max={max}");
+            }
+        }
+    }
+}

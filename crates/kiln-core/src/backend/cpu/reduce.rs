@@ -574,6 +574,42 @@ where
     out
 }
 
+crate::multiversion! {
+    /// [`arg_lines`] for one contiguous f32 line, in two vectorisable
+    /// passes: the extreme value (and whether a NaN occurs), then the first
+    /// index holding it (or the first NaN).
+    fn arg_line_f32(xs: &[f32], max: bool) -> u32 {
+        const W: usize = 16;
+        let mut lanes = [xs[0]; W];
+        let mut nan = [false; W];
+        let mut chunks = xs.chunks_exact(W);
+        for c in &mut chunks {
+            for k in 0..W {
+                let x = c[k];
+                nan[k] |= x.is_nan();
+                let better = if max { x > lanes[k] } else { x < lanes[k] };
+                lanes[k] = if better { x } else { lanes[k] };
+            }
+        }
+        let mut best = xs[0];
+        let mut any_nan = nan.iter().any(|&b| b);
+        for &x in lanes.iter().chain(chunks.remainder()) {
+            any_nan |= x.is_nan();
+            if (max && x > best) || (!max && x < best) {
+                best = x;
+            }
+        }
+        let hit = |x: f32| if any_nan { x.is_nan() } else { x == best };
+        for (ci, c) in xs.chunks(W).enumerate() {
+            if c.iter().fold(false, |a, &x| a | hit(x)) {
+                let k = c.iter().position(|&x| hit(x)).unwrap_or(0);
+                return (ci * W + k) as u32;
+            }
+        }
+        0
+    }
+}
+
 /// Index of the max/min along `axis` (first occurrence, first NaN wins).
 pub fn arg_reduce(op: ArgReduceOp, x: &Array, axis: usize, out: &OutSpec<'_>) -> Result<Data> {
     let d = contiguous(x)?;
@@ -582,6 +618,19 @@ pub fn arg_reduce(op: ArgReduceOp, x: &Array, axis: usize, out: &OutSpec<'_>) ->
         return Err(Error::invalid("arg_reduce", "Cannot reduce over an empty axis."));
     }
     let sz = x.size();
+    if x.dtype() == Dtype::F32 && inner == 1 && n > 0 {
+        let src: &[f32] = slice_of(&d, sz);
+        let mut v = vec![0u32; outer];
+        let vp = SendPtr(v.as_mut_ptr());
+        parallel_for(outer, n, |range| {
+            for o in range {
+                let r = arg_line_f32(&src[o * n..(o + 1) * n], op == ArgReduceOp::ArgMax);
+                // SAFETY: each line writes its own slot.
+                unsafe { *vp.get().add(o) = r };
+            }
+        });
+        return write_out(&v, out);
+    }
     let v = match x.dtype() {
         Dtype::Bool => arg_lines::<bool, i64>(op, slice_of(&d, sz), outer, n, inner),
         Dtype::I8 => arg_lines::<i8, i64>(op, slice_of(&d, sz), outer, n, inner),
