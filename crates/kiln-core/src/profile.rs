@@ -41,7 +41,7 @@ pub fn report() -> String {
     let t = TOTALS.lock().unwrap_or_else(|e| e.into_inner());
     let Some(t) = t.as_ref() else { return String::new() };
     let mut rows: Vec<_> = t.iter().collect();
-    rows.sort_by(|a, b| b.1 .1.cmp(&a.1 .1));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
     let total: u64 = rows.iter().map(|r| r.1 .1).sum();
     let mut s = format!("kernel time {:.3} ms\n", total as f64 / 1e6);
     for ((name, shape), (calls, ns)) in rows {

@@ -693,9 +693,12 @@ impl Llama {
         self.arrays().iter().map(|a| a.size() * a.dtype().size()).sum()
     }
 
-    /// One growing cache per layer.
+    /// One growing cache per layer, 128 positions per step: half MLX's 256,
+    /// so a generation holds at most 127 unused positions per layer (the
+    /// resident peak of a small model is largely its cache), for twice as
+    /// many (cheap) regrowths.
     pub fn new_cache(&self) -> Vec<Box<dyn LayerCache>> {
-        (0..self.config.num_layers).map(|_| Box::new(KvCache::default()) as Box<dyn LayerCache>).collect()
+        (0..self.config.num_layers).map(|_| Box::new(KvCache::new(128)) as Box<dyn LayerCache>).collect()
     }
 
     /// One sliding-window cache per layer.
@@ -1105,6 +1108,13 @@ impl Llama {
             None => draw(&logits)?,
         };
         stats.prompt_seconds = t0.elapsed().as_secs_f64();
+        // The prompt's activations are dead now: hand their pages back, so
+        // the resident peak is the weights plus the cache, not their sum
+        // with the largest activations ever held. The same whenever the KV
+        // cache has grown (its old, smaller buffers are dead).
+        kiln_core::memory::clear_cache();
+        let cache_bytes = |c: &[Box<dyn LayerCache>]| c.iter().map(|l| l.nbytes()).sum::<usize>();
+        let mut held = cache_bytes(&cache);
         let t1 = std::time::Instant::now();
         stats.generated_tokens = 1;
         let mut pos = prompt.len();
@@ -1134,6 +1144,11 @@ impl Llama {
             };
             stats.generated_tokens += 1;
             pos += 1;
+            let now = cache_bytes(&cache);
+            if now != held {
+                held = now;
+                kiln_core::memory::clear_cache();
+            }
         }
         stats.generation_seconds = t1.elapsed().as_secs_f64();
         Ok(stats)

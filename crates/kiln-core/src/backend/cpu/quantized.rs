@@ -593,6 +593,10 @@ fn qmm_t_panel<A: Acc>(x: &[A], w: &QMat<'_, A>, m: usize, n: usize, k: usize, y
     });
 }
 
+/// Expands groups `g0..g1` of row `r` of a quantized matrix into `out`.
+#[cfg(target_arch = "x86_64")]
+type DecodeRow<'a> = dyn Fn(usize, usize, usize, &mut [f32]) + Sync + 'a;
+
 /// [`qmm_t_panel`] on AVX-512 for f32: x is packed once and each panel of
 /// W rows (`decode(row, g0, g1, out)` expands groups `g0..g1` of a row) is
 /// multiplied in place by [`super::sgemm`]. Writes every value of `y`
@@ -604,7 +608,7 @@ fn qmm_t_panel<A: Acc>(x: &[A], w: &QMat<'_, A>, m: usize, n: usize, k: usize, y
 #[cfg(target_arch = "x86_64")]
 unsafe fn qmm_t_panel_f32(
     x: &[f32],
-    decode: &(dyn Fn(usize, usize, usize, &mut [f32]) + Sync),
+    decode: &DecodeRow<'_>,
     gs: usize,
     m: usize,
     n: usize,
@@ -773,7 +777,7 @@ fn qmm_panel_fast(inputs: &[Array], transpose: bool, spec: QuantSpec, out: &OutS
         Dtype::F16 => Some(Groups::F16(elems::<f16>(a))),
         _ => None,
     };
-    let run = |decode: &(dyn Fn(usize, usize, usize, &mut [f32]) + Sync)| -> Result<Data> {
+    let run = |decode: &DecodeRow<'_>| -> Result<Data> {
         let buf = Buffer::alloc(m * n * 4)?;
         // SAFETY: sgemm is available; the fresh buffer holds m×n f32 and is
         // written in full before it is shared.

@@ -204,16 +204,16 @@ unsafe fn tile<const R: usize, const N: usize>(
         }
         for j in 0..N {
             let b = _mm512_set1_ps(*wr[j].add(t));
-            for v in 0..R {
-                acc[j][v] = _mm512_fmadd_ps(xv[v], b, acc[j][v]);
+            for (a, &x) in acc[j].iter_mut().zip(&xv) {
+                *a = _mm512_fmadd_ps(x, b, *a);
             }
         }
     }
     // The tile is a column block of y: transpose it through the stack.
     let mut tmp = [[0.0f32; 64]; N];
-    for j in 0..N {
-        for v in 0..R {
-            _mm512_storeu_ps(tmp[j].as_mut_ptr().add(16 * v), acc[j][v]);
+    for (col, acc) in tmp.iter_mut().zip(&acc) {
+        for (v, &a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(col.as_mut_ptr().add(16 * v), a);
         }
     }
     for i in 0..rows {
@@ -298,8 +298,8 @@ unsafe fn tile_nn<const M: usize, const V: usize>(
         }
         for (i, acc) in acc.iter_mut().enumerate() {
             let s = _mm512_set1_ps(*x.add(i * ldx + t));
-            for v in 0..V {
-                acc[v] = _mm512_fmadd_ps(bv[v], s, acc[v]);
+            for (a, &b) in acc.iter_mut().zip(&bv) {
+                *a = _mm512_fmadd_ps(b, s, *a);
             }
         }
     }
@@ -420,85 +420,6 @@ mod tests {
                 }
                 assert!(y[i * ldy + n].is_nan(), "wrote past the product's columns");
             }
-        }
-    }
-}
-#[cfg(test)]
-mod timing {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn time_kernel() {
-        for &(m, n, k) in &[(128usize, 576usize, 576usize), (128, 1536, 576), (128, 576, 1536), (64, 120, 576)] {
-            let x: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32).collect();
-            let w: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32).collect();
-            let px = PackedX::new(&x, m, k, k).unwrap();
-            let mut y = vec![0.0f32; m * n];
-            let reps = 50;
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                unsafe { gemm_bt(&px, 0, k, w.as_ptr(), k, n, y.as_mut_ptr(), n, false) };
-            }
-            let s = t.elapsed().as_secs_f64() / reps as f64;
-            let tg = std::time::Instant::now();
-            for _ in 0..reps {
-                unsafe {
-                    super::super::gemm::gemm(
-                        m,
-                        n,
-                        k,
-                        y.as_mut_ptr(),
-                        n as isize,
-                        1,
-                        super::super::gemm::Mat { ptr: x.as_ptr(), rs: k as isize, cs: 1 },
-                        super::super::gemm::Mat { ptr: w.as_ptr(), rs: 1, cs: k as isize },
-                        1.0,
-                        None,
-                        1,
-                    )
-                };
-            }
-            let sg = tg.elapsed().as_secs_f64() / reps as f64;
-            eprintln!("   gemm crate 1 thread: {:.1} GFLOP/s", 2.0 * (m * n * k) as f64 / sg / 1e9);
-            for kc in [128usize, 256, 384] {
-                let t = std::time::Instant::now();
-                for _ in 0..reps {
-                    let mut k0 = 0;
-                    while k0 < k {
-                        let kn = kc.min(k - k0);
-                        unsafe { gemm_bt(&px, k0, kn, w.as_ptr().add(k0), k, n, y.as_mut_ptr(), n, k0 > 0) };
-                        k0 += kn;
-                    }
-                }
-                let s = t.elapsed().as_secs_f64() / reps as f64;
-                eprintln!("   kc {kc}: {:.1} GFLOP/s", 2.0 * (m * n * k) as f64 / s / 1e9);
-            }
-            let tp = std::time::Instant::now();
-            for _ in 0..reps {
-                std::hint::black_box(PackedX::new(&x, m, k, k).unwrap());
-            }
-            let sp = tp.elapsed().as_secs_f64() / reps as f64;
-            eprintln!(
-                "{m}x{n}x{k}: {:.1} GFLOP/s single thread; pack {:.1} us",
-                2.0 * (m * n * k) as f64 / s / 1e9,
-                sp * 1e6
-            );
-            let t2 = std::time::Instant::now();
-            std::thread::scope(|sc| {
-                for h in 0..2 {
-                    let (px, w) = (&px, &w);
-                    sc.spawn(move || {
-                        let mut y = vec![0.0f32; m * n];
-                        for _ in 0..reps {
-                            unsafe {
-                                gemm_bt(px, 0, k, w.as_ptr().add(h * (n / 2) * k), k, n / 2, y.as_mut_ptr(), n, false)
-                            };
-                        }
-                    });
-                }
-            });
-            let s2 = t2.elapsed().as_secs_f64() / reps as f64;
-            eprintln!("   two threads: {:.1} GFLOP/s", 2.0 * (m * n * k) as f64 / s2 / 1e9);
         }
     }
 }
