@@ -353,6 +353,14 @@ pub trait LayerCache: std::fmt::Debug {
     fn offset(&self) -> usize;
     /// Bytes held.
     fn nbytes(&self) -> usize;
+    /// Makes room for `n` more positions now, computing any regrown storage
+    /// at once, so the old storage is dead when this returns (a generation
+    /// loop then releases it before the next step allocates). Returns whether
+    /// storage was regrown. The default does nothing.
+    fn reserve(&mut self, n: usize) -> Result<bool> {
+        let _ = n;
+        Ok(false)
+    }
 }
 
 /// A growing cache: storage for `step` more positions is allocated whenever
@@ -433,6 +441,18 @@ impl LayerCache for KvCache {
     }
     fn nbytes(&self) -> usize {
         [&self.keys, &self.values].iter().flat_map(|a| a.iter()).map(|a| a.size() * a.dtype().size()).sum()
+    }
+    fn reserve(&mut self, n: usize) -> Result<bool> {
+        let (Some(k), Some(v)) = (&self.keys, &self.values) else { return Ok(false) };
+        if self.offset + n <= k.shape()[2] {
+            return Ok(false);
+        }
+        let extra = n.div_ceil(self.step) * self.step;
+        let (k, v) = (grow(Some(k), k, self.offset, extra)?, grow(Some(v), v, self.offset, extra)?);
+        kiln_core::eval(&[&k, &v])?;
+        self.keys = Some(k);
+        self.values = Some(v);
+        Ok(true)
     }
 }
 
@@ -533,6 +553,18 @@ impl LayerCache for RotatingKvCache {
     }
     fn nbytes(&self) -> usize {
         [&self.keys, &self.values].iter().flat_map(|a| a.iter()).map(|a| a.size() * a.dtype().size()).sum()
+    }
+    fn reserve(&mut self, n: usize) -> Result<bool> {
+        let (Some(k), Some(v)) = (&self.keys, &self.values) else { return Ok(false) };
+        if self.offset + n <= k.shape()[2] {
+            return Ok(false);
+        }
+        let extra = n.div_ceil(self.step) * self.step;
+        let (k, v) = (grow(Some(k), k, self.offset, extra)?, grow(Some(v), v, self.offset, extra)?);
+        kiln_core::eval(&[&k, &v])?;
+        self.keys = Some(k);
+        self.values = Some(v);
+        Ok(true)
     }
 }
 
@@ -1113,13 +1145,25 @@ impl Llama {
         // with the largest activations ever held. The same whenever the KV
         // cache has grown (its old, smaller buffers are dead).
         kiln_core::memory::clear_cache();
-        let cache_bytes = |c: &[Box<dyn LayerCache>]| c.iter().map(|l| l.nbytes()).sum::<usize>();
-        let mut held = cache_bytes(&cache);
+        // Regrow the cache a layer at a time before a step needs it, handing
+        // each layer's old storage back at once: grown inside a step, every
+        // layer's old and new storage would be resident together.
+        let reserve = |cache: &mut [Box<dyn LayerCache>]| -> Result<()> {
+            for c in cache.iter_mut() {
+                if c.reserve(1)? {
+                    kiln_core::memory::clear_cache();
+                }
+            }
+            Ok(())
+        };
         let t1 = std::time::Instant::now();
         stats.generated_tokens = 1;
         let mut pos = prompt.len();
         loop {
             let more = Some(tok) != stop && stats.generated_tokens < max_tokens && pos < ctx;
+            if more {
+                reserve(&mut cache)?;
+            }
             let next = match (&y, more) {
                 (Some(y), true) => {
                     let n = argmax(&self.forward_last(y, Some(&mut cache))?)?;
@@ -1144,11 +1188,6 @@ impl Llama {
             };
             stats.generated_tokens += 1;
             pos += 1;
-            let now = cache_bytes(&cache);
-            if now != held {
-                held = now;
-                kiln_core::memory::clear_cache();
-            }
         }
         stats.generation_seconds = t1.elapsed().as_secs_f64();
         Ok(stats)

@@ -172,6 +172,21 @@ fn kv_cache_decode_equals_full_recompute() {
         assert_close(&step, &row(&full, i), 1e-4, &format!("decode step {i}"));
     }
     assert_eq!(cache[0].offset(), TOKS.len());
+    // Regrowing ahead of each step (as generation does) changes nothing but
+    // when the storage grows: reserve reports a regrowth exactly when the
+    // next position does not fit, and the logits agree.
+    let mut cache: Vec<Box<dyn LayerCache>> =
+        (0..2).map(|_| Box::new(kiln_models::llama::KvCache::new(4)) as Box<dyn LayerCache>).collect();
+    assert!(!cache[0].reserve(1).unwrap(), "an empty cache has nothing to regrow");
+    m.forward(&ids(&TOKS[..5]), Some(&mut cache)).unwrap();
+    for (i, &t) in TOKS.iter().enumerate().skip(5) {
+        let before = cache[0].nbytes();
+        let grew = cache.iter_mut().map(|c| c.reserve(1).unwrap()).fold(false, |a, b| a | b);
+        assert_eq!(grew, i % 4 == 0, "position {i}");
+        assert_eq!(cache[0].nbytes() > before, grew);
+        let step = m.forward_last(&ids(&[t]), Some(&mut cache)).unwrap();
+        assert_close(&step, &row(&full, i), 1e-4, &format!("reserved decode step {i}"));
+    }
     // forward_last of a prompt equals the last row of the full logits.
     let last = m.forward_last(&ids(&TOKS), None).unwrap();
     assert_close(&last, &row(&full, TOKS.len() - 1), 1e-5, "forward_last");
