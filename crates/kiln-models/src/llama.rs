@@ -554,18 +554,6 @@ impl LayerCache for RotatingKvCache {
     fn nbytes(&self) -> usize {
         [&self.keys, &self.values].iter().flat_map(|a| a.iter()).map(|a| a.size() * a.dtype().size()).sum()
     }
-    fn reserve(&mut self, n: usize) -> Result<bool> {
-        let (Some(k), Some(v)) = (&self.keys, &self.values) else { return Ok(false) };
-        if self.offset + n <= k.shape()[2] {
-            return Ok(false);
-        }
-        let extra = n.div_ceil(self.step) * self.step;
-        let (k, v) = (grow(Some(k), k, self.offset, extra)?, grow(Some(v), v, self.offset, extra)?);
-        kiln_core::eval(&[&k, &v])?;
-        self.keys = Some(k);
-        self.values = Some(v);
-        Ok(true)
-    }
 }
 
 // ---------------------------------------------------------------------------
