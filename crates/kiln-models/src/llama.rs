@@ -415,16 +415,26 @@ fn write_axis2(buf: &Array, upd: &Array, start: usize) -> Result<Array> {
     )
 }
 
+impl KvCache {
+    /// Regrows the storage (lazily) when `n` more positions of keys and
+    /// values shaped like `k`, `v` do not fit; returns whether it did.
+    fn make_room(&mut self, k: &Array, v: &Array, n: usize) -> Result<bool> {
+        let cap = self.keys.as_ref().map_or(0, |a| a.shape()[2]);
+        if self.offset + n <= cap {
+            return Ok(false);
+        }
+        let extra = n.div_ceil(self.step) * self.step;
+        self.keys = Some(grow(self.keys.as_ref(), k, self.offset, extra)?);
+        self.values = Some(grow(self.values.as_ref(), v, self.offset, extra)?);
+        Ok(true)
+    }
+}
+
 impl LayerCache for KvCache {
     fn update(&mut self, k: &Array, v: &Array) -> Result<(Array, Array, CacheMask)> {
         let n = k.shape()[2];
         let prev = self.offset;
-        let cap = self.keys.as_ref().map_or(0, |a| a.shape()[2]);
-        if prev + n > cap {
-            let extra = n.div_ceil(self.step) * self.step;
-            self.keys = Some(grow(self.keys.as_ref(), k, prev, extra)?);
-            self.values = Some(grow(self.values.as_ref(), v, prev, extra)?);
-        }
+        self.make_room(k, v, n)?;
         // Take the buffers out so the slice_update nodes are their only owners
         // (the kernel then writes in place instead of copying the cache).
         let kb = write_axis2(&self.keys.take().unwrap(), k, prev)?;
@@ -443,15 +453,12 @@ impl LayerCache for KvCache {
         [&self.keys, &self.values].iter().flat_map(|a| a.iter()).map(|a| a.size() * a.dtype().size()).sum()
     }
     fn reserve(&mut self, n: usize) -> Result<bool> {
-        let (Some(k), Some(v)) = (&self.keys, &self.values) else { return Ok(false) };
-        if self.offset + n <= k.shape()[2] {
+        let (Some(k), Some(v)) = (self.keys.clone(), self.values.clone()) else { return Ok(false) };
+        if !self.make_room(&k, &v, n)? {
             return Ok(false);
         }
-        let extra = n.div_ceil(self.step) * self.step;
-        let (k, v) = (grow(Some(k), k, self.offset, extra)?, grow(Some(v), v, self.offset, extra)?);
-        kiln_core::eval(&[&k, &v])?;
-        self.keys = Some(k);
-        self.values = Some(v);
+        drop((k, v));
+        kiln_core::eval(&[self.keys.as_ref().unwrap(), self.values.as_ref().unwrap()])?;
         Ok(true)
     }
 }

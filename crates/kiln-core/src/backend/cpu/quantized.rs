@@ -523,6 +523,17 @@ impl<A: Acc> QMat<'_, A> {
 const PANEL_ELEMS: usize = 1 << 17;
 const PANEL_K: usize = 2048;
 
+/// Rows of W per panel (a multiple of `unit`, the kernel's tile height) and
+/// the number of panels, for `n` rows `kb` deep: panels fit
+/// [`PANEL_ELEMS`] and split evenly over the threads.
+fn panel_rows(n: usize, kb: usize, unit: usize) -> (usize, usize) {
+    let max_rows = (PANEL_ELEMS / kb).clamp(16, 512);
+    let threads = super::simd::num_threads().max(1);
+    let blocks = threads * n.div_ceil(threads * max_rows);
+    let rows = n.div_ceil(blocks).next_multiple_of(unit).min(n);
+    (rows, n.div_ceil(rows))
+}
+
 /// A zeroed scratch slice of `len` values from the array allocator (whose
 /// cache hands the same pages back call after call, so no page faults).
 fn with_scratch<A: Acc, R>(len: usize, f: impl FnOnce(&mut [A]) -> R) -> R {
@@ -552,11 +563,7 @@ fn qmm_t_panel<A: Acc>(x: &[A], w: &QMat<'_, A>, m: usize, n: usize, k: usize, y
     let gs = w.spec.group_size;
     let kb = (PANEL_K / gs).max(1) * gs;
     let kb = kb.min(k.div_ceil(gs) * gs);
-    let max_rows = (PANEL_ELEMS / kb).clamp(16, 512);
-    let threads = super::simd::num_threads().max(1);
-    let blocks = threads * n.div_ceil(threads * max_rows);
-    let rows = n.div_ceil(blocks).next_multiple_of(8).min(n);
-    let blocks = n.div_ceil(rows);
+    let (rows, blocks) = panel_rows(n, kb, 8);
     let yp = SendPtr(y.as_mut_ptr());
     parallel_for(blocks, rows * k * m.max(4), |range| {
         with_scratch::<A, _>(rows * kb, |panel| {
@@ -618,11 +625,7 @@ unsafe fn qmm_t_panel_f32(
     use super::sgemm::{gemm_bt, PackedX, KC};
     // Equal k blocks of whole groups, none deeper than KC.
     let kb = k.div_ceil(k.div_ceil(KC)).next_multiple_of(gs).min(k.div_ceil(gs) * gs);
-    let max_rows = (PANEL_ELEMS / kb).clamp(16, 512);
-    let threads = super::simd::num_threads().max(1);
-    let blocks = threads * n.div_ceil(threads * max_rows);
-    let rows = n.div_ceil(blocks).next_multiple_of(6).min(n);
-    let blocks = n.div_ceil(rows);
+    let (rows, blocks) = panel_rows(n, kb, 6);
     let px = PackedX::new(x, m, k, k)?;
     let yp = SendPtr(y);
     parallel_for(blocks, rows * k * m.max(4), |range| {

@@ -316,6 +316,14 @@ unsafe fn tile_nn<const M: usize, const V: usize>(
 mod tests {
     use super::*;
 
+    /// Deterministic values in [-0.5, 0.5).
+    fn uniform(mut seed: u32) -> impl FnMut() -> f32 {
+        move || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        }
+    }
+
     fn reference(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
         let mut y = vec![0.0f32; m * n];
         for i in 0..m {
@@ -333,11 +341,7 @@ mod tests {
         if !available() {
             return;
         }
-        let mut seed = 11u32;
-        let mut r = || {
-            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut r = uniform(11);
         for &(m, n, k) in &[(1, 1, 1), (7, 17, 3), (13, 64, 64), (6, 130, 20), (20, 47, 1), (64, 128, 64)] {
             let (ldx, ldb, ldy) = (k + 2, n + 3, n + 1);
             let x: Vec<f32> = (0..m * ldx).map(|_| r()).collect();
@@ -370,11 +374,7 @@ mod tests {
         if !available() {
             return;
         }
-        let mut seed = 7u32;
-        let mut r = || {
-            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut r = uniform(7);
         for &(m, n, k) in &[(1, 1, 1), (17, 7, 33), (64, 6, 16), (100, 13, 70), (130, 25, 129), (48, 11, 5)] {
             let x: Vec<f32> = (0..m * k).map(|_| r()).collect();
             let w: Vec<f32> = (0..n * k).map(|_| r()).collect();
