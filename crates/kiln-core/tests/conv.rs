@@ -671,7 +671,7 @@ fn direct_kernel_tails_and_edges_match_reference() {
         // Two vectors (20 channels), one 13-wide tile, batch 3.
         cfg(&[3, 6, 13, 20], &[20, 3, 3, 20], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
         // Three vectors (40 channels), 17 = 9 + 8, uneven padding.
-        cfg(&[2, 7, 17, 16], &[40, 3, 3, 16], &[1, 1], &[1, 2], &[2, 0], &[1, 1], true),
+        cfg(&[1, 7, 17, 16], &[40, 3, 3, 16], &[1, 1], &[1, 2], &[2, 0], &[1, 1], true),
         // Four vectors, 19 = 5 + 5 + 5 + 4.
         cfg(&[2, 6, 19, 24], &[64, 3, 3, 24], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
         // Three blocks: 64 + 64 + 2 channels.
@@ -703,6 +703,26 @@ fn direct_kernel_tails_and_edges_match_reference() {
     }
 }
 
+/// Winograd F(2×2, 3×3) shapes (2-D, 3×3, unit stride, 16–256 channels, at
+/// least 256 outputs): odd output sizes (tiles cut at the edge), channel
+/// counts off the vector width, padding on one side only and wider than the
+/// kernel (tiles that read only padding), flips, and several chunks of tiles.
+#[test]
+fn winograd_layers_match_reference() {
+    let mut rng = Rng::new(9);
+    let cfgs = [
+        cfg(&[2, 9, 15, 17], &[20, 3, 3, 17], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
+        cfg(&[2, 16, 16, 32], &[48, 3, 3, 32], &[1, 1], &[0, 0], &[0, 0], &[1, 1], false),
+        cfg(&[1, 20, 18, 24], &[33, 3, 3, 24], &[1, 1], &[2, 0], &[1, 2], &[1, 1], true),
+        cfg(&[1, 14, 14, 16], &[16, 3, 3, 16], &[1, 1], &[3, 3], &[3, 3], &[1, 1], false),
+        cfg(&[2, 30, 30, 16], &[16, 3, 3, 16], &[1, 1], &[1, 1], &[1, 1], &[1, 1], true),
+        cfg(&[1, 16, 17, 100], &[130, 3, 3, 100], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
+    ];
+    for c in &cfgs {
+        check_f32_against_naive(c, &mut rng);
+    }
+}
+
 /// Cotangents of f32 convolutions on direct-kernel shapes (the input
 /// cotangent is itself a flipped convolution, with negative padding for a
 /// padded 1x1 kernel) against the same in f64, which runs the GEMM paths.
@@ -713,6 +733,8 @@ fn direct_kernel_gradients_match_f64() {
         cfg(&[2, 6, 14, 8], &[20, 3, 3, 8], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
         cfg(&[1, 5, 16, 5], &[9, 1, 1, 5], &[1, 1], &[1, 2], &[1, 2], &[1, 1], false),
         cfg(&[2, 9, 21, 4], &[6, 3, 3, 4], &[2, 1], &[1, 2], &[0, 1], &[1, 2], true),
+        // Winograd forward, and a flipped Winograd convolution for the input cotangent.
+        cfg(&[2, 12, 12, 16], &[16, 3, 3, 16], &[1, 1], &[1, 1], &[1, 1], &[1, 1], false),
     ];
     for c in &cfgs {
         let x = rng.array(&c.x, -1.0, 1.0);

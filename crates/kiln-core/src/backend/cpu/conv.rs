@@ -21,13 +21,16 @@
 //!
 //! f32 (and f16/bf16, computed in f32) convolutions with one group, no input
 //! dilation and long enough output rows run on the direct AVX-512 kernel of
-//! [`direct`] instead when the CPU has it.
+//! [`direct`] instead when the CPU has it; 2-D 3×3 unit-stride ones with
+//! 16–256 channels run as Winograd F(2×2, 3×3) ([`winograd`]).
 //!
 //! Tiles run in parallel, each with a single-threaded GEMM; a convolution with
 //! fewer tiles than threads lets the GEMM itself use the threads.
 //! f16/bf16 are computed in f32; f64 in f64.
 
 mod direct;
+#[cfg(target_arch = "x86_64")]
+mod winograd;
 
 use super::simd::{num_threads, parallel_for, SendPtr};
 use super::strided::{alloc_out, gather_to_vec};
@@ -178,8 +181,14 @@ pub fn conv(input: &Array, weight: &Array, p: &ConvParams, out: &OutSpec<'_>) ->
     Ok(Data::contiguous(buf, out.shape))
 }
 
-/// An f32 convolution: the direct kernel where it applies, else [`run`].
+/// An f32 convolution: Winograd for 3×3 unit-stride 2-D layers, else the direct kernel
+/// where it applies, else [`run`].
 fn run_f32(g: &Geometry, x: &[f32], w: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if winograd::applies(g) {
+        winograd::run(g, x, w, y);
+        return;
+    }
     if direct::applies(g) && numel(&[g.n, g.o[0], g.o[1], g.o[2], g.cout]) > 0 {
         direct::run(g, x, w, y);
     } else {
