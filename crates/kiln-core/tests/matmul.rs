@@ -603,7 +603,7 @@ fn bf16_large_products_match_f32() {
 
 /// bf16 products on the AMX tile path (the widening path without AMX) against an f64
 /// product of the same bf16 values, within bf16 rounding: m/n/k tails, k deeper than
-/// one k slice (1024), more columns than one panel (512), one and several row blocks
+/// one k slice (256), more columns than one panel (512), one and several row blocks
 /// per thread, transposed and strided operands, broadcast batches, and batches of
 /// small products (run in parallel, one per task).
 #[test]
