@@ -14,8 +14,8 @@
 //!   tiles (columns 0..16, 16..32) in the tile unit's "VNNI" order, where each
 //!   4-byte element holds the bf16 pair `(B[2r][j], B[2r+1][j])`. When every
 //!   column panel has one task, that task packs its own panel just before using
-//!   it (one parallel pass, and the packed panel is already in that core's L2:
-//!   1.4× on one thread at 1024³); otherwise all of B is packed first, in parallel.
+//!   it (one parallel pass, and the core reads the panel from its own L2, where
+//!   it just wrote it); otherwise all of B is packed first, in parallel.
 //! - A is packed per task, one 32-row block at a time, in the same step order
 //!   (two 16×32 tiles per step: top rows, bottom rows); edges are zero-padded.
 //!   Even contiguous A is packed: tile loads of 16 rows a whole row stride apart
