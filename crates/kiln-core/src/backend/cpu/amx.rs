@@ -110,11 +110,10 @@ impl Mat {
 /// Reusable packing buffers (packs are a few MiB; fresh allocations would page-fault every call).
 static POOL: Mutex<Vec<Vec<u16>>> = Mutex::new(Vec::new());
 
-fn take_buf(len: usize) -> Vec<u16> {
-    let mut v = POOL.lock().map(|mut p| p.pop()).ok().flatten().unwrap_or_default();
-    // Packing writes every element, so stale contents are fine: only new space is zeroed.
-    v.resize(len, 0);
-    v
+/// A pooled buffer, sized by [`aligned`]: packing writes every element it reads, so stale
+/// contents are fine and only new space is zeroed.
+fn take_buf() -> Vec<u16> {
+    POOL.lock().map(|mut p| p.pop()).ok().flatten().unwrap_or_default()
 }
 
 /// The first `len` elements of `v` that start on a 64-byte boundary (`v` grows to hold them).
@@ -172,7 +171,7 @@ pub(crate) unsafe fn gemm_bf16(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: 
     }
     let mpart = if npan >= threads { 1 } else { threads.div_ceil(npan).min(mb) };
     let tasks = npan * mpart;
-    let mut bp_vec = take_buf(nb * 32 * kp);
+    let mut bp_vec = take_buf();
     let bp = aligned(&mut bp_vec, nb * 32 * kp);
     // When each column panel belongs to one task, that task packs its own B blocks: no separate
     // parallel pass, and the packed panel lands in the L2 of the core that reads it.

@@ -71,6 +71,8 @@ pub(super) fn run(g: &Geometry, x: &[f32], w: &[f32], y: &mut [f32]) {
     let chunks = tiles.div_ceil(tb);
     let yp = SendPtr(y.as_mut_ptr());
     let zeros = vec![0f32; c];
+    // Tile t's (image, tile row, tile column).
+    let coords = |t: usize| (t / (t0 * t1), (t / t1) % t0, t % t1);
     parallel_for(chunks, tb * 16 * c * cout * 2, |range| {
         let mut v = vec![0f32; 16 * tb * c];
         let mut m = vec![0f32; 16 * tb * cout];
@@ -79,7 +81,7 @@ pub(super) fn run(g: &Geometry, x: &[f32], w: &[f32], y: &mut [f32]) {
             let count = tb.min(tiles - first);
             for i in 0..count {
                 let t = first + i;
-                let (img, th, tw) = (t / (t0 * t1), (t / t1) % t0, t % t1);
+                let (img, th, tw) = coords(t);
                 // The 4×4 patch's rows of C channels; zeros outside the input.
                 let mut rows = [zeros.as_ptr(); 16];
                 for (r, s) in (0..4).flat_map(|r| (0..4).map(move |s| (r, s))) {
@@ -112,7 +114,7 @@ pub(super) fn run(g: &Geometry, x: &[f32], w: &[f32], y: &mut [f32]) {
             }
             for i in 0..count {
                 let t = first + i;
-                let (img, th, tw) = (t / (t0 * t1), (t / t1) % t0, t % t1);
+                let (img, th, tw) = coords(t);
                 let (r0, c0) = (2 * th, 2 * tw);
                 let mut out = [std::ptr::null_mut(); 4];
                 for (q, o) in out.iter_mut().enumerate() {
