@@ -227,6 +227,75 @@ fn decode_kernel_with_half_scales() {
     }
 }
 
+/// The 4-bit decode kernel's integer path holds each word's 8 values of x
+/// as 24-bit fixed point scaled to their largest: values spanning eight
+/// decades inside a word, all-zero words, and row lengths whose last chunk
+/// is full, half (256-bit) or wider must stay within a dot product's f32
+/// rounding of the f64 reference, |y − r| ≤ 4e-6·Σ|x||w|. Non-finite x takes
+/// the float kernel and propagates.
+#[test]
+fn decode_kernel_keeps_f32_accuracy_over_wide_x_ranges() {
+    let mut rng = Rng::new(21);
+    for gs in [32usize, 64, 128] {
+        let spec = QuantSpec::affine(gs, 4);
+        for k in [512usize, 576, 640, 768 + 96] {
+            if k % gs != 0 {
+                continue;
+            }
+            let n = 67;
+            let w = ops::astype(&rng.array(&[n, k], -1.0, 1.0), Dtype::F16).unwrap();
+            let q = ops::quantize(&w, spec).unwrap();
+            let mut xs = Vec::with_capacity(3 * k);
+            for i in 0..k {
+                // Row 0: magnitudes 1e-4 ..= 1e4 cycling inside every word.
+                let mag = 10f64.powi((i % 9) as i32 - 4);
+                xs.push((mag * rng.uniform(0.5, 1.0) * if rng.uniform(0.0, 1.0) < 0.5 { -1.0 } else { 1.0 }) as f32);
+            }
+            for i in 0..k {
+                // Row 1: whole zero words (and a zero first chunk) between ordinary values.
+                xs.push(if i < 128 || (i / 8) % 3 == 0 { 0.0 } else { rng.uniform(-1.0, 1.0) as f32 });
+            }
+            xs.extend((0..k).map(|_| rng.uniform(-1.0, 1.0) as f32));
+            let x = Array::from_slice(&xs, &[3, k]).unwrap();
+            let y = ops::astype(&ops::quantized_matmul(&x, &q.0, &q.1, q.2.as_ref(), true, spec).unwrap(), Dtype::F64)
+                .unwrap();
+            let r = reference(&x, &q, true, spec);
+            // Σ|x||w| per output: the size of a dot product's rounding.
+            let f = |a: &Array| ops::abs(&ops::astype(a, Dtype::F64).unwrap()).unwrap();
+            let deq =
+                ops::dequantize(&q.0, &f(&q.1), Some(&ops::astype(q.2.as_ref().unwrap(), Dtype::F64).unwrap()), spec)
+                    .unwrap();
+            let bound = ops::matmul(&f(&x), &ops::swapaxes(&ops::abs(&deq).unwrap(), -1, -2).unwrap()).unwrap();
+            let (y, r, bound) = (f64s(&y), f64s(&r), f64s(&bound));
+            for i in 0..y.len() {
+                assert!(
+                    (y[i] - r[i]).abs() <= 4e-6 * bound[i] + 1e-30,
+                    "gs={gs} k={k} element {i}: {} != {} (Σ|x||w| = {})",
+                    y[i],
+                    r[i],
+                    bound[i]
+                );
+            }
+        }
+    }
+    // A NaN or an infinity anywhere in x: that row is NaN or infinite
+    // throughout, the other rows are still right.
+    let spec = QuantSpec::affine(32, 4);
+    let (n, k) = (40usize, 576usize);
+    let q = ops::quantize(&rand_f32(&mut rng, &[n, k]), spec).unwrap();
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut xs: Vec<f32> = (0..2 * k).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        xs[300] = bad;
+        let x = Array::from_slice(&xs, &[2, k]).unwrap();
+        let y = f64s(&ops::quantized_matmul(&x, &q.0, &q.1, q.2.as_ref(), true, spec).unwrap());
+        assert!(y[..n].iter().all(|v| !v.is_finite()), "{bad}: {:?}", &y[..4]);
+        let r = f64s(&reference(&x, &q, true, spec));
+        for j in n..2 * n {
+            assert!((y[j] - r[j]).abs() < 1e-4, "{bad}: element {j}: {} != {}", y[j], r[j]);
+        }
+    }
+}
+
 /// The prompt-shaped kernel (more rows of x than the decode kernel takes):
 /// f16 and f32 scales, widths it expands directly (4, 8) and through the
 /// generic decoder (3), k deeper than one panel block, ragged row counts.

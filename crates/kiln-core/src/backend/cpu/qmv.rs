@@ -16,6 +16,14 @@
 //! `b·Σx` uses per-word sums of x with the same permuted bias vector. A row's
 //! last partial chunk uses a masked load, so no row length needs a scalar
 //! tail. Scales and biases may be f32 or f16 (converted in-register).
+//!
+//! 4-bit codes take an integer path when the CPU has AVX-512 VNNI ([`IntX`]):
+//! x is split once per call into three signed bytes of 24-bit fixed point
+//! per word of codes, and `vpdpbusd` multiplies 64 code bytes by x bytes per
+//! instruction, so a chunk costs about 15 instructions instead of 27. The
+//! fixed point rounds x by at most an f32 rounding of its word's largest
+//! value, so results keep f32 accuracy (the SmolLM2 golden ids still match);
+//! non-finite x falls back to the float loop above.
 
 #![cfg(target_arch = "x86_64")]
 #![allow(clippy::too_many_arguments)]
@@ -104,8 +112,7 @@ pub(crate) fn qmv(
         || x.len() < m * k
         || y.len() < m * n
         || wq.len() < n * kw
-        || (wpg < L && !L.is_multiple_of(wpg))
-        || (wpg > L && !wpg.is_multiple_of(L))
+        || !wpg.is_power_of_two()
     {
         return false;
     }
@@ -114,10 +121,30 @@ pub(crate) fn qmv(
         return false;
     }
     let chunks = kw.div_ceil(L);
-    // Permuted, pre-scaled x (zero past the row's end) and per-group sums of
-    // x (the bias term of a row is one dot product with its biases).
-    let mut xp = vec![0.0f32; m * chunks * per * L];
+    // Per-group sums of x: the bias term of a row is one dot product with
+    // its biases.
     let mut xg = vec![0.0f32; m * groups];
+    for i in 0..m {
+        let xr = &x[i * k..(i + 1) * k];
+        for (g, s) in xg[i * groups..(i + 1) * groups].iter_mut().enumerate() {
+            *s = xr[g * group_size..(g + 1) * group_size].iter().sum();
+        }
+    }
+    let yp = SendPtr(y.as_mut_ptr());
+    if bits == 4 && vnni() {
+        if let Some(xi) = IntX::split(&x[..m * k], m, k, chunks) {
+            let xg = &xg[..];
+            parallel_for(n, k * m, |range| {
+                let job = Job { xp: &[], xg, m, n, chunks, wq, kw, wpg, groups, scales, biases, yp };
+                // SAFETY: `vnni()` checked AVX-512 F/BW/VL/DQ/VNNI and FMA;
+                // the bounds the kernel relies on were checked above.
+                unsafe { int4_rows(&job, &xi, range.start, range.end) }
+            });
+            return true;
+        }
+    }
+    // Permuted, pre-scaled x (zero past the row's end).
+    let mut xp = vec![0.0f32; m * chunks * per * L];
     let pow: Vec<f32> = (0..per).map(|j| f32::from_bits((127 - bits * j as u32) << 23)).collect();
     for i in 0..m {
         let xr = &x[i * k..(i + 1) * k];
@@ -129,11 +156,7 @@ pub(crate) fn qmv(
                 }
             }
         }
-        for (g, s) in xg[i * groups..(i + 1) * groups].iter_mut().enumerate() {
-            *s = xr[g * group_size..(g + 1) * group_size].iter().sum();
-        }
     }
-    let yp = SendPtr(y.as_mut_ptr());
     let (xp, xg) = (&xp[..], &xg[..]);
     // Cost per row: its codes (each a few instructions per row of x).
     parallel_for(n, k * m, |range| {
@@ -169,23 +192,41 @@ struct Job<'a> {
     yp: SendPtr<f32>,
 }
 
-/// Loads the group values of chunk `c` of a row (values `g..`), one per lane.
-///
-/// # Safety
-/// AVX-512 must be available; `v` must hold the row's `groups` values.
-#[inline(always)]
-unsafe fn lane_groups(v: &Groups<'_>, row_off: usize, groups: usize, c: usize, wpg: usize, idx: __m512i) -> __m512 {
-    if wpg >= L {
-        let g = row_off + c * L / wpg;
-        return match v {
-            Groups::F32(s) => _mm512_set1_ps(*s.get_unchecked(g)),
-            Groups::F16(s) => _mm512_set1_ps(s.get_unchecked(g).to_f32()),
-        };
+/// Per-group scale storage the hot loop is specialised on (f32 or f16), so
+/// the chunk loop has no per-chunk branch on the format.
+trait ScaleVals: Copy {
+    /// Values `off..off + 16` (lanes past `mask` zero), widened to f32.
+    ///
+    /// # Safety
+    /// AVX-512 must be available and the masked lanes inside the values.
+    unsafe fn load(self, off: usize, mask: u16) -> __m512;
+    /// Value `off` in every lane.
+    ///
+    /// # Safety
+    /// AVX-512 must be available and `off` inside the values.
+    unsafe fn splat(self, off: usize) -> __m512;
+}
+
+impl ScaleVals for *const f32 {
+    #[inline(always)]
+    unsafe fn load(self, off: usize, mask: u16) -> __m512 {
+        _mm512_maskz_loadu_ps(mask, self.add(off))
     }
-    let per_chunk = L / wpg;
-    let g0 = c * per_chunk;
-    let cnt = per_chunk.min(groups - g0);
-    _mm512_permutexvar_ps(idx, v.load(row_off + g0, ((1u32 << cnt) - 1) as u16))
+    #[inline(always)]
+    unsafe fn splat(self, off: usize) -> __m512 {
+        _mm512_set1_ps(*self.add(off))
+    }
+}
+
+impl ScaleVals for *const f16 {
+    #[inline(always)]
+    unsafe fn load(self, off: usize, mask: u16) -> __m512 {
+        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, self.add(off) as *const i16))
+    }
+    #[inline(always)]
+    unsafe fn splat(self, off: usize) -> __m512 {
+        _mm512_cvtph_ps(_mm256_set1_epi16(*(self.add(off) as *const i16)))
+    }
 }
 
 /// Rows `r0..r1` of y for `BITS`-bit codes, `PER` codes per word.
@@ -195,78 +236,445 @@ unsafe fn lane_groups(v: &Groups<'_>, row_off: usize, groups: usize, c: usize, w
 /// have the sizes [`qmv`] checked.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")]
 unsafe fn rows<const BITS: u32, const PER: usize>(job: &Job<'_>, r0: usize, r1: usize) {
+    match job.scales {
+        Groups::F32(s) => rows_in::<BITS, PER, _>(job, s.as_ptr(), r0, r1),
+        Groups::F16(s) => rows_in::<BITS, PER, _>(job, s.as_ptr(), r0, r1),
+    }
+}
+
+/// [`rows`] for one scale format.
+///
+/// # Safety
+/// As [`rows`].
+#[inline(always)]
+unsafe fn rows_in<const BITS: u32, const PER: usize, S: ScaleVals>(job: &Job<'_>, s: S, r0: usize, r1: usize) {
     let mut i0 = 0;
     while i0 < job.m {
         let mb = (job.m - i0).min(MB);
         match mb {
-            1 => block::<BITS, PER, 1>(job, i0, r0, r1),
-            2 => block::<BITS, PER, 2>(job, i0, r0, r1),
-            3 => block::<BITS, PER, 3>(job, i0, r0, r1),
-            _ => block::<BITS, PER, 4>(job, i0, r0, r1),
+            1 => block::<BITS, PER, 1, S>(job, s, i0, r0, r1),
+            2 => block::<BITS, PER, 2, S>(job, s, i0, r0, r1),
+            3 => block::<BITS, PER, 3, S>(job, s, i0, r0, r1),
+            _ => block::<BITS, PER, 4, S>(job, s, i0, r0, r1),
         }
         i0 += mb;
     }
 }
 
+/// Where a chunk's scales come from: `per` whole groups from group
+/// `c · per` (masked load, then `idx` spreads each over its lanes), or —
+/// when a group spans whole chunks — group `c >> shift`, broadcast.
+#[derive(Clone, Copy)]
+struct ChunkScales {
+    idx: __m512i,
+    /// Groups per chunk (0 when a group spans chunks).
+    per: usize,
+    shift: u32,
+}
+
+impl ChunkScales {
+    /// The scales of chunk `c` of the row whose groups start at `row_off`.
+    ///
+    /// # Safety
+    /// AVX-512 must be available; the groups read (`mask` lanes from group
+    /// `c · per`, or group `c >> shift`) must lie inside `s`.
+    #[inline(always)]
+    unsafe fn get<S: ScaleVals>(self, s: S, row_off: usize, c: usize, mask: u16) -> __m512 {
+        if self.per == 0 {
+            s.splat(row_off + (c >> self.shift))
+        } else {
+            _mm512_permutexvar_ps(self.idx, s.load(row_off + c * self.per, mask))
+        }
+    }
+}
+
+/// Σ over a chunk's codes of x·q for the `M` rows of x, lanes unreduced:
+/// `w` holds 16 words, `xc` the chunk's permuted x of the first row, and
+/// the next row's is `xstride` floats on.
+///
+/// # Safety
+/// AVX-512 F and FMA must be available; `xc` must hold `PER · 16` floats per
+/// row.
+#[inline(always)]
+unsafe fn chunk<const BITS: u32, const PER: usize, const M: usize>(
+    w: __m512i,
+    xc: *const f32,
+    xstride: usize,
+) -> [__m512; M] {
+    let code_mask = (1u32 << BITS) - 1;
+    let mut acc = [[_mm512_setzero_ps(); 2]; M];
+    for j in 0..PER {
+        let bits = _mm512_and_si512(w, _mm512_set1_epi32((code_mask << (BITS as usize * j)) as i32));
+        let q = _mm512_cvtepu32_ps(bits);
+        for (i, a) in acc.iter_mut().enumerate() {
+            let xv = _mm512_loadu_ps(xc.add(i * xstride + j * L));
+            a[j & 1] = _mm512_fmadd_ps(xv, q, a[j & 1]);
+        }
+    }
+    let mut out = [_mm512_setzero_ps(); M];
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = _mm512_add_ps(a[0], a[1]);
+    }
+    out
+}
+
 /// Rows `r0..r1` of y for the `M` rows of x from `i0`.
 ///
 /// # Safety
-/// As [`rows`].
+/// As [`rows`]; `s` must hold the job's `n × groups` scales.
 #[inline(always)]
-unsafe fn block<const BITS: u32, const PER: usize, const M: usize>(job: &Job<'_>, i0: usize, r0: usize, r1: usize) {
-    let code_mask = (1u32 << BITS) - 1;
+unsafe fn block<const BITS: u32, const PER: usize, const M: usize, S: ScaleVals>(
+    job: &Job<'_>,
+    s: S,
+    i0: usize,
+    r0: usize,
+    r1: usize,
+) {
     let wpg = job.wpg;
     // Lane l belongs to group l / wpg of the chunk's groups.
     let mut lanes = [0i32; L];
     for (l, v) in lanes.iter_mut().enumerate() {
         *v = (l / wpg.clamp(1, L)) as i32;
     }
-    let idx = _mm512_loadu_si512(lanes.as_ptr() as *const _);
-    let tail = job.kw % L;
-    let tail_mask: u16 = if tail == 0 { 0xFFFF } else { ((1u32 << tail) - 1) as u16 };
     let (chunks, groups) = (job.chunks, job.groups);
-    let xp = job.xp.as_ptr().add(i0 * chunks * PER * L);
+    let sc = ChunkScales {
+        idx: _mm512_loadu_si512(lanes.as_ptr() as *const _),
+        per: if wpg < L { L / wpg } else { 0 },
+        shift: (wpg / L).max(1).trailing_zeros(),
+    };
+    // Every chunk but a partial last one reads 16 words and `per` groups.
+    let full = job.kw / L;
+    let tail = job.kw % L;
+    let full_smask = ((1u32 << sc.per) - 1) as u16;
+    let tail_smask = ((1u32 << (groups - (full * sc.per).min(groups))) - 1) as u16;
+    let xstride = chunks * PER * L;
+    let xp = job.xp.as_ptr().add(i0 * xstride);
     let xg = job.xg.as_ptr().add(i0 * groups);
     for r in r0..r1 {
         let wrow = job.wq.as_ptr().add(r * job.kw);
         let goff = r * groups;
         let mut tot = [_mm512_setzero_ps(); M];
-        let mut tb = [_mm512_setzero_ps(); M];
-        for c in 0..chunks {
-            let wmask = if c + 1 == chunks { tail_mask } else { 0xFFFF };
-            let w = _mm512_maskz_loadu_epi32(wmask, wrow.add(c * L) as *const i32);
+        for c in 0..full {
+            let w = _mm512_loadu_si512(wrow.add(c * L) as *const _);
             // Rows are consecutive, so this runs ahead into the next rows
             // (and, unlike the hardware prefetcher, across 4 KiB pages).
             _mm_prefetch::<_MM_HINT_T0>(wrow.add(c * L).wrapping_add(PREFETCH) as *const i8);
-            let mut acc = [[_mm512_setzero_ps(); 2]; M];
-            for j in 0..PER {
-                let bits = _mm512_and_si512(w, _mm512_set1_epi32((code_mask << (BITS as usize * j)) as i32));
-                let q = _mm512_cvtepu32_ps(bits);
-                for (i, a) in acc.iter_mut().enumerate() {
-                    let xv = _mm512_loadu_ps(xp.add(((i * chunks + c) * PER + j) * L));
-                    a[j & 1] = _mm512_fmadd_ps(xv, q, a[j & 1]);
-                }
-            }
-            let s = lane_groups(job.scales, goff, groups, c, wpg, idx);
+            let part = chunk::<BITS, PER, M>(w, xp.add(c * PER * L), xstride);
+            let sv = sc.get(s, goff, c, full_smask);
             for i in 0..M {
-                tot[i] = _mm512_fmadd_ps(_mm512_add_ps(acc[i][0], acc[i][1]), s, tot[i]);
+                tot[i] = _mm512_fmadd_ps(part[i], sv, tot[i]);
             }
         }
-        // Σ_g bias_g · Σx_g, 16 groups at a time.
-        let mut g0 = 0;
-        while g0 < groups {
-            let mask = ((1u32 << (groups - g0).min(L)) - 1) as u16;
-            let b = job.biases.load(goff + g0, mask);
-            for (i, t) in tb.iter_mut().enumerate() {
-                *t = _mm512_fmadd_ps(b, _mm512_maskz_loadu_ps(mask, xg.add(i * groups + g0)), *t);
+        if tail != 0 {
+            let w = _mm512_maskz_loadu_epi32(((1u32 << tail) - 1) as u16, wrow.add(full * L) as *const i32);
+            let part = chunk::<BITS, PER, M>(w, xp.add(full * PER * L), xstride);
+            let sv = sc.get(s, goff, full, tail_smask);
+            for i in 0..M {
+                tot[i] = _mm512_fmadd_ps(part[i], sv, tot[i]);
             }
-            g0 += L;
         }
-        for i in 0..M {
-            let v = _mm512_reduce_add_ps(_mm512_add_ps(tot[i], tb[i]));
-            // SAFETY: y element (i0 + i, r) belongs to this range of rows only.
-            *job.yp.get().add((i0 + i) * job.n + r) = v;
+        bias_and_store(job, &mut tot, xg, i0, r);
+    }
+}
+
+/// Adds row `r`'s bias term `Σ_g bias_g · Σx_g` (16 groups at a time) to the
+/// lane sums of the `M` rows of x from `i0`, and stores their totals in y.
+///
+/// # Safety
+/// AVX-512 F must be available; `xg` must point at row `i0`'s group sums,
+/// and `r` must be a row of this call's range.
+#[inline(always)]
+unsafe fn bias_and_store<const M: usize>(job: &Job<'_>, tot: &mut [__m512; M], xg: *const f32, i0: usize, r: usize) {
+    let (groups, goff) = (job.groups, r * job.groups);
+    let mut g0 = 0;
+    while g0 < groups {
+        let mask = ((1u32 << (groups - g0).min(L)) - 1) as u16;
+        let b = job.biases.load(goff + g0, mask);
+        for (i, t) in tot.iter_mut().enumerate() {
+            *t = _mm512_fmadd_ps(b, _mm512_maskz_loadu_ps(mask, xg.add(i * groups + g0)), *t);
         }
+        g0 += L;
+    }
+    for (i, t) in tot.iter().enumerate() {
+        // SAFETY: y element (i0 + i, r) belongs to this range of rows only.
+        *job.yp.get().add((i0 + i) * job.n + r) = _mm512_reduce_add_ps(*t);
+    }
+}
+
+/// Whether the 4-bit integer path runs: AVX-512 with VNNI, unless
+/// `KILN_QMV_FLOAT=1` asks for the float kernel (for comparison).
+fn vnni() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        available() && is_x86_feature_detected!("avx512vnni") && std::env::var_os("KILN_QMV_FLOAT").is_none()
+    })
+}
+
+/// Largest magnitude of the 24-bit fixed-point x: three balanced signed
+/// bytes, `127·2^16 + 127·2^8 + 127`.
+const FIX_MAX: f64 = 8_355_711.0;
+
+/// x split for the 4-bit integer path. Each word's 8 values (one lane of a
+/// chunk) share a scale `e = max|x| / FIX_MAX` and become 24-bit integers
+/// `N = a·2^16 + b·2^8 + c` with signed bytes a, b, c — rounding each x by
+/// at most `max|x|·6e-8`, the size of an f32 rounding of the lane's
+/// largest value, so sums keep f32 accuracy. A lane's sum of code·N is
+/// then `((Σq·a)·2^8 + Σq·b)·2^8 + Σq·c`, which `vpdpbusd` (64 byte
+/// products per instruction) builds exactly in i32: each Σ is at most
+/// 8·15·127 < 2^14, so the total stays below 2^31.
+struct IntX {
+    /// Per row of x and chunk: parts a, b, c, each as 64 bytes for the even
+    /// codes (low nibbles) then 64 for the odd codes; lane l holds bytes
+    /// `4l..4l + 4`, matching the 4 bytes of word l.
+    parts: Vec<i8>,
+    /// Per row of x and chunk: each lane's `e`.
+    scale: Vec<f32>,
+}
+
+/// Bytes of [`IntX::parts`] per chunk.
+const PART_BYTES: usize = 6 * 64;
+
+impl IntX {
+    /// Splits `m` rows of `k` values (4-bit codes: 8 per word, `chunks`
+    /// chunks of 16 words per row). `None` when some x is not finite: the
+    /// float kernel then keeps IEEE semantics.
+    fn split(x: &[f32], m: usize, k: usize, chunks: usize) -> Option<IntX> {
+        let mut parts = vec![0i8; m * chunks * PART_BYTES];
+        let mut scale = vec![0.0f32; m * chunks * L];
+        for i in 0..m {
+            let xr = &x[i * k..(i + 1) * k];
+            let (p, sc) = (&mut parts[i * chunks * PART_BYTES..], &mut scale[i * chunks * L..]);
+            // SAFETY: `vnni()` (the only caller's guard) checked AVX-512 F/BW/VL;
+            // k is 8 codes per word and the buffers hold `chunks` chunks.
+            if !unsafe { split_row(xr, p, sc) } {
+                return None;
+            }
+        }
+        Some(IntX { parts, scale })
+    }
+}
+
+/// Splits one row of x into `parts`/`scale` ([`IntX`]'s layout), two words
+/// (16 values) per step. Returns false when some value is not finite.
+///
+/// # Safety
+/// AVX-512 F/BW/VL must be available; `x.len()` must be a multiple of 8 and
+/// the buffers must hold `x.len().div_ceil(128)` chunks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
+unsafe fn split_row(x: &[f32], parts: &mut [i8], scale: &mut [f32]) -> bool {
+    let words = x.len() / 8;
+    // Even codes of the two words, then their odd codes.
+    let order = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    let (lim, neg_lim) = (_mm512_set1_epi32(FIX_MAX as i32), _mm512_set1_epi32(-(FIX_MAX as i32)));
+    let (b128, b255) = (_mm512_set1_epi32(128), _mm512_set1_epi32(255));
+    // Balanced low byte of n (in -128..=127) and the rest, n = rest·256 + byte.
+    let split = |n: __m512i| {
+        let lo = _mm512_sub_epi32(_mm512_and_si512(_mm512_add_epi32(n, b128), b255), b128);
+        (lo, _mm512_srai_epi32::<8>(_mm512_sub_epi32(n, lo)))
+    };
+    let mut w = 0;
+    while w < words {
+        let mask: u16 = if w + 1 < words { 0xFFFF } else { 0x00FF };
+        let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(8 * w));
+        // Each word's max |x|, in all 8 of its lanes.
+        let a = _mm512_abs_ps(v);
+        let a = _mm512_max_ps(a, _mm512_permute_ps::<0xB1>(a));
+        let a = _mm512_max_ps(a, _mm512_permute_ps::<0x4E>(a));
+        let e = _mm512_max_ps(a, _mm512_shuffle_f32x4::<0xB1>(a, a));
+        if _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(e, _mm512_set1_ps(f32::INFINITY)) != 0 {
+            return false;
+        }
+        let nz = _mm512_cmp_ps_mask::<_CMP_NEQ_OQ>(e, _mm512_setzero_ps());
+        let f = _mm512_maskz_div_ps(nz, _mm512_set1_ps(FIX_MAX as f32), e);
+        // Rounded to nearest; clamped since v·f may round just past FIX_MAX.
+        let n = _mm512_cvtps_epi32(_mm512_permutexvar_ps(order, _mm512_mul_ps(v, f)));
+        let n = _mm512_max_epi32(_mm512_min_epi32(n, lim), neg_lim);
+        let (lo, n1) = split(n);
+        let (mid, hi) = split(n1);
+        let (c, l) = (w / L, w % L);
+        let dst = parts.as_mut_ptr().add(c * PART_BYTES + 4 * l);
+        for (p, v) in [hi, mid, lo].into_iter().enumerate() {
+            let b = _mm512_cvtepi32_epi8(v);
+            _mm_storel_epi64(dst.add(128 * p) as *mut __m128i, b);
+            _mm_storel_epi64(dst.add(128 * p + 64) as *mut __m128i, _mm_unpackhi_epi64(b, b));
+        }
+        let ev = _mm512_maskz_div_ps(nz, e, _mm512_set1_ps(FIX_MAX as f32));
+        let sp = scale.as_mut_ptr().add(c * L + l);
+        *sp = _mm512_cvtss_f32(ev);
+        if mask == 0xFFFF {
+            *sp.add(1) = _mm512_cvtss_f32(_mm512_permutexvar_ps(_mm512_set1_epi32(8), ev));
+        }
+        w += 2;
+    }
+    true
+}
+
+/// Rows `r0..r1` of y on the 4-bit integer path.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/DQ/VNNI and FMA must be available, the job's slices must
+/// have the sizes [`qmv`] checked, and `xi` must be split from the job's x.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
+unsafe fn int4_rows(job: &Job<'_>, xi: &IntX, r0: usize, r1: usize) {
+    match job.scales {
+        Groups::F32(s) => int4_rows_in(job, xi, s.as_ptr(), r0, r1),
+        Groups::F16(s) => int4_rows_in(job, xi, s.as_ptr(), r0, r1),
+    }
+}
+
+/// [`int4_rows`] for one scale format.
+///
+/// # Safety
+/// As [`int4_rows`].
+#[inline(always)]
+unsafe fn int4_rows_in<S: ScaleVals>(job: &Job<'_>, xi: &IntX, s: S, r0: usize, r1: usize) {
+    let mut i0 = 0;
+    while i0 < job.m {
+        let mb = (job.m - i0).min(MB);
+        match mb {
+            1 => int4_block::<1, S>(job, xi, s, i0, r0, r1),
+            2 => int4_block::<2, S>(job, xi, s, i0, r0, r1),
+            3 => int4_block::<3, S>(job, xi, s, i0, r0, r1),
+            _ => int4_block::<4, S>(job, xi, s, i0, r0, r1),
+        }
+        i0 += mb;
+    }
+}
+
+/// One chunk on the integer path: the 16 words `w` against the split x of
+/// `M` rows (`parts`/`scale` at the first row's chunk, the next row's
+/// `pstride` bytes / `sstride` floats on), each lane's sum in f32.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI must be available and the split x must hold the chunk
+/// for `M` rows.
+#[inline(always)]
+unsafe fn int4_chunk<const M: usize>(
+    w: __m512i,
+    parts: *const i8,
+    pstride: usize,
+    scale: *const f32,
+    sstride: usize,
+) -> [__m512; M] {
+    let nib = _mm512_set1_epi32(0x0F0F_0F0F);
+    let even = _mm512_and_si512(w, nib);
+    let odd = _mm512_and_si512(_mm512_srli_epi32::<4>(w), nib);
+    let mut out = [_mm512_setzero_ps(); M];
+    for (i, o) in out.iter_mut().enumerate() {
+        let p = parts.add(i * pstride);
+        let ld = |off: usize| _mm512_loadu_si512(p.add(off) as *const _);
+        let mut t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), even, ld(0));
+        t = _mm512_dpbusd_epi32(t, odd, ld(64));
+        t = _mm512_slli_epi32::<8>(t);
+        t = _mm512_dpbusd_epi32(t, even, ld(128));
+        t = _mm512_dpbusd_epi32(t, odd, ld(192));
+        t = _mm512_slli_epi32::<8>(t);
+        t = _mm512_dpbusd_epi32(t, even, ld(256));
+        t = _mm512_dpbusd_epi32(t, odd, ld(320));
+        *o = _mm512_mul_ps(_mm512_cvtepi32_ps(t), _mm512_loadu_ps(scale.add(i * sstride)));
+    }
+    out
+}
+
+/// [`int4_chunk`] for the first 8 words only (the upper lanes of the result
+/// are zero).
+///
+/// # Safety
+/// As [`int4_chunk`].
+#[inline(always)]
+unsafe fn int4_half_chunk<const M: usize>(
+    w: __m256i,
+    parts: *const i8,
+    pstride: usize,
+    scale: *const f32,
+    sstride: usize,
+) -> [__m512; M] {
+    let nib = _mm256_set1_epi32(0x0F0F_0F0F);
+    let even = _mm256_and_si256(w, nib);
+    let odd = _mm256_and_si256(_mm256_srli_epi32::<4>(w), nib);
+    let mut out = [_mm512_setzero_ps(); M];
+    for (i, o) in out.iter_mut().enumerate() {
+        let p = parts.add(i * pstride);
+        let ld = |off: usize| _mm256_loadu_si256(p.add(off) as *const _);
+        let mut t = _mm256_dpbusd_epi32(_mm256_setzero_si256(), even, ld(0));
+        t = _mm256_dpbusd_epi32(t, odd, ld(64));
+        t = _mm256_slli_epi32::<8>(t);
+        t = _mm256_dpbusd_epi32(t, even, ld(128));
+        t = _mm256_dpbusd_epi32(t, odd, ld(192));
+        t = _mm256_slli_epi32::<8>(t);
+        t = _mm256_dpbusd_epi32(t, even, ld(256));
+        t = _mm256_dpbusd_epi32(t, odd, ld(320));
+        let f = _mm256_mul_ps(_mm256_cvtepi32_ps(t), _mm256_loadu_ps(scale.add(i * sstride)));
+        *o = _mm512_zextps256_ps512(f);
+    }
+    out
+}
+
+/// Rows `r0..r1` of y for the `M` rows of x from `i0`, integer path.
+///
+/// # Safety
+/// As [`int4_rows`]; `s` must hold the job's `n × groups` scales.
+#[inline(always)]
+unsafe fn int4_block<const M: usize, S: ScaleVals>(job: &Job<'_>, xi: &IntX, s: S, i0: usize, r0: usize, r1: usize) {
+    let wpg = job.wpg;
+    let mut lanes = [0i32; L];
+    for (l, v) in lanes.iter_mut().enumerate() {
+        *v = (l / wpg.clamp(1, L)) as i32;
+    }
+    let (chunks, groups) = (job.chunks, job.groups);
+    let sc = ChunkScales {
+        idx: _mm512_loadu_si512(lanes.as_ptr() as *const _),
+        per: if wpg < L { L / wpg } else { 0 },
+        shift: (wpg / L).max(1).trailing_zeros(),
+    };
+    let full = job.kw / L;
+    let tail = job.kw % L;
+    let full_smask = ((1u32 << sc.per) - 1) as u16;
+    let tail_smask = ((1u32 << (groups - (full * sc.per).min(groups))) - 1) as u16;
+    let (pstride, sstride) = (chunks * PART_BYTES, chunks * L);
+    let parts = xi.parts.as_ptr().add(i0 * pstride);
+    let scale = xi.scale.as_ptr().add(i0 * sstride);
+    let xg = job.xg.as_ptr().add(i0 * groups);
+    for r in r0..r1 {
+        let wrow = job.wq.as_ptr().add(r * job.kw);
+        let goff = r * groups;
+        let mut tot = [_mm512_setzero_ps(); M];
+        for c in 0..full {
+            let w = _mm512_loadu_si512(wrow.add(c * L) as *const _);
+            _mm_prefetch::<_MM_HINT_T0>(wrow.add(c * L).wrapping_add(PREFETCH) as *const i8);
+            let part = int4_chunk::<M>(w, parts.add(c * PART_BYTES), pstride, scale.add(c * L), sstride);
+            let sv = sc.get(s, goff, c, full_smask);
+            for i in 0..M {
+                tot[i] = _mm512_fmadd_ps(part[i], sv, tot[i]);
+            }
+        }
+        if tail != 0 {
+            let mask = ((1u32 << tail) - 1) as u16;
+            let (p, sp) = (parts.add(full * PART_BYTES), scale.add(full * L));
+            let part = if tail <= L / 2 {
+                // A half chunk (k = 576's last 8 words) in 256-bit registers.
+                int4_half_chunk::<M>(
+                    _mm256_maskz_loadu_epi32(mask as u8, wrow.add(full * L) as *const i32),
+                    p,
+                    pstride,
+                    sp,
+                    sstride,
+                )
+            } else {
+                int4_chunk::<M>(
+                    _mm512_maskz_loadu_epi32(mask, wrow.add(full * L) as *const i32),
+                    p,
+                    pstride,
+                    sp,
+                    sstride,
+                )
+            };
+            let sv = sc.get(s, goff, full, tail_smask);
+            for i in 0..M {
+                tot[i] = _mm512_fmadd_ps(part[i], sv, tot[i]);
+            }
+        }
+        bias_and_store(job, &mut tot, xg, i0, r);
     }
 }
 
