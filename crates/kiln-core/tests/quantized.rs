@@ -227,8 +227,8 @@ fn decode_kernel_with_half_scales() {
     }
 }
 
-/// The 4-bit decode kernel's integer path holds each word's 8 values of x
-/// as 24-bit fixed point scaled to their largest: values spanning eight
+/// The decode kernel's integer path (4 and 8 bits) holds each word's 8 or 4
+/// values of x as 24-bit fixed point scaled to their largest: values spanning eight
 /// decades inside a word, all-zero words, and row lengths whose last chunk
 /// is full, half (256-bit) or wider must stay within a dot product's f32
 /// rounding of the f64 reference, |y − r| ≤ 4e-6·Σ|x||w|. Non-finite x takes
@@ -236,8 +236,8 @@ fn decode_kernel_with_half_scales() {
 #[test]
 fn decode_kernel_keeps_f32_accuracy_over_wide_x_ranges() {
     let mut rng = Rng::new(21);
-    for gs in [32usize, 64, 128] {
-        let spec = QuantSpec::affine(gs, 4);
+    for (gs, bits) in [(32usize, 4u32), (64, 4), (128, 4), (32, 8), (64, 8), (128, 8)] {
+        let spec = QuantSpec::affine(gs, bits);
         for k in [512usize, 576, 640, 768 + 96] {
             if k % gs != 0 {
                 continue;
@@ -270,7 +270,7 @@ fn decode_kernel_keeps_f32_accuracy_over_wide_x_ranges() {
             for i in 0..y.len() {
                 assert!(
                     (y[i] - r[i]).abs() <= 4e-6 * bound[i] + 1e-30,
-                    "gs={gs} k={k} element {i}: {} != {} (Σ|x||w| = {})",
+                    "gs={gs} bits={bits} k={k} element {i}: {} != {} (Σ|x||w| = {})",
                     y[i],
                     r[i],
                     bound[i]
@@ -280,10 +280,10 @@ fn decode_kernel_keeps_f32_accuracy_over_wide_x_ranges() {
     }
     // A NaN or an infinity anywhere in x: that row is NaN or infinite
     // throughout, the other rows are still right.
-    let spec = QuantSpec::affine(32, 4);
-    let (n, k) = (40usize, 576usize);
-    let q = ops::quantize(&rand_f32(&mut rng, &[n, k]), spec).unwrap();
-    for bad in [f32::NAN, f32::INFINITY] {
+    for (bad, bits) in [(f32::NAN, 4), (f32::INFINITY, 4), (f32::NAN, 8), (f32::NEG_INFINITY, 8)] {
+        let spec = QuantSpec::affine(32, bits);
+        let (n, k) = (40usize, 576usize);
+        let q = ops::quantize(&rand_f32(&mut rng, &[n, k]), spec).unwrap();
         let mut xs: Vec<f32> = (0..2 * k).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
         xs[300] = bad;
         let x = Array::from_slice(&xs, &[2, k]).unwrap();

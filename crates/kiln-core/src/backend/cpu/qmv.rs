@@ -17,10 +17,11 @@
 //! last partial chunk uses a masked load, so no row length needs a scalar
 //! tail. Scales and biases may be f32 or f16 (converted in-register).
 //!
-//! 4-bit codes take an integer path when the CPU has AVX-512 VNNI ([`IntX`]):
-//! x is split once per call into three signed bytes of 24-bit fixed point
-//! per word of codes, and `vpdpbusd` multiplies 64 code bytes by x bytes per
-//! instruction, so a chunk costs about 15 instructions instead of 27. The
+//! 4- and 8-bit codes take an integer path when the CPU has AVX-512 VNNI
+//! ([`IntX`]): x is split once per call into three signed bytes of 24-bit
+//! fixed point per word of codes, and `vpdpbusd` multiplies 64 code bytes by
+//! x bytes per instruction (a 4-bit chunk costs about 15 instructions
+//! instead of 27). The
 //! fixed point rounds x by at most an f32 rounding of its word's largest
 //! value, so results keep f32 accuracy (the SmolLM2 golden ids still match);
 //! non-finite x falls back to the float loop above.
@@ -131,14 +132,20 @@ pub(crate) fn qmv(
         }
     }
     let yp = SendPtr(y.as_mut_ptr());
-    if bits == 4 && vnni() {
-        if let Some(xi) = IntX::split(&x[..m * k], m, k, chunks) {
+    if matches!(bits, 4 | 8) && vnni() {
+        if let Some(xi) = IntX::split(&x[..m * k], m, k, chunks, bits) {
             let xg = &xg[..];
             parallel_for(n, k * m, |range| {
                 let job = Job { xp: &[], xg, m, n, chunks, wq, kw, wpg, groups, scales, biases, yp };
                 // SAFETY: `vnni()` checked AVX-512 F/BW/VL/DQ/VNNI and FMA;
                 // the bounds the kernel relies on were checked above.
-                unsafe { int4_rows(&job, &xi, range.start, range.end) }
+                unsafe {
+                    if bits == 4 {
+                        int_rows::<4>(&job, &xi, range.start, range.end)
+                    } else {
+                        int_rows::<8>(&job, &xi, range.start, range.end)
+                    }
+                }
             });
             return true;
         }
@@ -401,8 +408,8 @@ unsafe fn bias_and_store<const M: usize>(job: &Job<'_>, tot: &mut [__m512; M], x
     }
 }
 
-/// Whether the 4-bit integer path runs: AVX-512 with VNNI, unless
-/// `KILN_QMV_FLOAT=1` asks for the float kernel (for comparison).
+/// Whether the integer path runs (4- and 8-bit codes): AVX-512 with VNNI,
+/// unless `KILN_QMV_FLOAT=1` asks for the float kernel (for comparison).
 fn vnni() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
@@ -414,39 +421,57 @@ fn vnni() -> bool {
 /// bytes, `127·2^16 + 127·2^8 + 127`.
 const FIX_MAX: f64 = 8_355_711.0;
 
-/// x split for the 4-bit integer path. Each word's 8 values (one lane of a
-/// chunk) share a scale `e = max|x| / FIX_MAX` and become 24-bit integers
-/// `N = a·2^16 + b·2^8 + c` with signed bytes a, b, c — rounding each x by
-/// at most `max|x|·6e-8`, the size of an f32 rounding of the lane's
-/// largest value, so sums keep f32 accuracy. A lane's sum of code·N is
-/// then `((Σq·a)·2^8 + Σq·b)·2^8 + Σq·c`, which `vpdpbusd` (64 byte
-/// products per instruction) builds exactly in i32: each Σ is at most
-/// 8·15·127 < 2^14, so the total stays below 2^31.
+/// x split for the integer path. Each word's values (8 at 4 bits, 4 at 8
+/// bits: one lane of a chunk) share a scale `e = max|x| / FIX_MAX` and
+/// become 24-bit integers `N = a·2^16 + b·2^8 + c` with signed bytes a, b,
+/// c — rounding each x by at most `max|x|·6e-8`, the size of an f32
+/// rounding of the lane's largest value, so sums keep f32 accuracy.
+/// `vpdpbusd` (64 byte products per instruction) then sums code·part per
+/// lane exactly in i32:
+/// - 4 bits: each Σq·part is at most 8·15·128 < 2^14, so the whole
+///   `((Σq·a)·2^8 + Σq·b)·2^8 + Σq·c` stays below 2^31;
+/// - 8 bits: Σq·part is below 2^17, so `(Σq·a)·2^8 + Σq·b` is one i32 and
+///   `Σq·c` another, joined in f32.
 struct IntX {
-    /// Per row of x and chunk: parts a, b, c, each as 64 bytes for the even
-    /// codes (low nibbles) then 64 for the odd codes; lane l holds bytes
-    /// `4l..4l + 4`, matching the 4 bytes of word l.
+    /// Per row of x and chunk: parts a, b, c, each as 64 bytes where lane l
+    /// holds bytes `4l..4l + 4`, matching the 4 bytes of word l. At 4 bits
+    /// each part is two such blocks: the even codes (low nibbles), then the
+    /// odd codes.
     parts: Vec<i8>,
     /// Per row of x and chunk: each lane's `e`.
     scale: Vec<f32>,
 }
 
-/// Bytes of [`IntX::parts`] per chunk.
-const PART_BYTES: usize = 6 * 64;
+/// Bytes of [`IntX::parts`] per chunk for `BITS`-bit codes.
+const fn part_bytes(bits: u32) -> usize {
+    if bits == 4 {
+        6 * 64
+    } else {
+        3 * 64
+    }
+}
 
 impl IntX {
-    /// Splits `m` rows of `k` values (4-bit codes: 8 per word, `chunks`
-    /// chunks of 16 words per row). `None` when some x is not finite: the
-    /// float kernel then keeps IEEE semantics.
-    fn split(x: &[f32], m: usize, k: usize, chunks: usize) -> Option<IntX> {
-        let mut parts = vec![0i8; m * chunks * PART_BYTES];
+    /// Splits `m` rows of `k` values (`bits`-bit codes, `chunks` chunks of
+    /// 16 words per row). `None` when some x is not finite: the float kernel
+    /// then keeps IEEE semantics.
+    fn split(x: &[f32], m: usize, k: usize, chunks: usize, bits: u32) -> Option<IntX> {
+        let pb = part_bytes(bits);
+        let mut parts = vec![0i8; m * chunks * pb];
         let mut scale = vec![0.0f32; m * chunks * L];
         for i in 0..m {
             let xr = &x[i * k..(i + 1) * k];
-            let (p, sc) = (&mut parts[i * chunks * PART_BYTES..], &mut scale[i * chunks * L..]);
-            // SAFETY: `vnni()` (the only caller's guard) checked AVX-512 F/BW/VL;
-            // k is 8 codes per word and the buffers hold `chunks` chunks.
-            if !unsafe { split_row(xr, p, sc) } {
+            let (p, sc) = (&mut parts[i * chunks * pb..], &mut scale[i * chunks * L..]);
+            // SAFETY: `vnni()` (the only caller's guard) checked AVX-512 F/BW/VL/DQ;
+            // k is whole words and the buffers hold `chunks` chunks.
+            let ok = unsafe {
+                if bits == 4 {
+                    split_row::<8>(xr, p, sc)
+                } else {
+                    split_row::<4>(xr, p, sc)
+                }
+            };
+            if !ok {
                 return None;
             }
         }
@@ -454,17 +479,23 @@ impl IntX {
     }
 }
 
-/// Splits one row of x into `parts`/`scale` ([`IntX`]'s layout), two words
-/// (16 values) per step. Returns false when some value is not finite.
+/// Splits one row of x into `parts`/`scale` ([`IntX`]'s layout) for words of
+/// `PER` values (8 or 4), 16 values per step. Returns false when some value
+/// is not finite.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL must be available; `x.len()` must be a multiple of 8 and
-/// the buffers must hold `x.len().div_ceil(128)` chunks.
+/// AVX-512 F/BW/VL/DQ must be available; `x.len()` must be a multiple of
+/// `PER` and the buffers must hold `x.len().div_ceil(16 · PER)` chunks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq")]
-unsafe fn split_row(x: &[f32], parts: &mut [i8], scale: &mut [f32]) -> bool {
-    let words = x.len() / 8;
-    // Even codes of the two words, then their odd codes.
-    let order = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+unsafe fn split_row<const PER: usize>(x: &[f32], parts: &mut [i8], scale: &mut [f32]) -> bool {
+    let words = x.len() / PER;
+    let step = L / PER;
+    // At 8 per word: the two words' even codes, then their odd codes.
+    let order = if PER == 8 {
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15)
+    } else {
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+    };
     let (lim, neg_lim) = (_mm512_set1_epi32(FIX_MAX as i32), _mm512_set1_epi32(-(FIX_MAX as i32)));
     let (b128, b255) = (_mm512_set1_epi32(128), _mm512_set1_epi32(255));
     // Balanced low byte of n (in -128..=127) and the rest, n = rest·256 + byte.
@@ -474,13 +505,16 @@ unsafe fn split_row(x: &[f32], parts: &mut [i8], scale: &mut [f32]) -> bool {
     };
     let mut w = 0;
     while w < words {
-        let mask: u16 = if w + 1 < words { 0xFFFF } else { 0x00FF };
-        let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(8 * w));
-        // Each word's max |x|, in all 8 of its lanes.
+        let live = (words - w).min(step);
+        let mask = ((1u32 << (live * PER)) - 1) as u16;
+        let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(PER * w));
+        // Each word's max |x|, in all of its lanes.
         let a = _mm512_abs_ps(v);
         let a = _mm512_max_ps(a, _mm512_permute_ps::<0xB1>(a));
-        let a = _mm512_max_ps(a, _mm512_permute_ps::<0x4E>(a));
-        let e = _mm512_max_ps(a, _mm512_shuffle_f32x4::<0xB1>(a, a));
+        let mut e = _mm512_max_ps(a, _mm512_permute_ps::<0x4E>(a));
+        if PER == 8 {
+            e = _mm512_max_ps(e, _mm512_shuffle_f32x4::<0xB1>(e, e));
+        }
         if _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(e, _mm512_set1_ps(f32::INFINITY)) != 0 {
             return false;
         }
@@ -492,120 +526,176 @@ unsafe fn split_row(x: &[f32], parts: &mut [i8], scale: &mut [f32]) -> bool {
         let (lo, n1) = split(n);
         let (mid, hi) = split(n1);
         let (c, l) = (w / L, w % L);
-        let dst = parts.as_mut_ptr().add(c * PART_BYTES + 4 * l);
+        let pb = part_bytes(if PER == 8 { 4 } else { 8 });
+        let dst = parts.as_mut_ptr().add(c * pb + 4 * l);
         for (p, v) in [hi, mid, lo].into_iter().enumerate() {
             let b = _mm512_cvtepi32_epi8(v);
-            _mm_storel_epi64(dst.add(128 * p) as *mut __m128i, b);
-            _mm_storel_epi64(dst.add(128 * p + 64) as *mut __m128i, _mm_unpackhi_epi64(b, b));
+            if PER == 8 {
+                _mm_storel_epi64(dst.add(128 * p) as *mut __m128i, b);
+                _mm_storel_epi64(dst.add(128 * p + 64) as *mut __m128i, _mm_unpackhi_epi64(b, b));
+            } else {
+                _mm_storeu_si128(dst.add(64 * p) as *mut __m128i, b);
+            }
         }
+        // One scale per word: lane 0 of each word's lanes.
         let ev = _mm512_maskz_div_ps(nz, e, _mm512_set1_ps(FIX_MAX as f32));
-        let sp = scale.as_mut_ptr().add(c * L + l);
-        *sp = _mm512_cvtss_f32(ev);
-        if mask == 0xFFFF {
-            *sp.add(1) = _mm512_cvtss_f32(_mm512_permutexvar_ps(_mm512_set1_epi32(8), ev));
-        }
-        w += 2;
+        let first: u16 = if PER == 8 { 0x0101 } else { 0x1111 };
+        _mm512_mask_compressstoreu_ps(scale.as_mut_ptr().add(c * L + l) as *mut _, first, ev);
+        w += step;
     }
     true
 }
 
-/// Rows `r0..r1` of y on the 4-bit integer path.
+/// Rows `r0..r1` of y on the integer path for `BITS`-bit codes (4 or 8).
 ///
 /// # Safety
 /// AVX-512 F/BW/VL/DQ/VNNI and FMA must be available, the job's slices must
 /// have the sizes [`qmv`] checked, and `xi` must be split from the job's x.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")]
-unsafe fn int4_rows(job: &Job<'_>, xi: &IntX, r0: usize, r1: usize) {
+unsafe fn int_rows<const BITS: u32>(job: &Job<'_>, xi: &IntX, r0: usize, r1: usize) {
     match job.scales {
-        Groups::F32(s) => int4_rows_in(job, xi, s.as_ptr(), r0, r1),
-        Groups::F16(s) => int4_rows_in(job, xi, s.as_ptr(), r0, r1),
+        Groups::F32(s) => int_rows_in::<BITS, _>(job, xi, s.as_ptr(), r0, r1),
+        Groups::F16(s) => int_rows_in::<BITS, _>(job, xi, s.as_ptr(), r0, r1),
     }
 }
 
-/// [`int4_rows`] for one scale format.
+/// [`int_rows`] for one scale format.
 ///
 /// # Safety
-/// As [`int4_rows`].
+/// As [`int_rows`].
 #[inline(always)]
-unsafe fn int4_rows_in<S: ScaleVals>(job: &Job<'_>, xi: &IntX, s: S, r0: usize, r1: usize) {
+unsafe fn int_rows_in<const BITS: u32, S: ScaleVals>(job: &Job<'_>, xi: &IntX, s: S, r0: usize, r1: usize) {
     let mut i0 = 0;
     while i0 < job.m {
         let mb = (job.m - i0).min(MB);
         match mb {
-            1 => int4_block::<1, S>(job, xi, s, i0, r0, r1),
-            2 => int4_block::<2, S>(job, xi, s, i0, r0, r1),
-            3 => int4_block::<3, S>(job, xi, s, i0, r0, r1),
-            _ => int4_block::<4, S>(job, xi, s, i0, r0, r1),
+            1 => int_block::<BITS, 1, S>(job, xi, s, i0, r0, r1),
+            2 => int_block::<BITS, 2, S>(job, xi, s, i0, r0, r1),
+            3 => int_block::<BITS, 3, S>(job, xi, s, i0, r0, r1),
+            _ => int_block::<BITS, 4, S>(job, xi, s, i0, r0, r1),
         }
         i0 += mb;
     }
 }
 
-/// One chunk on the integer path: the 16 words `w` against the split x of
-/// `M` rows (`parts`/`scale` at the first row's chunk, the next row's
-/// `pstride` bytes / `sstride` floats on), each lane's sum in f32.
-///
-/// # Safety
-/// AVX-512 F/BW/VNNI must be available and the split x must hold the chunk
-/// for `M` rows.
-#[inline(always)]
-unsafe fn int4_chunk<const M: usize>(
-    w: __m512i,
-    parts: *const i8,
-    pstride: usize,
-    scale: *const f32,
-    sstride: usize,
-) -> [__m512; M] {
-    let nib = _mm512_set1_epi32(0x0F0F_0F0F);
-    let even = _mm512_and_si512(w, nib);
-    let odd = _mm512_and_si512(_mm512_srli_epi32::<4>(w), nib);
-    let mut out = [_mm512_setzero_ps(); M];
-    for (i, o) in out.iter_mut().enumerate() {
-        let p = parts.add(i * pstride);
-        let ld = |off: usize| _mm512_loadu_si512(p.add(off) as *const _);
-        let mut t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), even, ld(0));
-        t = _mm512_dpbusd_epi32(t, odd, ld(64));
-        t = _mm512_slli_epi32::<8>(t);
-        t = _mm512_dpbusd_epi32(t, even, ld(128));
-        t = _mm512_dpbusd_epi32(t, odd, ld(192));
-        t = _mm512_slli_epi32::<8>(t);
-        t = _mm512_dpbusd_epi32(t, even, ld(256));
-        t = _mm512_dpbusd_epi32(t, odd, ld(320));
-        *o = _mm512_mul_ps(_mm512_cvtepi32_ps(t), _mm512_loadu_ps(scale.add(i * sstride)));
-    }
-    out
+/// The integer registers a chunk is summed in: 512 bits for a whole chunk,
+/// 256 for a half one (k = 576's last 8 words), so one routine serves both.
+trait IntLanes: Copy {
+    /// The words of a chunk (the lanes past `mask` zero).
+    unsafe fn load_words(p: *const u32, mask: u16) -> Self;
+    /// Part bytes for these lanes.
+    unsafe fn load(p: *const i8) -> Self;
+    unsafe fn zero() -> Self;
+    /// Each byte's low nibble and its high nibble.
+    unsafe fn nibbles(self) -> (Self, Self);
+    unsafe fn shl8(self) -> Self;
+    /// `self + Σ` over each lane's 4 bytes of `codes · x` (u8 × i8).
+    unsafe fn dp(self, codes: Self, x: Self) -> Self;
+    /// `(self·256 + lo) · scale`, in f32 (`lo` zero when absent), widened to
+    /// 512 bits with zero upper lanes.
+    unsafe fn scaled(self, lo: Option<Self>, scale: *const f32) -> __m512;
 }
 
-/// [`int4_chunk`] for the first 8 words only (the upper lanes of the result
-/// are zero).
+impl IntLanes for __m512i {
+    #[inline(always)]
+    unsafe fn load_words(p: *const u32, mask: u16) -> Self {
+        _mm512_maskz_loadu_epi32(mask, p as *const i32)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const i8) -> Self {
+        _mm512_loadu_si512(p as *const _)
+    }
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        _mm512_setzero_si512()
+    }
+    #[inline(always)]
+    unsafe fn nibbles(self) -> (Self, Self) {
+        let nib = _mm512_set1_epi32(0x0F0F_0F0F);
+        (_mm512_and_si512(self, nib), _mm512_and_si512(_mm512_srli_epi32::<4>(self), nib))
+    }
+    #[inline(always)]
+    unsafe fn shl8(self) -> Self {
+        _mm512_slli_epi32::<8>(self)
+    }
+    #[inline(always)]
+    unsafe fn dp(self, codes: Self, x: Self) -> Self {
+        _mm512_dpbusd_epi32(self, codes, x)
+    }
+    #[inline(always)]
+    unsafe fn scaled(self, lo: Option<Self>, scale: *const f32) -> __m512 {
+        let mut f = _mm512_cvtepi32_ps(self);
+        if let Some(lo) = lo {
+            f = _mm512_fmadd_ps(f, _mm512_set1_ps(256.0), _mm512_cvtepi32_ps(lo));
+        }
+        _mm512_mul_ps(f, _mm512_loadu_ps(scale))
+    }
+}
+
+impl IntLanes for __m256i {
+    #[inline(always)]
+    unsafe fn load_words(p: *const u32, mask: u16) -> Self {
+        _mm256_maskz_loadu_epi32(mask as u8, p as *const i32)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const i8) -> Self {
+        _mm256_loadu_si256(p as *const _)
+    }
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        _mm256_setzero_si256()
+    }
+    #[inline(always)]
+    unsafe fn nibbles(self) -> (Self, Self) {
+        let nib = _mm256_set1_epi32(0x0F0F_0F0F);
+        (_mm256_and_si256(self, nib), _mm256_and_si256(_mm256_srli_epi32::<4>(self), nib))
+    }
+    #[inline(always)]
+    unsafe fn shl8(self) -> Self {
+        _mm256_slli_epi32::<8>(self)
+    }
+    #[inline(always)]
+    unsafe fn dp(self, codes: Self, x: Self) -> Self {
+        _mm256_dpbusd_epi32(self, codes, x)
+    }
+    #[inline(always)]
+    unsafe fn scaled(self, lo: Option<Self>, scale: *const f32) -> __m512 {
+        let mut f = _mm256_cvtepi32_ps(self);
+        if let Some(lo) = lo {
+            f = _mm256_fmadd_ps(f, _mm256_set1_ps(256.0), _mm256_cvtepi32_ps(lo));
+        }
+        _mm512_zextps256_ps512(_mm256_mul_ps(f, _mm256_loadu_ps(scale)))
+    }
+}
+
+/// Σ over a chunk's codes of x·q for the `M` rows of x, per lane (f32):
+/// `w` holds the words, `parts`/`scale` the first row's split x for the
+/// chunk, the next row's `pstride` bytes / `sstride` floats on.
 ///
 /// # Safety
-/// As [`int4_chunk`].
+/// AVX-512 F/BW/VL/VNNI must be available and the split x must hold the
+/// chunk for `M` rows.
 #[inline(always)]
-unsafe fn int4_half_chunk<const M: usize>(
-    w: __m256i,
+unsafe fn int_chunk<const BITS: u32, const M: usize, V: IntLanes>(
+    w: V,
     parts: *const i8,
     pstride: usize,
     scale: *const f32,
     sstride: usize,
 ) -> [__m512; M] {
-    let nib = _mm256_set1_epi32(0x0F0F_0F0F);
-    let even = _mm256_and_si256(w, nib);
-    let odd = _mm256_and_si256(_mm256_srli_epi32::<4>(w), nib);
     let mut out = [_mm512_setzero_ps(); M];
     for (i, o) in out.iter_mut().enumerate() {
         let p = parts.add(i * pstride);
-        let ld = |off: usize| _mm256_loadu_si256(p.add(off) as *const _);
-        let mut t = _mm256_dpbusd_epi32(_mm256_setzero_si256(), even, ld(0));
-        t = _mm256_dpbusd_epi32(t, odd, ld(64));
-        t = _mm256_slli_epi32::<8>(t);
-        t = _mm256_dpbusd_epi32(t, even, ld(128));
-        t = _mm256_dpbusd_epi32(t, odd, ld(192));
-        t = _mm256_slli_epi32::<8>(t);
-        t = _mm256_dpbusd_epi32(t, even, ld(256));
-        t = _mm256_dpbusd_epi32(t, odd, ld(320));
-        let f = _mm256_mul_ps(_mm256_cvtepi32_ps(t), _mm256_loadu_ps(scale.add(i * sstride)));
-        *o = _mm512_zextps256_ps512(f);
+        let ld = |off: usize| V::load(p.add(off));
+        *o = if BITS == 4 {
+            let (even, odd) = w.nibbles();
+            let mut t = V::zero().dp(even, ld(0)).dp(odd, ld(64)).shl8();
+            t = t.dp(even, ld(128)).dp(odd, ld(192)).shl8();
+            t.dp(even, ld(256)).dp(odd, ld(320)).scaled(None, scale.add(i * sstride))
+        } else {
+            let t = V::zero().dp(w, ld(0)).shl8().dp(w, ld(64));
+            t.scaled(Some(V::zero().dp(w, ld(128))), scale.add(i * sstride))
+        };
     }
     out
 }
@@ -613,9 +703,16 @@ unsafe fn int4_half_chunk<const M: usize>(
 /// Rows `r0..r1` of y for the `M` rows of x from `i0`, integer path.
 ///
 /// # Safety
-/// As [`int4_rows`]; `s` must hold the job's `n × groups` scales.
+/// As [`int_rows`]; `s` must hold the job's `n × groups` scales.
 #[inline(always)]
-unsafe fn int4_block<const M: usize, S: ScaleVals>(job: &Job<'_>, xi: &IntX, s: S, i0: usize, r0: usize, r1: usize) {
+unsafe fn int_block<const BITS: u32, const M: usize, S: ScaleVals>(
+    job: &Job<'_>,
+    xi: &IntX,
+    s: S,
+    i0: usize,
+    r0: usize,
+    r1: usize,
+) {
     let wpg = job.wpg;
     let mut lanes = [0i32; L];
     for (l, v) in lanes.iter_mut().enumerate() {
@@ -631,7 +728,8 @@ unsafe fn int4_block<const M: usize, S: ScaleVals>(job: &Job<'_>, xi: &IntX, s: 
     let tail = job.kw % L;
     let full_smask = ((1u32 << sc.per) - 1) as u16;
     let tail_smask = ((1u32 << (groups - (full * sc.per).min(groups))) - 1) as u16;
-    let (pstride, sstride) = (chunks * PART_BYTES, chunks * L);
+    let pb = part_bytes(BITS);
+    let (pstride, sstride) = (chunks * pb, chunks * L);
     let parts = xi.parts.as_ptr().add(i0 * pstride);
     let scale = xi.scale.as_ptr().add(i0 * sstride);
     let xg = job.xg.as_ptr().add(i0 * groups);
@@ -640,9 +738,9 @@ unsafe fn int4_block<const M: usize, S: ScaleVals>(job: &Job<'_>, xi: &IntX, s: 
         let goff = r * groups;
         let mut tot = [_mm512_setzero_ps(); M];
         for c in 0..full {
-            let w = _mm512_loadu_si512(wrow.add(c * L) as *const _);
+            let w = __m512i::load_words(wrow.add(c * L), 0xFFFF);
             _mm_prefetch::<_MM_HINT_T0>(wrow.add(c * L).wrapping_add(PREFETCH) as *const i8);
-            let part = int4_chunk::<M>(w, parts.add(c * PART_BYTES), pstride, scale.add(c * L), sstride);
+            let part = int_chunk::<BITS, M, _>(w, parts.add(c * pb), pstride, scale.add(c * L), sstride);
             let sv = sc.get(s, goff, c, full_smask);
             for i in 0..M {
                 tot[i] = _mm512_fmadd_ps(part[i], sv, tot[i]);
@@ -650,24 +748,11 @@ unsafe fn int4_block<const M: usize, S: ScaleVals>(job: &Job<'_>, xi: &IntX, s: 
         }
         if tail != 0 {
             let mask = ((1u32 << tail) - 1) as u16;
-            let (p, sp) = (parts.add(full * PART_BYTES), scale.add(full * L));
+            let (wp, p, sp) = (wrow.add(full * L), parts.add(full * pb), scale.add(full * L));
             let part = if tail <= L / 2 {
-                // A half chunk (k = 576's last 8 words) in 256-bit registers.
-                int4_half_chunk::<M>(
-                    _mm256_maskz_loadu_epi32(mask as u8, wrow.add(full * L) as *const i32),
-                    p,
-                    pstride,
-                    sp,
-                    sstride,
-                )
+                int_chunk::<BITS, M, _>(__m256i::load_words(wp, mask), p, pstride, sp, sstride)
             } else {
-                int4_chunk::<M>(
-                    _mm512_maskz_loadu_epi32(mask, wrow.add(full * L) as *const i32),
-                    p,
-                    pstride,
-                    sp,
-                    sstride,
-                )
+                int_chunk::<BITS, M, _>(__m512i::load_words(wp, mask), p, pstride, sp, sstride)
             };
             let sv = sc.get(s, goff, full, tail_smask);
             for i in 0..M {
