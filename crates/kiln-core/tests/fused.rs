@@ -1,7 +1,8 @@
 //! Kernel fusion (`ops::fused`): fused graphs give bit-identical results to
 //! the unfused ones for every supported op and dtype, with broadcasting,
 //! strided inputs, several outputs and odd sizes; shared intermediates are
-//! not fused across; transforms through fused nodes are exact.
+//! not fused across, but cheap ones are recomputed where that saves reads;
+//! transforms through fused nodes are exact.
 
 mod common;
 
@@ -356,6 +357,46 @@ fn multiple_outputs_and_shared_intermediates() {
     let ev = ops::exp(&x).unwrap().tap_eval();
     let kept = fuse_graph(&[ev.clone()]);
     assert_eq!(kept[0].id(), ev.id());
+}
+
+/// A backward-shaped group reading several of a forward group's
+/// intermediates across a reduction recomputes them from the forward's input
+/// (the forward kernel then writes only its result); one reading a single
+/// intermediate whose cone needs as many inputs reads it instead.
+#[test]
+fn groups_recompute_cheap_intermediates_of_other_groups() {
+    let mut rng = Rng::new(9);
+    for d in [Dtype::F32, Dtype::BF16] {
+        let x = rng.array(&[48, 70], -3.0, 3.0).astype(d).unwrap().tap_eval();
+        // Forward: GELU's cube, inner value and tanh; the "backward" reads all three.
+        let fwd_bwd = |a: &[Array], reads_all: bool| {
+            let x = &a[0];
+            let x3 = ops::multiply(&ops::multiply(x, x)?, x)?;
+            let inner = ops::multiply(0.797_884_6, &ops::add(x, &ops::multiply(0.044715, &x3)?)?)?;
+            let t = ops::tanh(&inner)?;
+            let h = ops::multiply(&ops::multiply(0.5, x)?, &ops::add(1.0, &t)?)?;
+            let s = ops::sum(&h, Axes::List(vec![1]), true)?;
+            let dt = ops::multiply(&s, &ops::subtract(1.0, &ops::square(&t)?)?)?;
+            let back = if reads_all { ops::add(&ops::multiply(&dt, &inner)?, &ops::multiply(&x3, &s)?)? } else { dt };
+            Ok(vec![h, back])
+        };
+        for reads_all in [true, false] {
+            let name = format!("{d} reads_all={reads_all}");
+            same(&name, |a| fwd_bwd(a, reads_all), std::slice::from_ref(&x), Some(2));
+            let out = fuse_graph(&fwd_bwd(std::slice::from_ref(&x), reads_all).unwrap());
+            let fwd_outputs = out[0].siblings().0.len();
+            let back_reads_fused = out[1].inputs().iter().any(|i| i.primitive().is_some_and(|p| p.name() == "Fused"));
+            if reads_all {
+                // Three full-size reads replaced by one (x): recomputed.
+                assert_eq!(fwd_outputs, 1, "{name}");
+                assert!(!back_reads_fused, "{name}");
+            } else {
+                // tanh alone (one read) would be replaced by x (one read): kept.
+                assert_eq!(fwd_outputs, 2, "{name}");
+                assert!(back_reads_fused, "{name}");
+            }
+        }
+    }
 }
 
 #[test]

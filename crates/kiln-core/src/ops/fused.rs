@@ -277,9 +277,11 @@ pub fn supported(op: FusedOp, d: Dtype, out: Dtype) -> bool {
 /// edges, then groups of one shape that read a common input are merged too
 /// (one pass over that input instead of two). A merge is made only when the
 /// group stays convex — no path leaves it and comes back through a node
-/// outside it (say a reduction) — so the graph of kernels stays acyclic and
-/// nothing is recomputed. Every member read outside its group, or requested,
-/// becomes an output of the fused node.
+/// outside it (say a reduction) — so the graph of kernels stays acyclic.
+/// A group may then recompute cheap elementwise values of other groups
+/// instead of reading them (see `plan_remat`). Every member read outside its
+/// group (and not recomputed there), or requested, becomes an output of the
+/// fused node.
 pub fn fuse_graph(outputs: &[Array]) -> Vec<Array> {
     let g = Graph::new(outputs);
     let n = g.order.len();
@@ -346,6 +348,7 @@ pub fn fuse_graph(outputs: &[Array]) -> Vec<Array> {
             k
         }
     };
+    let remat = plan_remat(&g, &fop, &uf, &unit);
     let mut indeg = vec![0usize; n];
     let mut out_units: Vec<Vec<usize>> = vec![Vec::new(); n];
     for k in 0..n {
@@ -367,7 +370,7 @@ pub fn fuse_graph(outputs: &[Array]) -> Vec<Array> {
         done += 1;
         // A unit is a group's root (members listed) or a node on its own.
         if uf.members[u].len() > 1 {
-            build_group(&g, &uf.members[u], &fop, &uf, &mut map, &get);
+            build_group(&g, &uf.members[u], &fop, &uf, &remat, &mut map, &get);
         } else {
             rebuild_node(&g.order[u], &mut map, &get);
         }
@@ -380,6 +383,85 @@ pub fn fuse_graph(outputs: &[Array]) -> Vec<Array> {
     }
     debug_assert_eq!(done, (0..n).filter(|&k| is_unit(k)).count(), "fusion made the graph cyclic");
     outputs.iter().map(|o| get(&map, o)).collect()
+}
+
+/// Most nodes a group recomputes from another group ([`plan_remat`]).
+const REMAT_MAX: usize = 32;
+
+/// Rematerialization: for each group (by root), the elementwise nodes of
+/// other groups it recomputes instead of reading, in topological order.
+///
+/// A backward pass reads the forward's elementwise intermediates (GELU's
+/// cube, tanh, …), and with fusion each one read elsewhere becomes an extra
+/// output the forward kernel writes and the backward kernel reads back: at
+/// training sizes, memory traffic that costs more than the arithmetic. A
+/// group instead recomputes the whole elementwise cone behind the values it
+/// reads from other groups — same-shape fusable nodes, followed back to
+/// other kernels' results, at most [`REMAT_MAX`] of them — when that cone
+/// needs fewer full-size inputs than the values it replaces. The recomputed
+/// instructions use the same per-element functions, so results are
+/// bit-identical, and the group reads only what the cone's producers read,
+/// which were computed before those producers, so the kernel graph stays
+/// acyclic.
+fn plan_remat(
+    g: &Graph,
+    fop: &[Option<FusedOp>],
+    uf: &Groups,
+    unit: &dyn Fn(usize) -> usize,
+) -> HashMap<usize, Vec<usize>> {
+    let mut plan = HashMap::new();
+    for (root, mem) in uf.members.iter().enumerate() {
+        if mem.len() < 2 || uf.find_const(root) != root {
+            continue;
+        }
+        let shape = g.order[mem[0]].shape();
+        let full = numel_of(shape);
+        let remat_able = |k: usize| fop[k].is_some() && unit(k) != root && g.order[k].shape() == shape;
+        // The cone behind the group's reads of other groups' nodes.
+        let mut cone: Vec<usize> = Vec::new();
+        let mut stack: Vec<usize> =
+            mem.iter().flat_map(|&k| g.inputs[k].iter().copied()).filter(|&i| remat_able(i)).collect();
+        let mut too_big = false;
+        while let Some(k) = stack.pop() {
+            if cone.contains(&k) {
+                continue;
+            }
+            if cone.len() == REMAT_MAX {
+                too_big = true;
+                break;
+            }
+            cone.push(k);
+            stack.extend(g.inputs[k].iter().copied().filter(|&i| remat_able(i)));
+        }
+        if cone.is_empty() || too_big {
+            continue;
+        }
+        // Full-size values read from outside, before and after.
+        let reads = |nodes: &mut dyn Iterator<Item = usize>, inside: &dyn Fn(usize) -> bool| {
+            let mut ids: Vec<usize> = Vec::new();
+            for k in nodes {
+                for i in g.order[k].inputs() {
+                    let internal = g.index.get(&i.id()).is_some_and(|&j| inside(j));
+                    if !internal && i.size() == full && !ids.contains(&i.id()) {
+                        ids.push(i.id());
+                    }
+                }
+            }
+            ids.len()
+        };
+        let in_group = |j: usize| unit(j) == root;
+        let before = reads(&mut mem.iter().copied(), &in_group);
+        let after = reads(&mut mem.iter().chain(&cone).copied(), &|j| in_group(j) || cone.contains(&j));
+        if after < before {
+            cone.sort_unstable();
+            plan.insert(root, cone);
+        }
+    }
+    plan
+}
+
+fn numel_of(shape: &[usize]) -> usize {
+    shape.iter().product()
 }
 
 /// The unevaluated graph behind some outputs, in topological order.
@@ -563,16 +645,25 @@ fn build_group(
     mem: &[usize],
     fop: &[Option<FusedOp>],
     uf: &Groups,
+    remat: &HashMap<usize, Vec<usize>>,
     map: &mut HashMap<usize, Array>,
     get: &dyn Fn(&HashMap<usize, Array>, &Array) -> Array,
 ) {
     let root = uf.find_const(mem[0]);
     let in_group = |k: usize| uf.find_const(k) == root;
-    let member = |a: &Array| g.index.get(&a.id()).is_some_and(|&k| in_group(k));
+    let cone: &[usize] = remat.get(&root).map_or(&[], |c| c);
+    // The group's own members plus the nodes it recomputes, in topological order.
+    let mut all: Vec<usize> = mem.iter().chain(cone).copied().collect();
+    all.sort_unstable();
+    let computed = |k: usize| in_group(k) || cone.contains(&k);
+    let member = |a: &Array| g.index.get(&a.id()).is_some_and(|&k| computed(k));
+    // Whether consumer `c` (outside this group) reads `k` from this kernel:
+    // not when c's group recomputes k.
+    let reads_from_here = |c: usize, k: usize| remat.get(&uf.find_const(c)).is_none_or(|r| !r.contains(&k));
     let mut inputs: Vec<Array> = Vec::new();
     let mut reg: HashMap<usize, usize> = HashMap::new();
     // Input registers first.
-    for &k in mem {
+    for &k in &all {
         for i in g.order[k].inputs() {
             if !member(&i) && !reg.contains_key(&i.id()) {
                 reg.insert(i.id(), inputs.len());
@@ -581,9 +672,9 @@ fn build_group(
         }
     }
     let n_inputs = inputs.len();
-    let mut insts = Vec::with_capacity(mem.len());
+    let mut insts = Vec::with_capacity(all.len());
     let mut outs: Vec<(usize, usize)> = Vec::new(); // (register, position)
-    for (j, &k) in mem.iter().enumerate() {
+    for (j, &k) in all.iter().enumerate() {
         let a = &g.order[k];
         let args: Vec<usize> = a.inputs().iter().map(|i| reg[&i.id()]).collect();
         insts.push(FusedInst {
@@ -593,12 +684,20 @@ fn build_group(
             prim: a.primitive().expect("lazy node"),
         });
         reg.insert(a.id(), n_inputs + j);
-        let external = g.consumers[k].iter().any(|&c| !in_group(c));
+        if !in_group(k) {
+            // Recomputed here; its own group provides it to everyone else.
+            continue;
+        }
+        let external = g.consumers[k].iter().any(|&c| !in_group(c) && reads_from_here(c, k));
         if g.requested[k] || external {
             outs.push((n_inputs + j, k));
         }
     }
     let shape = g.order[mem[0]].shape().to_vec();
+    if outs.is_empty() {
+        // Every value this group computes is recomputed where it is read.
+        return;
+    }
     let program = FusedProgram { n_inputs, insts, outputs: outs.iter().map(|o| o.0).collect(), shape: shape.clone() };
     let new_inputs: Vec<Array> = inputs.iter().map(|i| get(map, i)).collect();
     let metas: Vec<(Vec<usize>, Dtype)> = outs.iter().map(|&(_, k)| (shape.clone(), g.order[k].dtype())).collect();
