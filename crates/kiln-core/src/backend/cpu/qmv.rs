@@ -13,18 +13,19 @@
 //! `x[(16c + l)·per + j]`; a group covers whole lanes, so after the codes of
 //! a chunk the per-lane partial sums are multiplied by a vector of their
 //! groups' scales (a masked load plus one permute). The bias term
-//! `b·Σx` uses per-word sums of x with the same permuted bias vector. A row's
-//! last partial chunk uses a masked load, so no row length needs a scalar
-//! tail. Scales and biases may be f32 or f16 (converted in-register).
+//! `Σ_g b_g·Σx_g` is one dot product per row with per-group sums of x,
+//! 16 groups at a time. A row's last partial chunk uses a masked load (the
+//! integer path below runs it in 256-bit registers when it is at most half
+//! a chunk), so no row length needs a scalar tail. Scales and biases may be f32 or f16 (converted
+//! in-register); the loops are specialised on the scale format.
 //!
 //! 4- and 8-bit codes take an integer path when the CPU has AVX-512 VNNI
 //! ([`IntX`]): x is split once per call into three signed bytes of 24-bit
 //! fixed point per word of codes, and `vpdpbusd` multiplies 64 code bytes by
 //! x bytes per instruction (a 4-bit chunk costs about 15 instructions
-//! instead of 27). The
-//! fixed point rounds x by at most an f32 rounding of its word's largest
-//! value, so results keep f32 accuracy (the SmolLM2 golden ids still match);
-//! non-finite x falls back to the float loop above.
+//! instead of 27). The fixed point rounds x by at most an f32 rounding of
+//! its word's largest value, so results keep f32 accuracy (the SmolLM2
+//! golden ids still match); non-finite x falls back to the float loop above.
 
 #![cfg(target_arch = "x86_64")]
 #![allow(clippy::too_many_arguments)]
