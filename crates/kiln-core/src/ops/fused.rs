@@ -415,7 +415,7 @@ fn plan_remat(
             continue;
         }
         let shape = g.order[mem[0]].shape();
-        let full = numel_of(shape);
+        let full = crate::shape::numel(shape);
         let remat_able = |k: usize| fop[k].is_some() && unit(k) != root && g.order[k].shape() == shape;
         // The cone behind the group's reads of other groups' nodes.
         let mut cone: Vec<usize> = Vec::new();
@@ -458,10 +458,6 @@ fn plan_remat(
         }
     }
     plan
-}
-
-fn numel_of(shape: &[usize]) -> usize {
-    shape.iter().product()
 }
 
 /// The unevaluated graph behind some outputs, in topological order.

@@ -272,15 +272,48 @@ unsafe fn rows_in<const BITS: u32, const PER: usize, S: ScaleVals>(job: &Job<'_>
 /// Where a chunk's scales come from: `per` whole groups from group
 /// `c · per` (masked load, then `idx` spreads each over its lanes), or —
 /// when a group spans whole chunks — group `c >> shift`, broadcast.
+///
+/// It also holds how a row splits into chunks: `full` whole chunks of 16
+/// words, which read `per` groups each, then `tail` words (0 for none).
 #[derive(Clone, Copy)]
 struct ChunkScales {
     idx: __m512i,
     /// Groups per chunk (0 when a group spans chunks).
     per: usize,
     shift: u32,
+    full: usize,
+    tail: usize,
+    /// Scale-load masks of a whole chunk and of the tail chunk.
+    full_mask: u16,
+    tail_mask: u16,
 }
 
 impl ChunkScales {
+    /// The layout of the job's rows.
+    ///
+    /// # Safety
+    /// AVX-512 F must be available.
+    #[inline(always)]
+    unsafe fn new(job: &Job<'_>) -> ChunkScales {
+        let wpg = job.wpg;
+        // Lane l belongs to group l / wpg of the chunk's groups.
+        let mut lanes = [0i32; L];
+        for (l, v) in lanes.iter_mut().enumerate() {
+            *v = (l / wpg.clamp(1, L)) as i32;
+        }
+        let per = if wpg < L { L / wpg } else { 0 };
+        let full = job.kw / L;
+        ChunkScales {
+            idx: _mm512_loadu_si512(lanes.as_ptr() as *const _),
+            per,
+            shift: (wpg / L).max(1).trailing_zeros(),
+            full,
+            tail: job.kw % L,
+            full_mask: ((1u32 << per) - 1) as u16,
+            tail_mask: ((1u32 << (job.groups - (full * per).min(job.groups))) - 1) as u16,
+        }
+    }
+
     /// The scales of chunk `c` of the row whose groups start at `row_off`.
     ///
     /// # Safety
@@ -338,23 +371,9 @@ unsafe fn block<const BITS: u32, const PER: usize, const M: usize, S: ScaleVals>
     r0: usize,
     r1: usize,
 ) {
-    let wpg = job.wpg;
-    // Lane l belongs to group l / wpg of the chunk's groups.
-    let mut lanes = [0i32; L];
-    for (l, v) in lanes.iter_mut().enumerate() {
-        *v = (l / wpg.clamp(1, L)) as i32;
-    }
     let (chunks, groups) = (job.chunks, job.groups);
-    let sc = ChunkScales {
-        idx: _mm512_loadu_si512(lanes.as_ptr() as *const _),
-        per: if wpg < L { L / wpg } else { 0 },
-        shift: (wpg / L).max(1).trailing_zeros(),
-    };
-    // Every chunk but a partial last one reads 16 words and `per` groups.
-    let full = job.kw / L;
-    let tail = job.kw % L;
-    let full_smask = ((1u32 << sc.per) - 1) as u16;
-    let tail_smask = ((1u32 << (groups - (full * sc.per).min(groups))) - 1) as u16;
+    let sc = ChunkScales::new(job);
+    let (full, tail, full_smask, tail_smask) = (sc.full, sc.tail, sc.full_mask, sc.tail_mask);
     let xstride = chunks * PER * L;
     let xp = job.xp.as_ptr().add(i0 * xstride);
     let xg = job.xg.as_ptr().add(i0 * groups);
@@ -714,21 +733,9 @@ unsafe fn int_block<const BITS: u32, const M: usize, S: ScaleVals>(
     r0: usize,
     r1: usize,
 ) {
-    let wpg = job.wpg;
-    let mut lanes = [0i32; L];
-    for (l, v) in lanes.iter_mut().enumerate() {
-        *v = (l / wpg.clamp(1, L)) as i32;
-    }
     let (chunks, groups) = (job.chunks, job.groups);
-    let sc = ChunkScales {
-        idx: _mm512_loadu_si512(lanes.as_ptr() as *const _),
-        per: if wpg < L { L / wpg } else { 0 },
-        shift: (wpg / L).max(1).trailing_zeros(),
-    };
-    let full = job.kw / L;
-    let tail = job.kw % L;
-    let full_smask = ((1u32 << sc.per) - 1) as u16;
-    let tail_smask = ((1u32 << (groups - (full * sc.per).min(groups))) - 1) as u16;
+    let sc = ChunkScales::new(job);
+    let (full, tail, full_smask, tail_smask) = (sc.full, sc.tail, sc.full_mask, sc.tail_mask);
     let pb = part_bytes(BITS);
     let (pstride, sstride) = (chunks * pb, chunks * L);
     let parts = xi.parts.as_ptr().add(i0 * pstride);
