@@ -462,6 +462,23 @@ pub trait Backend: Send + Sync {
         let _ = (q, k, v, mask, kind, scale, out);
         Err(self.unavailable("scaled_dot_product_attention"))
     }
+    /// Gradients of [`Backend::scaled_dot_product_attention`] with respect to
+    /// `q`, `k` and `v` (three outputs) for the cotangent `g` of its output.
+    #[allow(clippy::too_many_arguments)]
+    fn scaled_dot_product_attention_vjp(
+        &self,
+        q: &Array,
+        k: &Array,
+        v: &Array,
+        mask: Option<&Array>,
+        g: &Array,
+        kind: crate::ops::fast::MaskKind,
+        scale: f32,
+        outs: &[OutSpec<'_>],
+    ) -> Result<Vec<Data>> {
+        let _ = (q, k, v, mask, g, kind, scale, outs);
+        Err(self.unavailable("scaled_dot_product_attention_vjp"))
+    }
 
     /// Quantizes the last axis of `w` (row-major groups): outputs packed
     /// `uint32` codes, scales and (affine) biases.

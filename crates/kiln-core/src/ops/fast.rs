@@ -677,7 +677,15 @@ impl Primitive for Sdpa {
         )?])
     }
     fn vjp(&self, primals: &[Array], cotangents: &[Array], argnums: &[usize], _: &[Array]) -> Result<Vec<Array>> {
-        vjp_via(&|xs| self.graph(xs), primals, cotangents, argnums)
+        if argnums.iter().any(|&i| i >= 3) {
+            // The gradient of an additive mask: through the composed graph.
+            return vjp_via(&|xs| self.graph(xs), primals, cotangents, argnums);
+        }
+        let mut inputs = primals.to_vec();
+        inputs.push(astype(&cotangents[0], primals[0].dtype())?);
+        let outs = primals[..3].iter().map(|p| (p.shape().to_vec(), p.dtype())).collect();
+        let grads = Array::from_op_multi(outs, Arc::new(SdpaVjp { scale: self.scale, kind: self.kind }), inputs);
+        Ok(argnums.iter().map(|&i| grads[i].clone()).collect())
     }
     fn jvp(&self, primals: &[Array], tangents: &[Array], argnums: &[usize]) -> Result<Vec<Array>> {
         jvp_via(&|xs| self.graph(xs), primals, tangents, argnums)
@@ -707,6 +715,57 @@ impl Primitive for Sdpa {
     fn output_shapes(&self, inputs: &[Array]) -> Result<Vec<Vec<usize>>> {
         let (q, v) = (&inputs[0], &inputs[2]);
         Ok(vec![vec![q.shape()[0], q.shape()[1], q.shape()[2], v.shape()[3]]])
+    }
+    crate::prim_common!();
+}
+
+/// Fused backward pass of [`Sdpa`] (`ScaledDotProductAttentionVJP`): inputs
+/// `[q, k, v, mask?, cotangent]`, outputs the gradients of `q`, `k` and `v`.
+/// The scores are recomputed block by block inside the kernel, never stored.
+#[derive(Debug, PartialEq)]
+struct SdpaVjp {
+    scale: f32,
+    kind: MaskKind,
+}
+
+impl SdpaVjp {
+    /// The gradients by differentiating [`Sdpa::graph`] (for higher orders).
+    fn graph(&self, xs: &[Array]) -> Result<Vec<Array>> {
+        let (primals, g) = xs.split_at(xs.len() - 1);
+        let sdpa = Sdpa { scale: self.scale, kind: self.kind };
+        let (_, grads) = crate::transforms::vjp(|ys: &[Array]| sdpa.graph(ys), primals, g)?;
+        Ok(grads[..3].to_vec())
+    }
+}
+
+impl Primitive for SdpaVjp {
+    fn name(&self) -> &'static str {
+        "ScaledDotProductAttentionVJP"
+    }
+    fn eval(&self, backend: &dyn Backend, inputs: &[Array], outputs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
+        let mask = if inputs.len() == 5 { Some(&inputs[3]) } else { None };
+        backend.scaled_dot_product_attention_vjp(
+            &inputs[0],
+            &inputs[1],
+            &inputs[2],
+            mask,
+            &inputs[inputs.len() - 1],
+            self.kind,
+            self.scale,
+            outputs,
+        )
+    }
+    fn vjp(&self, primals: &[Array], cotangents: &[Array], argnums: &[usize], _: &[Array]) -> Result<Vec<Array>> {
+        vjp_via(&|xs| self.graph(xs), primals, cotangents, argnums)
+    }
+    fn jvp(&self, primals: &[Array], tangents: &[Array], argnums: &[usize]) -> Result<Vec<Array>> {
+        jvp_via(&|xs| self.graph(xs), primals, tangents, argnums)
+    }
+    fn vmap(&self, inputs: &[Array], axes: &[Option<usize>]) -> Result<(Vec<Array>, Vec<Option<usize>>)> {
+        vmap_via(&|xs| self.graph(xs), inputs, axes, 3)
+    }
+    fn output_shapes(&self, inputs: &[Array]) -> Result<Vec<Vec<usize>>> {
+        Ok(inputs[..3].iter().map(|a| a.shape().to_vec()).collect())
     }
     crate::prim_common!();
 }

@@ -1,7 +1,8 @@
 //! Attention, transformer layers and positional encodings, as MLX's
 //! `nn.MultiHeadAttention`, `nn.Transformer*`, `nn.RoPE`,
 //! `nn.SinusoidalPositionalEncoding`, `nn.ALiBi`, and `mx.fast`'s
-//! `scaled_dot_product_attention` and `rope` (here composed from ops).
+//! `scaled_dot_product_attention` and `rope` (the fused kernels of
+//! `kiln_core::ops::fast`).
 
 use crate::{Dropout, Forward, LayerNorm, Linear};
 use kiln_core::ops;
@@ -19,9 +20,10 @@ pub enum AttentionMask {
 /// `softmax(scale · q kᵀ + mask) v` for `q (B, Hq, L, D)`, `k (B, Hkv, S, D)`,
 /// `v (B, Hkv, S, Dv)`; `Hq` must be a multiple of `Hkv` (grouped-query
 /// attention shares each key/value head between `Hq/Hkv` query heads). The
-/// softmax runs in float32 whatever the input precision. Masked-out scores
-/// become float32's lowest finite value rather than -inf (as MLX), so a query
-/// that may see no key gets the mean of the values, not NaN.
+/// softmax runs in float32 for half-precision inputs. Masked-out scores
+/// become the lowest finite value rather than -inf (as MLX), so a query that
+/// may see no key gets the mean of the values, not NaN. The fused kernel
+/// never materialises the scores, forward or backward.
 pub fn scaled_dot_product_attention(
     q: &Array,
     k: &Array,
@@ -29,69 +31,13 @@ pub fn scaled_dot_product_attention(
     scale: f32,
     mask: Option<&AttentionMask>,
 ) -> Result<Array> {
-    let op = "scaled_dot_product_attention";
-    if q.ndim() != 4 || k.ndim() != 4 || v.ndim() != 4 {
-        return Err(Error::invalid(
-            op,
-            format!("queries, keys and values must be 4-D, got {:?}, {:?} and {:?}.", q.shape(), k.shape(), v.shape()),
-        ));
-    }
-    let (b, hq, l, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
-    let (hkv, s) = (k.shape()[1], k.shape()[2]);
-    if k.shape()[0] != b || v.shape()[0] != b || k.shape()[3] != d || v.shape()[1] != hkv || v.shape()[2] != s {
-        return Err(Error::invalid(
-            op,
-            format!("Incompatible shapes: queries {:?}, keys {:?}, values {:?}.", q.shape(), k.shape(), v.shape()),
-        ));
-    }
-    if hkv == 0 || !hq.is_multiple_of(hkv) {
-        return Err(Error::invalid(
-            op,
-            format!("The number of query heads ({hq}) must be a multiple of the number of key/value heads ({hkv})."),
-        ));
-    }
-    let rep = hq / hkv;
-    let dv = v.shape()[3];
-    // Group the query heads by the key/value head they share: (B, Hkv, rep, L, D).
-    let qg = ops::reshape_to(&ops::multiply(q, scale)?, &[b, hkv, rep, l, d])?;
-    let kg = ops::expand_dims(k, 2)?;
-    let vg = ops::expand_dims(v, 2)?;
-    let mut scores = ops::matmul(&qg, &ops::swapaxes(&kg, -1, -2)?)?; // (B, Hkv, rep, L, S)
-    let in_dtype = scores.dtype();
-    scores = ops::astype(&scores, Dtype::F32)?;
-    match mask {
-        None => {}
-        Some(AttentionMask::Causal) => {
-            let qi = ops::add(&ops::arange_int(0, l as i64, 1)?, (s as i64 - l as i64) as i32)?;
-            let kj = ops::arange_int(0, s as i64, 1)?;
-            let allowed = ops::greater_equal(&ops::expand_dims(&qi, 1)?, &ops::expand_dims(&kj, 0)?)?;
-            scores = ops::where_(&allowed, &scores, f32::MIN)?;
-        }
-        Some(AttentionMask::Array(m)) => {
-            if m.ndim() > 4 {
-                return Err(Error::invalid(
-                    op,
-                    format!("The mask must have at most 4 dimensions, got {:?}.", m.shape()),
-                ));
-            }
-            // Bring the mask to (B, H, L, S) and then to the grouped layout.
-            let m4 = ops::broadcast_to(m, &[b, hq, l, s]).map_err(|_| {
-                Error::invalid(
-                    op,
-                    format!("The mask of shape {:?} does not broadcast to {:?}.", m.shape(), [b, hq, l, s]),
-                )
-            })?;
-            let mg = ops::reshape_to(&m4, &[b, hkv, rep, l, s])?;
-            scores = if m.dtype() == Dtype::Bool {
-                ops::where_(&mg, &scores, f32::MIN)?
-            } else {
-                ops::add(&scores, &ops::astype(&mg, Dtype::F32)?)?
-            };
-        }
-    }
-    let p = ops::astype(&ops::softmax(&scores, -1, true)?, in_dtype)?;
-    let out = ops::matmul(&p, &vg)?; // (B, Hkv, rep, L, Dv)
-    ops::reshape_to(&out, &[b, hq, l, dv])
+    // The fused kernel (forward and backward) of `kiln_core::ops::fast`.
+    let mask = match mask {
+        None => ops::fast::AttentionMask::None,
+        Some(AttentionMask::Causal) => ops::fast::AttentionMask::Causal,
+        Some(AttentionMask::Array(m)) => ops::fast::AttentionMask::Array(m),
+    };
+    ops::fast::scaled_dot_product_attention(q, k, v, scale, mask)
 }
 
 /// An additive causal mask `(n, n)`: 0 on and below the diagonal, the

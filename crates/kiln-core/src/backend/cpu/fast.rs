@@ -10,7 +10,7 @@
 //! plain slice loops inside `multiversion!` functions so they vectorise.
 
 use super::gemm::{gemm, GemmScalar, Mat};
-use super::math::exp_f32;
+use super::math::exp_flush_f32;
 use super::reduce::{contiguous, slice_of};
 use super::simd::{parallel_for, SendPtr};
 use super::strided::alloc_out;
@@ -36,6 +36,7 @@ pub(crate) trait Acc:
     fn from_f32(x: f32) -> Self;
     fn from_f64(x: f64) -> Self;
     fn rsqrt(self) -> Self;
+    /// e^x; for f32, results below e^-86 flush to 0 (see `exp_flush_f32`).
     fn exp(self) -> Self;
     const NEG_INF: Self;
 }
@@ -54,7 +55,7 @@ impl Acc for f32 {
     }
     #[inline(always)]
     fn exp(self) -> Self {
-        exp_f32(self)
+        exp_flush_f32(self)
     }
     const NEG_INF: Self = f32::NEG_INFINITY;
 }
@@ -83,6 +84,8 @@ pub(crate) trait Elt: Copy + Send + Sync + 'static {
     type A: Acc;
     /// The dtype's most negative finite value (MLX's `finfo.min`), as `A`.
     const MIN: f64;
+    /// Whether the stored type is the accumulator type (f32, f64).
+    const IS_ACC: bool;
     fn ld(self) -> Self::A;
     fn st(a: Self::A) -> Self;
     /// Rounds an accumulator value to this type's precision.
@@ -94,6 +97,7 @@ pub(crate) trait Elt: Copy + Send + Sync + 'static {
 impl Elt for f32 {
     type A = f32;
     const MIN: f64 = f32::MIN as f64;
+    const IS_ACC: bool = true;
     #[inline(always)]
     fn ld(self) -> f32 {
         self
@@ -106,6 +110,7 @@ impl Elt for f32 {
 impl Elt for f64 {
     type A = f64;
     const MIN: f64 = f64::MIN;
+    const IS_ACC: bool = true;
     #[inline(always)]
     fn ld(self) -> f64 {
         self
@@ -118,6 +123,7 @@ impl Elt for f64 {
 impl Elt for f16 {
     type A = f32;
     const MIN: f64 = -65504.0;
+    const IS_ACC: bool = false;
     #[inline(always)]
     fn ld(self) -> f32 {
         self.to_f32()
@@ -130,6 +136,7 @@ impl Elt for f16 {
 impl Elt for bf16 {
     type A = f32;
     const MIN: f64 = -3.389_531_389_251_535_5e38;
+    const IS_ACC: bool = false;
     #[inline(always)]
     fn ld(self) -> f32 {
         self.to_f32()
@@ -544,7 +551,9 @@ pub fn rope(
 
 // ------------------------------------------------------------------ attention
 
-const BQ: usize = 64;
+/// Query rows per block: small enough that a causal mask leaves little of a
+/// block's strip of scores masked out (and computed for nothing).
+const BQ: usize = 32;
 const BK: usize = 128;
 
 /// A row-major copy of `x` in the accumulator type; with `scale`, each value
@@ -775,7 +784,7 @@ mod fast_rows {
 ///
 /// # Safety
 /// The rows must lie inside one live allocation.
-unsafe fn rows_slice<'a>(p: *const f32, stride: isize, n: usize, len: usize) -> &'a [f32] {
+unsafe fn rows_slice<'a, A>(p: *const A, stride: isize, n: usize, len: usize) -> &'a [A] {
     if n == 0 {
         return &[];
     }
@@ -817,6 +826,162 @@ crate::multiversion! {
     }
 }
 
+/// The mask of one attention problem, applied to rows of scores the same way
+/// by the forward and the backward kernels: causal positions past a query's
+/// last visible key, and `false` entries of a boolean mask, become the
+/// dtype's lowest value; an additive mask is added.
+struct ScoreMask<A> {
+    kind: MaskKind,
+    /// `L_k - L_q`: the causal diagonal's offset.
+    coff: isize,
+    minv: A,
+    /// The mask array's data and strides (`Additive`/`Bool` only).
+    data: Option<Data>,
+    strides: Vec<isize>,
+}
+
+impl<A: Acc> ScoreMask<A> {
+    fn new<T: Elt<A = A>>(mask: Option<&Array>, kind: MaskKind, lq: usize, lk: usize) -> Self {
+        let data = mask.map(|m| m.data());
+        let strides = data.as_ref().map(|d| d.strides().to_vec()).unwrap_or_default();
+        ScoreMask { kind, coff: lk as isize - lq as isize, minv: A::from_f64(T::MIN), data, strides }
+    }
+
+    /// How many keys a block of queries `i0..i0 + bq` has to look at: with a
+    /// causal mask, keys past the block's last visible one are skipped —
+    /// unless some row sees no key at all (MLX then averages over every key).
+    fn key_end(&self, i0: usize, bq: usize, lk: usize) -> usize {
+        if self.kind == MaskKind::Causal && i0 as isize + self.coff >= 0 {
+            ((i0 + bq) as isize + self.coff).clamp(0, lk as isize) as usize
+        } else {
+            lk
+        }
+    }
+
+    /// Masks `row`, the scores of query `gi` of head `(b, h)` against keys `j0..`.
+    fn apply<T: Elt<A = A>>(&self, row: &mut [A], b: usize, h: usize, gi: usize, j0: usize) {
+        self.visit::<T>(row, b, h, gi, j0, self.minv, true);
+    }
+
+    /// Zeroes the score gradients of `row` (as [`ScoreMask::apply`]'s) that
+    /// the mask replaced: they do not reach q·kᵀ. (Elsewhere P is 0 there
+    /// anyway, but not in a row that sees no key.)
+    fn clear<T: Elt<A = A>>(&self, row: &mut [A], b: usize, h: usize, gi: usize, j0: usize) {
+        self.visit::<T>(row, b, h, gi, j0, A::ZERO, false);
+    }
+
+    /// Sets the masked-out entries of `row` to `to`; adds an additive mask when `add`.
+    #[allow(clippy::too_many_arguments)]
+    fn visit<T: Elt<A = A>>(&self, row: &mut [A], b: usize, h: usize, gi: usize, j0: usize, to: A, add: bool) {
+        match self.kind {
+            MaskKind::None => {}
+            MaskKind::Causal => {
+                let first = (gi as isize + self.coff + 1 - j0 as isize).clamp(0, row.len() as isize) as usize;
+                row[first..].fill(to);
+            }
+            MaskKind::Additive if !add => {}
+            MaskKind::Additive | MaskKind::Bool => {
+                let (d, st) = (self.data.as_ref().expect("mask data"), &self.strides);
+                let ro = b as isize * st[0] + h as isize * st[1] + gi as isize * st[2];
+                for (j, x) in row.iter_mut().enumerate() {
+                    let off = ro + (j0 + j) as isize * st[3];
+                    if self.kind == MaskKind::Bool {
+                        // SAFETY: (b, h, gi, j0 + j) is inside the mask's broadcast view.
+                        if !unsafe { *d.ptr::<bool>().offset(off) } {
+                            *x = to;
+                        }
+                    } else {
+                        // SAFETY: as above; the additive mask has dtype T.
+                        *x += unsafe { *d.ptr::<T>().offset(off) }.ld();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst[t·ldd + i] = src[i·lds + t]` for `i < rows`, `t < cols`: through
+/// AVX-512 register blocks for f32, else a plain loop.
+fn transpose_into<A: Acc>(src: &[A], rows: usize, cols: usize, lds: usize, dst: &mut [A], ldd: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::mem::size_of::<A>() == 4 && super::sgemm::available() {
+        // SAFETY: A is f32 (the only 4-byte Acc): the casts are identities.
+        let (s, d) = unsafe {
+            (
+                std::slice::from_raw_parts(src.as_ptr() as *const f32, src.len()),
+                std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut f32, dst.len()),
+            )
+        };
+        super::sgemm::transpose(s, rows, cols, lds, d, ldd);
+        return;
+    }
+    for (i, row) in src.chunks(lds).take(rows).enumerate() {
+        for (t, &x) in row[..cols].iter().enumerate() {
+            dst[t * ldd + i] = x;
+        }
+    }
+}
+
+/// The `(L, D)` matrices of a `(B, H, L, D)` attention input as rows of
+/// accumulators, read in place when the array is stored in the accumulator
+/// type with contiguous, non-overlapping rows (such as the head-split,
+/// transposed view of a projection), otherwise from a converted copy.
+struct HeadRows<A> {
+    /// Keeps the array's memory alive while `ptr` points into it.
+    _data: Data,
+    copy: Vec<A>,
+    ptr: SendPtr<A>,
+    /// Batch, head and row strides.
+    strides: [isize; 3],
+    rows: usize,
+    d: usize,
+}
+
+impl<A: Acc> HeadRows<A> {
+    fn new<T: Elt<A = A>>(x: &Array) -> Result<Self> {
+        let (h, rows, d) = (x.shape()[1], x.shape()[2], x.shape()[3]);
+        let data = x.data();
+        let st = data.strides().to_vec();
+        let in_place =
+            T::IS_ACC && (d <= 1 || st[3] == 1) && st[2] >= d as isize && st[0] >= 0 && st[1] >= 0 && x.size() > 0;
+        if in_place {
+            return Ok(HeadRows {
+                ptr: SendPtr(data.ptr::<A>()),
+                _data: data,
+                copy: Vec::new(),
+                strides: [st[0], st[1], st[2]],
+                rows,
+                d,
+            });
+        }
+        let copy = load_acc::<T>(x, None)?;
+        let (rows_i, d_i) = (rows as isize, d as isize);
+        Ok(HeadRows {
+            ptr: SendPtr(copy.as_ptr() as *mut A),
+            _data: data,
+            copy,
+            strides: [h as isize * rows_i * d_i, rows_i * d_i, d_i],
+            rows,
+            d,
+        })
+    }
+
+    /// Rows `r0..r0 + n` of head `(b, h)` and their stride.
+    fn rows(&self, b: usize, h: usize, r0: usize, n: usize) -> (&[A], usize) {
+        assert!(r0 + n <= self.rows, "rows {r0}+{n} of {}", self.rows);
+        let [sb, sh, sr] = self.strides;
+        let off = b as isize * sb + h as isize * sh + r0 as isize * sr;
+        // SAFETY: (b, h) is a head of the array (callers index within its
+        // shape) and the rows r0..r0+n exist (asserted); strides are
+        // non-negative and rows at least `d` apart (checked in `new`, or
+        // the row-major copy), so the span lies inside the array's buffer
+        // (or `copy`), which `self` keeps alive.
+        let s = unsafe { rows_slice(self.ptr.get().offset(off) as *const A, sr, n, self.d) };
+        let _ = &self.copy;
+        (s, sr as usize)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn sdpa_typed<T: Elt>(
     q: &Array,
@@ -830,104 +995,52 @@ fn sdpa_typed<T: Elt>(
     let (b_n, hq, lq, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
     let (hkv, lk, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
     let rep = hq / hkv.max(1);
-    let qs = load_acc::<T>(q, Some(scale))?;
-    let ks = load_acc::<T>(k, None)?;
-    let vs = load_acc::<T>(v, None)?;
-    // The AVX-512 f32 products want q·kᵀ's second operand with contiguous
-    // key columns: K transposed per head, (D, L_k).
-    let kt = if Products::<T::A>::fast() {
-        let mut kt = vec![T::A::ZERO; ks.len()];
-        for (src, dst) in ks.chunks_exact((lk * dk).max(1)).zip(kt.chunks_exact_mut((lk * dk).max(1))) {
-            for j in 0..lk {
-                for d in 0..dk {
-                    dst[d * lk + j] = src[j * dk + d];
-                }
-            }
-        }
-        kt
-    } else {
-        Vec::new()
-    };
-    let md = mask.map(|m| m.data());
-    let mstr: Vec<isize> = md.as_ref().map(|d| d.strides().to_vec()).unwrap_or_default();
-    let mbase = SendPtr(md.as_ref().map(|d| d.ptr::<u8>()).unwrap_or(std::ptr::null_mut()));
+    let (qr, kr, vr) = (HeadRows::new::<T>(q)?, HeadRows::new::<T>(k)?, HeadRows::new::<T>(v)?);
+    // MLX scales q in its dtype.
+    let sc = T::round(T::A::from_f32(scale));
+    let sm = ScoreMask::new::<T>(mask, kind, lq, lk);
     let nqb = lq.div_ceil(BQ);
     let tasks = b_n * hq * nqb;
     let dst = SendPtr(out.ptr::<T>());
-    let minv = T::A::from_f64(T::MIN);
-    let coff = lk as isize - lq as isize;
+    // kᵀ blocks are padded to whole vectors (the transpose writes 16 at a time).
+    let ldt = BK.next_multiple_of(16);
     parallel_for(tasks, BQ * lk * (dk + dv) / 8, |range| {
         let mut s = vec![T::A::ZERO; BQ * BK];
         let mut o = vec![T::A::ZERO; BQ * dv];
+        let mut qb = vec![T::A::ZERO; BQ * dk];
+        let mut kt = vec![T::A::ZERO; dk * ldt];
         let mut m = [T::A::NEG_INF; BQ];
         let mut l = [T::A::ZERO; BQ];
         for task in range {
-            let qb = task % nqb;
+            let qi = task % nqb;
             let h = (task / nqb) % hq;
             let b = task / (nqb * hq);
             let hk = h / rep;
-            let i0 = qb * BQ;
+            let i0 = qi * BQ;
             let bq = BQ.min(lq - i0);
-            let qp = &qs[((b * hq + h) * lq + i0) * dk..];
-            let kbase = (b * hkv + hk) * lk;
+            let (qrows, ldq) = qr.rows(b, h, i0, bq);
+            for (dst, src) in qb.chunks_exact_mut(dk.max(1)).zip(qrows.chunks(ldq)).take(bq) {
+                for (d, &x) in dst.iter_mut().zip(src) {
+                    *d = T::round(x * sc);
+                }
+            }
             o[..bq * dv].fill(T::A::ZERO);
             m.fill(T::A::NEG_INF);
             l.fill(T::A::ZERO);
-            // Causal: key blocks past the last visible key of this query block are skipped,
-            // unless some row sees no key at all (MLX then averages over every key).
-            let mut kend = lk;
-            if kind == MaskKind::Causal && i0 as isize + coff >= 0 {
-                kend = ((i0 + bq) as isize + coff).clamp(0, lk as isize) as usize;
-            }
+            let kend = sm.key_end(i0, bq, lk);
             let mut j0 = 0;
             while j0 < kend {
                 let bk = BK.min(kend - j0);
-                let ktp = if kt.is_empty() { &[][..] } else { &kt[kbase * dk + j0..(kbase + lk) * dk] };
-                Products::qk(
-                    &qp[..bq * dk],
-                    &ks[(kbase + j0) * dk..(kbase + j0 + bk) * dk],
-                    ktp,
-                    lk,
-                    bq,
-                    bk,
-                    dk,
-                    &mut s,
-                );
+                let (krows, ldk) = kr.rows(b, hk, j0, bk);
+                transpose_into(krows, bk, dk, ldk, &mut kt, ldt);
+                mm(bq, bk, dk, &qb, dk, &kt, ldt, &mut s, BK, false);
                 for i in 0..bq {
                     let row = &mut s[i * BK..i * BK + bk];
-                    let gi = i0 + i;
-                    match kind {
-                        MaskKind::None => {}
-                        MaskKind::Causal => {
-                            let lim = gi as isize + coff;
-                            for (j, x) in row.iter_mut().enumerate() {
-                                if (j0 + j) as isize > lim {
-                                    *x = minv;
-                                }
-                            }
-                        }
-                        MaskKind::Additive | MaskKind::Bool => {
-                            let ro = b as isize * mstr[0] + h as isize * mstr[1] + gi as isize * mstr[2];
-                            for (j, x) in row.iter_mut().enumerate() {
-                                let off = ro + (j0 + j) as isize * mstr[3];
-                                if kind == MaskKind::Bool {
-                                    // SAFETY: (b, h, gi, j) is inside the mask's broadcast view.
-                                    let keep = unsafe { *(mbase.get() as *const bool).offset(off) };
-                                    if !keep {
-                                        *x = minv;
-                                    }
-                                } else {
-                                    // SAFETY: as above; the additive mask has dtype T.
-                                    let a = unsafe { *(mbase.get() as *const T).offset(off) };
-                                    *x += a.ld();
-                                }
-                            }
-                        }
-                    }
+                    sm.apply::<T>(row, b, h, i0 + i, j0);
                     online_row::<T::A>(row, &mut m[i], &mut l[i], &mut o[i * dv..(i + 1) * dv]);
                 }
-                let vp = &vs[(kbase + j0) * dv..(kbase + j0 + bk) * dv];
-                Products::pv(&s, vp, bq, bk, dv, &mut o);
+                let (vrows, ldv) = vr.rows(b, hk, j0, bk);
+                mm(bq, dv, bk, &s, BK, vrows, ldv, &mut o, dv, true);
                 j0 += bk;
             }
             let obase = ((b * hq + h) * lq + i0) * dv;
@@ -944,113 +1057,244 @@ fn sdpa_typed<T: Elt>(
     Ok(())
 }
 
-/// The two products of a block of attention, `s = q·kᵀ` and `o += p·v`:
-/// on AVX-512 with f32 accumulators through [`super::sgemm::gemm_nn`]
-/// (which wants kᵀ's key columns contiguous), otherwise through the GEMM.
-struct Products<A>(std::marker::PhantomData<A>);
+/// Gradients of [`sdpa`] with respect to `q`, `k` and `v` for the cotangent
+/// `g` of its output, fused (FlashAttention's backward pass, one key/value
+/// head per task). Each block of queries recomputes its strip of scores `S`
+/// and their exact softmax `P` — as the forward pass does, so the same keys
+/// are masked and skipped — then `dP = g·vᵀ`, `dS = P∘(dP − rowsum(P∘dP))`,
+/// `dq = scale·dS·k`, `dkᵀ += (scale·q)ᵀ·dS` and `dvᵀ += gᵀ·P`. The strips
+/// stay in cache; only q, k, v, g and the three gradients touch memory, and
+/// with a causal mask the blocks past the diagonal are never computed.
+#[allow(clippy::too_many_arguments)]
+pub fn sdpa_vjp(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    mask: Option<&Array>,
+    g: &Array,
+    kind: MaskKind,
+    scale: f32,
+    outs: &[OutSpec<'_>],
+) -> Result<Vec<Data>> {
+    let datas: Vec<Data> = outs.iter().map(|o| Ok(Data::contiguous(alloc_out(o)?, o.shape))).collect::<Result<_>>()?;
+    float_dispatch!("scaled_dot_product_attention_vjp", q.dtype(), T => {
+        sdpa_vjp_typed::<T>(q, k, v, mask, g, kind, scale, &datas)?;
+    });
+    Ok(datas)
+}
 
-impl<A: Acc> Products<A> {
-    /// Whether the sgemm path runs (f32 accumulators on AVX-512).
-    fn fast() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        if std::mem::size_of::<A>() == 4 && super::sgemm::available() {
-            return true;
-        }
-        false
+#[allow(clippy::too_many_arguments)]
+fn sdpa_vjp_typed<T: Elt>(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    mask: Option<&Array>,
+    g: &Array,
+    kind: MaskKind,
+    scale: f32,
+    outs: &[Data],
+) -> Result<()> {
+    let (b_n, hq, lq, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    let (hkv, lk, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
+    if b_n * hkv == 0 {
+        return Ok(());
     }
-
-    /// `s (bq×bk, row stride BK) = q (bq×dk) · kᵀ`, k given as `bk` rows of
-    /// `dk` and, for the fast path, as kᵀ: `dk` rows at stride `ldt`.
-    #[allow(clippy::too_many_arguments)]
-    fn qk(q: &[A], k: &[A], kt: &[A], ldt: usize, bq: usize, bk: usize, dk: usize, s: &mut [A]) {
-        assert!(q.len() >= bq * dk && k.len() >= bk * dk && s.len() >= bq.saturating_sub(1) * BK + bk && bk <= BK);
-        #[cfg(target_arch = "x86_64")]
-        if Self::fast() && dk > 0 && ldt >= bk && kt.len() >= (dk - 1) * ldt + bk {
-            // SAFETY: A is f32 (the only 4-byte Acc), so the casts are
-            // identities; sgemm is available and the operands hold the
-            // rows checked above.
-            unsafe {
-                let (qf, kf) = (cast::<A, f32>(q), cast::<A, f32>(kt));
-                super::sgemm::gemm_nn(
-                    bq,
-                    bk,
-                    dk,
-                    qf.as_ptr(),
-                    dk,
-                    kf.as_ptr(),
-                    ldt,
-                    s.as_mut_ptr() as *mut f32,
-                    BK,
-                    false,
-                );
+    let rep = hq / hkv;
+    let (qr, kr, vr, gr) =
+        (HeadRows::new::<T>(q)?, HeadRows::new::<T>(k)?, HeadRows::new::<T>(v)?, HeadRows::new::<T>(g)?);
+    let sm = ScoreMask::new::<T>(mask, kind, lq, lk);
+    // The forward pass multiplies q by the scale rounded to T, and rounds the product.
+    let sc = T::round(T::A::from_f32(scale));
+    let (dq, dkp, dvp) = (SendPtr(outs[0].ptr::<T>()), SendPtr(outs[1].ptr::<T>()), SendPtr(outs[2].ptr::<T>()));
+    // Transposed matrices keep rows of whole vectors (the transpose writes 16 at a time).
+    let (lkp, lqp) = (lk.next_multiple_of(16), lq.next_multiple_of(16));
+    parallel_for(b_n * hkv, rep * lq * lk * (dk + dv) / 2, |range| {
+        let z = T::A::ZERO;
+        let (mut kt, mut vt) = (vec![z; dk * lkp], vec![z; dv * lkp]);
+        let (mut qs, mut qt, mut gt) = (vec![z; lq * dk], vec![z; dk * lqp], vec![z; dv * lqp]);
+        let (mut dkt, mut dvt) = (vec![z; dk * lkp], vec![z; dv * lkp]);
+        let (mut p, mut ds) = (vec![z; BQ * lk], vec![z; BQ * lk]);
+        let mut blk = vec![z; (BQ * dk).max(lk * dk.max(dv))];
+        for task in range {
+            let (b, hk) = (task / hkv, task % hkv);
+            let (krows, ldk) = kr.rows(b, hk, 0, lk);
+            let (vrows, ldv) = vr.rows(b, hk, 0, lk);
+            transpose_into(krows, lk, dk, ldk, &mut kt, lkp);
+            transpose_into(vrows, lk, dv, ldv, &mut vt, lkp);
+            dkt.fill(z);
+            dvt.fill(z);
+            for h in hk * rep..(hk + 1) * rep {
+                let (qrows, ldq) = qr.rows(b, h, 0, lq);
+                let (grows, ldg) = gr.rows(b, h, 0, lq);
+                for (dst, src) in qs.chunks_exact_mut(dk.max(1)).zip(qrows.chunks(ldq)) {
+                    for (d, &x) in dst.iter_mut().zip(src) {
+                        *d = T::round(x * sc);
+                    }
+                }
+                transpose_into(&qs, lq, dk, dk, &mut qt, lqp);
+                transpose_into(grows, lq, dv, ldg, &mut gt, lqp);
+                for i0 in (0..lq).step_by(BQ) {
+                    let bq = BQ.min(lq - i0);
+                    let kend = sm.key_end(i0, bq, lk);
+                    // S, then P in place: every row's exact softmax.
+                    mm(bq, kend, dk, &qs[i0 * dk..], dk, &kt, lkp, &mut p, kend, false);
+                    for (i, row) in p.chunks_exact_mut(kend.max(1)).take(bq).enumerate() {
+                        sm.apply::<T>(row, b, h, i0 + i, 0);
+                    }
+                    softmax_rows(&mut p, kend, bq);
+                    // dP, then dS in place; entries the mask replaced get no gradient.
+                    mm(bq, kend, dv, &grows[i0 * ldg..], ldg, &vt, lkp, &mut ds, kend, false);
+                    softmax_grad_rows(&p, &mut ds, kend, bq);
+                    if kind != MaskKind::None {
+                        for (i, row) in ds.chunks_exact_mut(kend.max(1)).take(bq).enumerate() {
+                            sm.clear::<T>(row, b, h, i0 + i, 0);
+                        }
+                    }
+                    mm(dv, kend, bq, &gt[i0..], lqp, &p, kend, &mut dvt, lkp, true);
+                    mm(dk, kend, bq, &qt[i0..], lqp, &ds, kend, &mut dkt, lkp, true);
+                    mm(bq, dk, kend, &ds, kend, krows, ldk, &mut blk, dk, false);
+                    // SAFETY: rows i0..i0+bq of query head (b, h) belong to this task only.
+                    let dst =
+                        unsafe { std::slice::from_raw_parts_mut(dq.get().add(((b * hq + h) * lq + i0) * dk), bq * dk) };
+                    store_scaled(&blk[..bq * dk], sc, dst);
+                }
             }
-            return;
+            for (grad, t, d) in [(dkp, &dkt, dk), (dvp, &dvt, dv)] {
+                transpose_into(t, d, lk, lkp, &mut blk, d);
+                // SAFETY: key/value head (b, hk)'s gradients belong to this task only.
+                let dst = unsafe { std::slice::from_raw_parts_mut(grad.get().add(task * lk * d), lk * d) };
+                store_scaled(&blk[..lk * d], T::A::ONE, dst);
+            }
         }
-        // SAFETY: the sizes are asserted above.
+    });
+    Ok(())
+}
+
+/// `y (m×n) (+)= x (m×k) · b (k×n)`, every operand row-major with row strides
+/// `ldx`, `ldb` and `ldy`: the small products of an attention block, through
+/// [`super::sgemm::gemm_nn`] for f32 on AVX-512, otherwise the GEMM.
+#[allow(clippy::too_many_arguments)]
+fn mm<A: Acc>(
+    m: usize,
+    n: usize,
+    k: usize,
+    x: &[A],
+    ldx: usize,
+    b: &[A],
+    ldb: usize,
+    y: &mut [A],
+    ldy: usize,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let extent = |rows: usize, ld: usize, cols: usize| if rows == 0 { 0 } else { (rows - 1) * ld + cols };
+    assert!(
+        ldx >= k
+            && ldb >= n
+            && ldy >= n
+            && x.len() >= extent(m, ldx, k)
+            && b.len() >= extent(k, ldb, n)
+            && y.len() >= extent(m, ldy, n),
+        "attention product {m}×{n}×{k} out of bounds"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::mem::size_of::<A>() == 4 && super::sgemm::available() {
+        // SAFETY: A is f32 (the only 4-byte Acc), so the casts are
+        // identities; sgemm is available and the operands hold the rows
+        // asserted above; y is a distinct &mut slice.
         unsafe {
-            gemm(
-                bq,
-                bk,
-                dk,
-                s.as_mut_ptr(),
-                BK as isize,
-                1,
-                Mat { ptr: q.as_ptr(), rs: dk as isize, cs: 1 },
-                Mat { ptr: k.as_ptr(), rs: 1, cs: dk as isize },
-                A::ONE,
-                None,
-                1,
+            super::sgemm::gemm_nn(
+                m,
+                n,
+                k,
+                x.as_ptr() as *const f32,
+                ldx,
+                b.as_ptr() as *const f32,
+                ldb,
+                y.as_mut_ptr() as *mut f32,
+                ldy,
+                accumulate,
             );
         }
+        return;
     }
+    // SAFETY: the extents are asserted above.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            y.as_mut_ptr(),
+            ldy as isize,
+            1,
+            Mat { ptr: x.as_ptr(), rs: ldx as isize, cs: 1 },
+            Mat { ptr: b.as_ptr(), rs: ldb as isize, cs: 1 },
+            A::ONE,
+            accumulate.then_some(A::ONE),
+            1,
+        );
+    }
+}
 
-    /// `o (bq×dv) += p (bq×bk, row stride BK) · v`, v given as `bk` rows of `dv`.
-    fn pv(p: &[A], v: &[A], bq: usize, bk: usize, dv: usize, o: &mut [A]) {
-        assert!(p.len() >= bq.saturating_sub(1) * BK + bk && v.len() >= bk * dv && o.len() >= bq * dv);
-        #[cfg(target_arch = "x86_64")]
-        if Self::fast() {
-            // SAFETY: as in qk; the sizes are asserted above.
-            unsafe {
-                let (pf, vf) = (cast::<A, f32>(p), cast::<A, f32>(v));
-                super::sgemm::gemm_nn(
-                    bq,
-                    dv,
-                    bk,
-                    pf.as_ptr(),
-                    BK,
-                    vf.as_ptr(),
-                    dv,
-                    o.as_mut_ptr() as *mut f32,
-                    dv,
-                    true,
-                );
+crate::multiversion! {
+    /// Exact softmax in place of the first `rows` rows of `n` values of `x`
+    /// (the backward pass sees whole rows).
+    fn softmax_rows<A: Acc>(x: &mut [A], n: usize, rows: usize) {
+        for row in x.chunks_exact_mut(n.max(1)).take(rows) {
+            let mut lanes = [A::NEG_INF; LANES];
+            let mut ch = row.chunks_exact(LANES);
+            for c in &mut ch {
+                for k in 0..LANES {
+                    lanes[k] = if c[k] > lanes[k] { c[k] } else { lanes[k] };
+                }
             }
-            return;
-        }
-        // SAFETY: the sizes are asserted above.
-        unsafe {
-            gemm(
-                bq,
-                dv,
-                bk,
-                o.as_mut_ptr(),
-                dv as isize,
-                1,
-                Mat { ptr: p.as_ptr(), rs: BK as isize, cs: 1 },
-                Mat { ptr: v.as_ptr(), rs: dv as isize, cs: 1 },
-                A::ONE,
-                Some(A::ONE),
-                1,
-            );
+            let mut mx = A::NEG_INF;
+            for &x in lanes.iter().chain(ch.remainder()) {
+                mx = if x > mx { x } else { mx };
+            }
+            let mut acc = [A::ZERO; LANES];
+            let mut ch = row.chunks_exact_mut(LANES);
+            for c in &mut ch {
+                for k in 0..LANES {
+                    c[k] = (c[k] - mx).exp();
+                    acc[k] += c[k];
+                }
+            }
+            let mut sum = tree(&mut acc);
+            for x in ch.into_remainder() {
+                *x = (*x - mx).exp();
+                sum += *x;
+            }
+            let inv = A::ONE / sum;
+            for x in row.iter_mut() {
+                *x *= inv;
+            }
         }
     }
 }
 
-/// # Safety
-/// `A` and `B` must be the same type.
-#[cfg(target_arch = "x86_64")]
-unsafe fn cast<A, B>(x: &[A]) -> &[B] {
-    std::slice::from_raw_parts(x.as_ptr() as *const B, x.len())
+crate::multiversion! {
+    /// Softmax's backward pass in place on the first `rows` rows of `n`
+    /// values: `dp ← p∘(dp − rowsum(p∘dp))`.
+    fn softmax_grad_rows<A: Acc>(p: &[A], dp: &mut [A], n: usize, rows: usize) {
+        for (pr, dr) in p.chunks_exact(n.max(1)).zip(dp.chunks_exact_mut(n.max(1))).take(rows) {
+            let d = row_dot(pr, dr);
+            for (x, &pj) in dr.iter_mut().zip(pr) {
+                *x = pj * (*x - d);
+            }
+        }
+    }
+}
+
+crate::multiversion! {
+    /// `dst[i] = T(src[i] · scale)`.
+    fn store_scaled<T: Elt>(src: &[T::A], scale: T::A, dst: &mut [T]) {
+        for (d, &x) in dst.iter_mut().zip(src) {
+            *d = T::st(x * scale);
+        }
+    }
 }
 
 crate::multiversion! {

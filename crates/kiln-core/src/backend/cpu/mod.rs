@@ -232,6 +232,19 @@ impl Backend for CpuBackend {
     ) -> Result<Data> {
         fast::sdpa(q, k, v, mask, kind, scale, out)
     }
+    fn scaled_dot_product_attention_vjp(
+        &self,
+        q: &Array,
+        k: &Array,
+        v: &Array,
+        mask: Option<&Array>,
+        g: &Array,
+        kind: crate::ops::fast::MaskKind,
+        scale: f32,
+        outs: &[OutSpec<'_>],
+    ) -> Result<Vec<Data>> {
+        fast::sdpa_vjp(q, k, v, mask, g, kind, scale, outs)
+    }
     fn quantize(&self, w: &Array, spec: crate::ops::quantized::QuantSpec, outs: &[OutSpec<'_>]) -> Result<Vec<Data>> {
         quantized::quantize(w, spec, outs)
     }

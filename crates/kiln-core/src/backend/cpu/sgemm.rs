@@ -74,6 +74,41 @@ impl PackedX {
     }
 }
 
+/// `dst[t·ldd + i] = src[i·lds + t]` for `i < rows`, `t < cols`: a
+/// transpose, 16×16 blocks at a time in registers.
+///
+/// # Panics
+/// If AVX-512 is not available, `lds < cols`, `ldd < rows`, or a slice is
+/// too short for its rows.
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, lds: usize, dst: &mut [f32], ldd: usize) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(available() && lds >= cols && ldd >= rows);
+    assert!(src.len() >= (rows - 1) * lds + cols && dst.len() >= (cols - 1) * ldd + rows);
+    // pack16 writes 16 values per destination row: a last group of fewer
+    // than 16 rows takes it only where the padding exists, else the loop below.
+    let padded = rows.next_multiple_of(16);
+    let room = ldd >= padded && dst.len() >= (cols - 1) * ldd + padded;
+    let groups = if room { rows.div_ceil(16) } else { rows / 16 };
+    for g in 0..groups {
+        let r0 = 16 * g;
+        // SAFETY: AVX-512 is available and rows r0..min(r0 + 16, rows) of src
+        // exist (asserted). pack16 writes dst[t·ldd + r0 ..][..16] for t <
+        // cols: r0 + 16 ≤ rows ≤ ldd for a full group, ≤ padded ≤ ldd for the
+        // last one with `room`, and the last write ends by (cols-1)·ldd + rows
+        // (full) or + padded (`room`), both within dst.
+        unsafe {
+            pack16(src.as_ptr().add(r0 * lds), cols, lds, 16.min(rows - r0), dst.as_mut_ptr().add(r0), ldd);
+        }
+    }
+    for i in 16 * groups..rows {
+        for t in 0..cols {
+            dst[t * ldd + i] = src[i * lds + t];
+        }
+    }
+}
+
 /// Transposes `rows ≤ 16` rows of `k` values (row stride `lds`) into `k`
 /// vectors of 16 at `dst + t·ld` (rows past `rows` zero), 16×16 blocks at
 /// a time in registers.
@@ -419,6 +454,33 @@ mod tests {
                     assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "m{m} n{n} k{k} ({i},{j}): {a} vs {b}");
                 }
                 assert!(y[i * ldy + n].is_nan(), "wrote past the product's columns");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod transpose_tests {
+    use super::*;
+
+    #[test]
+    fn transposes_every_shape_and_stride() {
+        if !available() {
+            return;
+        }
+        for (rows, cols) in [(1usize, 1usize), (5, 3), (16, 16), (17, 40), (33, 7), (64, 64), (70, 24), (128, 65)] {
+            let lds = cols + 2;
+            let src: Vec<f32> = (0..rows * lds).map(|i| i as f32).collect();
+            // Exact, unpadded and padded destination strides, and a buffer
+            // that ends right after the last value.
+            for ldd in [rows, rows + 1, rows.next_multiple_of(16), rows.next_multiple_of(16) + 16] {
+                let mut dst = vec![f32::NAN; (cols - 1) * ldd + rows];
+                transpose(&src, rows, cols, lds, &mut dst, ldd);
+                for t in 0..cols {
+                    for i in 0..rows {
+                        assert_eq!(dst[t * ldd + i], src[i * lds + t], "{rows}×{cols} ldd {ldd} at ({t}, {i})");
+                    }
+                }
             }
         }
     }

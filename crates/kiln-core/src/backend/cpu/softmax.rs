@@ -2,10 +2,11 @@
 //!
 //! Each row takes one pass for the max, one for exp(x - max) (stored into the
 //! output) and its sum, and one to scale; the row stays in cache between
-//! passes. `math::exp_f32` keeps the exp pass vectorised. Rows are split
+//! passes. `math::exp_flush_f32` keeps the exp pass vectorised. Rows are split
 //! across threads. Half types are converted to f32 a row at a time; f64 rows
 //! use f64 arithmetic.
 
+use super::math::exp_flush_f32 as exp_f32;
 use super::reduce::{contiguous, slice_of};
 use super::simd::{parallel_for, SendPtr};
 use super::strided::alloc_out;
@@ -15,31 +16,6 @@ use crate::error::{Error, Result};
 use crate::primitive::OutSpec;
 
 const LANES: usize = 32;
-
-/// e^x for the softmax passes, written so that every step vectorises (no
-/// float→int casts): 2^k is built from the bits of `k + 1.5·2^23`. Results
-/// below e^-86 (≈ 4e-38) flush to 0; relative error is about 2 ulp.
-#[inline(always)]
-fn exp_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    let xc = x.clamp(-86.0, 88.7);
-    let k = (xc * LOG2E).round_ties_even();
-    let r = xc - k * LN2_HI - k * LN2_LO;
-    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    // k is an integer in [-125, 128]; its two's complement sits in the low mantissa bits.
-    let ki = (k + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
-    let scale = f32::from_bits(ki.wrapping_add(126) << 23);
-    let y = p * scale * 2.0;
-    let y = if x < -86.0 { 0.0 } else { y };
-    let y = if x > 88.72284 { f32::INFINITY } else { y };
-    if x.is_nan() {
-        x
-    } else {
-        y
-    }
-}
 
 crate::multiversion! {
     fn row_max(x: &[f32]) -> f32 {
