@@ -177,7 +177,7 @@ pub const ALL_PRIMITIVES: &[&str] = &[
     // kernel fusion (compile)
     "Fused",
     // mx.fast (ops/fast.rs)
-    "RMSNorm", "RMSNormVJP", "LayerNorm", "LayerNormVJP", "RoPE", "ScaledDotProductAttention",
+    "RMSNorm", "RMSNormVJP", "LayerNorm", "LayerNormVJP", "RoPE", "ScaledDotProductAttention", "ScaledDotProductAttentionVJP",
     // quantization (ops/quantized.rs)
     "Quantize", "Dequantize", "QuantizedMatmul", "GatherQMM",
 ];
