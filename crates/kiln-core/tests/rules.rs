@@ -364,6 +364,26 @@ pub(crate) fn samples() -> BTreeMap<&'static str, Sample> {
                 &[q, kv, kv],
             ),
         );
+        m.insert(
+            "ScaledDotProductAttentionVJP",
+            s(
+                |a| {
+                    let f = |x: &[Array]| {
+                        Ok(vec![fast::scaled_dot_product_attention(
+                            &x[0],
+                            &x[1],
+                            &x[2],
+                            0.5,
+                            fast::AttentionMask::Causal,
+                        )?])
+                    };
+                    let g = kiln_core::vjp(f, &a[..3], &a[3..])?.1;
+                    let flat: Vec<Array> = g.iter().map(|x| ops::reshape(x, &[-1])).collect::<Result<_>>()?;
+                    ops::concatenate(&flat, Some(0))
+                },
+                &[q, kv, kv, q],
+            ),
+        );
     }
     // Quantization (ops/quantized.rs): fixed packed weights, differentiable
     // x / scales / biases.
