@@ -927,9 +927,9 @@ fn transpose_into<A: Acc>(src: &[A], rows: usize, cols: usize, lds: usize, dst: 
 /// type with contiguous, non-overlapping rows (such as the head-split,
 /// transposed view of a projection), otherwise from a converted copy.
 struct HeadRows<A> {
-    /// Keeps the array's memory alive while `ptr` points into it.
+    /// Keep the memory `ptr` points into alive: the array's, or the copy's.
     _data: Data,
-    copy: Vec<A>,
+    _copy: Vec<A>,
     ptr: SendPtr<A>,
     /// Batch, head and row strides.
     strides: [isize; 3],
@@ -948,7 +948,7 @@ impl<A: Acc> HeadRows<A> {
             return Ok(HeadRows {
                 ptr: SendPtr(data.ptr::<A>()),
                 _data: data,
-                copy: Vec::new(),
+                _copy: Vec::new(),
                 strides: [st[0], st[1], st[2]],
                 rows,
                 d,
@@ -959,7 +959,7 @@ impl<A: Acc> HeadRows<A> {
         Ok(HeadRows {
             ptr: SendPtr(copy.as_ptr() as *mut A),
             _data: data,
-            copy,
+            _copy: copy,
             strides: [h as isize * rows_i * d_i, rows_i * d_i, d_i],
             rows,
             d,
@@ -977,8 +977,17 @@ impl<A: Acc> HeadRows<A> {
         // the row-major copy), so the span lies inside the array's buffer
         // (or `copy`), which `self` keeps alive.
         let s = unsafe { rows_slice(self.ptr.get().offset(off) as *const A, sr, n, self.d) };
-        let _ = &self.copy;
         (s, sr as usize)
+    }
+}
+
+/// `dst (rows × d, row-major) = T(src · scale)` for `rows` rows of `src`
+/// `ld` apart: q scaled as MLX scales it, in its dtype.
+fn scale_rows<T: Elt>(src: &[T::A], ld: usize, rows: usize, d: usize, scale: T::A, dst: &mut [T::A]) {
+    for (dst, src) in dst.chunks_exact_mut(d.max(1)).zip(src.chunks(ld)).take(rows) {
+        for (o, &x) in dst.iter_mut().zip(src) {
+            *o = T::round(x * scale);
+        }
     }
 }
 
@@ -1019,11 +1028,7 @@ fn sdpa_typed<T: Elt>(
             let i0 = qi * BQ;
             let bq = BQ.min(lq - i0);
             let (qrows, ldq) = qr.rows(b, h, i0, bq);
-            for (dst, src) in qb.chunks_exact_mut(dk.max(1)).zip(qrows.chunks(ldq)).take(bq) {
-                for (d, &x) in dst.iter_mut().zip(src) {
-                    *d = T::round(x * sc);
-                }
-            }
+            scale_rows::<T>(qrows, ldq, bq, dk, sc, &mut qb);
             o[..bq * dv].fill(T::A::ZERO);
             m.fill(T::A::NEG_INF);
             l.fill(T::A::ZERO);
@@ -1126,11 +1131,7 @@ fn sdpa_vjp_typed<T: Elt>(
             for h in hk * rep..(hk + 1) * rep {
                 let (qrows, ldq) = qr.rows(b, h, 0, lq);
                 let (grows, ldg) = gr.rows(b, h, 0, lq);
-                for (dst, src) in qs.chunks_exact_mut(dk.max(1)).zip(qrows.chunks(ldq)) {
-                    for (d, &x) in dst.iter_mut().zip(src) {
-                        *d = T::round(x * sc);
-                    }
-                }
+                scale_rows::<T>(qrows, ldq, lq, dk, sc, &mut qs);
                 transpose_into(&qs, lq, dk, dk, &mut qt, lqp);
                 transpose_into(grows, lq, dv, ldg, &mut gt, lqp);
                 for i0 in (0..lq).step_by(BQ) {
