@@ -255,6 +255,34 @@ fn complex_against_naive() {
     }
 }
 
+/// f32 products by a weight shared across the batch and stored transposed (a
+/// linear layer's `x·Wᵀ`), which the kernel copies to row-major once per
+/// call: batch dims broadcast over one matrix, a weight whose columns are
+/// padded apart (a slice of a wider matrix) and offset, n and k that are not
+/// multiples of 16, and a single product tall enough to take the copy.
+#[test]
+fn shared_transposed_weight_products() {
+    let mut rng = Rng::new(31);
+    let f32s = |rng: &mut Rng, s: &[usize]| ops::astype(&rng.array(s, -1.0, 1.0), Dtype::F32).unwrap();
+    let wide = f32s(&mut rng, &[50, 90]);
+    let cases: Vec<(Array, Array)> = vec![
+        (f32s(&mut rng, &[4, 32, 64]), ops::swapaxes(&f32s(&mut rng, &[48, 64]), 0, 1).unwrap()),
+        (f32s(&mut rng, &[3, 2, 20, 37]), ops::swapaxes(&f32s(&mut rng, &[70, 37]), 0, 1).unwrap()),
+        // Rows 3..48 of the wide matrix, columns 5..78: k = 73 values, 90 apart.
+        (
+            f32s(&mut rng, &[2, 40, 73]),
+            ops::swapaxes(&ops::slice(&wide, &[3, 5], &[48, 78], &[1, 1]).unwrap(), 0, 1).unwrap(),
+        ),
+        (f32s(&mut rng, &[130, 33]), ops::swapaxes(&f32s(&mut rng, &[17, 33]), 0, 1).unwrap()),
+    ];
+    for (a, b) in &cases {
+        let y = ops::matmul(a, b).unwrap();
+        let (want, shape) = naive(&host(a), a.shape(), &host(b), b.shape());
+        assert_eq!(y.shape(), &shape[..]);
+        assert_close(&host(&y), &want, 1e-5, 1e-5, &format!("{:?} @ {:?}ᵀ", a.shape(), b.shape()));
+    }
+}
+
 #[test]
 fn strided_and_broadcast_operands() {
     let mut rng = Rng::new(9);

@@ -380,10 +380,57 @@ fn run_typed<T: GemmScalar>(
     k: usize,
     out: *mut T,
 ) {
-    let (a_off, [a_rs, a_cs], b_off, [b_rs, b_cs]) = layout(a_shape, ad, b_shape, bd, batch);
+    let (a_off, [a_rs, a_cs], mut b_off, [b_rs, b_cs]) = layout(a_shape, ad, b_shape, bd, batch);
     let a = Mat { ptr: ad.ptr::<T>() as *const T, rs: a_rs, cs: a_cs };
-    let b = Mat { ptr: bd.ptr::<T>() as *const T, rs: b_rs, cs: b_cs };
+    let mut b = Mat { ptr: bd.ptr::<T>() as *const T, rs: b_rs, cs: b_cs };
+    // Keeps the row-major copy of b (if one is made) alive through the product.
+    let _copy = row_major_shared_b(m, n, k, &mut b, &mut b_off);
     batched(m, n, k, a, &a_off, b, &b_off, out);
+}
+
+/// A linear layer's `x·Wᵀ` multiplies by a column-major `b` shared by every
+/// batch element. The gemm crate packs such a `b` one scalar at a time, for
+/// every product of the batch (a tenth of a transformer train step went
+/// there), so f32 on AVX-512 transposes it once, in 16×16 register blocks,
+/// into a row-major copy that the batch then packs with vector copies.
+/// Rewrites `b` and `b_off` to the copy and returns it; `None` leaves them.
+fn row_major_shared_b<T: GemmScalar>(
+    m: usize,
+    n: usize,
+    k: usize,
+    b: &mut Mat<T>,
+    b_off: &mut [isize],
+) -> Option<Buffer> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let column_major = b.rs == 1 && b.cs >= k as isize && n > 1;
+        let shared = b_off.iter().all(|&o| o == b_off[0]);
+        // The copy costs k·n moves against m·n·k multiply-adds per product.
+        let worth = m * b_off.len() >= 64 && m * n * k > SMALL_MNK;
+        if std::any::TypeId::of::<T>() != std::any::TypeId::of::<f32>()
+            || !(column_major && shared && worth && super::sgemm::available())
+        {
+            return None;
+        }
+        let copy = Buffer::alloc(k * n * 4).ok()?;
+        let cs = b.cs as usize;
+        // SAFETY: T is f32 (checked above). The shared matrix's columns are
+        // `n` runs of `k` contiguous values, `cs` apart, inside b's view;
+        // `copy` holds k·n f32 that nothing else references yet.
+        unsafe {
+            let src = std::slice::from_raw_parts((b.ptr as *const f32).offset(b_off[0]), (n - 1) * cs + k);
+            let dst = std::slice::from_raw_parts_mut(copy.as_ptr() as *mut f32, k * n);
+            super::sgemm::transpose(src, n, k, cs, dst, n);
+        }
+        *b = Mat { ptr: copy.as_ptr() as *const T, rs: n as isize, cs: 1 };
+        b_off.fill(0);
+        Some(copy)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (m, n, k, b, b_off);
+        None
+    }
 }
 
 /// Gathered batched matmul: output batch element `i` is
