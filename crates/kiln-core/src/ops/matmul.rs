@@ -59,6 +59,18 @@ impl Primitive for Matmul {
                     }
                     sum_to_shape(&matmul_raw(g, &adj(b)?)?, a.shape())
                 } else {
+                    // A matrix shared by a batch of `a` (a linear layer's weight)
+                    // gets the sum of the batch's products: one product with the
+                    // batch folded into the contraction, (B·m × k)ᵀ·(B·m × n), so
+                    // there is no B-fold intermediate and no separate sum.
+                    let (na, nb) = (a.ndim(), b.ndim());
+                    let fold = real && nb == 2 && na > 2 && a.shape()[..na - 2] == g.shape()[..na - 2];
+                    let (a, g) = if fold {
+                        let rows = numel(&a.shape()[..na - 1]);
+                        (&reshape_to(a, &[rows, a.shape()[na - 1]])?, &reshape_to(g, &[rows, g.shape()[na - 1]])?)
+                    } else {
+                        (a, g)
+                    };
                     if real && is_last_axes_swap(b) {
                         let r = sum_to_shape(&matmul_raw(&swap_last(g)?, a)?, &swapped_shape(b))?;
                         return swap_last(&r);
