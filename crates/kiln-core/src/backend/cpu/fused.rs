@@ -28,7 +28,7 @@ use crate::shape::numel;
 use half::slice::HalfFloatSliceExt;
 
 /// Elements per tile.
-const TILE: usize = 512;
+const TILE: usize = 1024;
 
 /// Compute class of a register.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
