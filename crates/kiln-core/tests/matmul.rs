@@ -259,7 +259,7 @@ fn complex_against_naive() {
 /// linear layer's `x·Wᵀ`), which the kernel copies to row-major once per
 /// call: batch dims broadcast over one matrix, a weight whose columns are
 /// padded apart (a slice of a wider matrix) and offset, n and k that are not
-/// multiples of 16, and a single product tall enough to take the copy.
+/// multiples of 16, and a weight narrower than one 16-column group.
 #[test]
 fn shared_transposed_weight_products() {
     let mut rng = Rng::new(31);
@@ -273,6 +273,8 @@ fn shared_transposed_weight_products() {
             f32s(&mut rng, &[2, 40, 73]),
             ops::swapaxes(&ops::slice(&wide, &[3, 5], &[48, 78], &[1, 1]).unwrap(), 0, 1).unwrap(),
         ),
+        (f32s(&mut rng, &[2, 65, 33]), ops::swapaxes(&f32s(&mut rng, &[17, 33]), 0, 1).unwrap()),
+        // A single product keeps the crate's own packing.
         (f32s(&mut rng, &[130, 33]), ops::swapaxes(&f32s(&mut rng, &[17, 33]), 0, 1).unwrap()),
     ];
     for (a, b) in &cases {

@@ -109,6 +109,31 @@ pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, lds: usize, dst: 
     }
 }
 
+/// The transpose of `rows × cols` (row stride `lds`) in a new buffer of
+/// `cols` rows, `rows` rounded up to 16 apart (the padding is zero), built in
+/// parallel over groups of 16 source rows. Returns the buffer and its stride.
+///
+/// # Panics
+/// If AVX-512 is not available, a side is 0, `lds < cols`, or `src` is too
+/// short for its rows.
+pub(crate) fn transposed_copy(src: &[f32], rows: usize, cols: usize, lds: usize) -> Result<(Buffer, usize)> {
+    assert!(available() && rows > 0 && cols > 0 && lds >= cols && src.len() >= (rows - 1) * lds + cols);
+    let ld = rows.next_multiple_of(16);
+    let buf = Buffer::alloc(cols * ld * 4)?;
+    let dp = SendPtr(buf.as_ptr() as *mut f32);
+    parallel_for(rows.div_ceil(16), 16 * cols, |range| {
+        for g in range {
+            let r0 = 16 * g;
+            // SAFETY: AVX-512 is available and rows r0..min(r0 + 16, rows) of
+            // src exist (asserted). Group g writes 16 values at r0 + t·ld for
+            // t < cols: r0 + 16 ≤ ld, so they stay inside the buffer's
+            // cols·ld values and apart from every other group's.
+            unsafe { pack16(src.as_ptr().add(r0 * lds), cols, lds, 16.min(rows - r0), dp.get().add(r0), ld) };
+        }
+    });
+    Ok((buf, ld))
+}
+
 /// Transposes `rows ≤ 16` rows of `k` values (row stride `lds`) into `k`
 /// vectors of 16 at `dst + t·ld` (rows past `rows` zero), 16×16 blocks at
 /// a time in registers.
@@ -462,6 +487,28 @@ mod tests {
 #[cfg(test)]
 mod transpose_tests {
     use super::*;
+
+    #[test]
+    fn transposed_copy_pads_rows_to_16() {
+        if !available() {
+            return;
+        }
+        // Enough 16-row groups for the pool to split them across threads.
+        for (rows, cols) in [(1usize, 1usize), (17, 40), (784, 512), (1000, 33)] {
+            let lds = cols + 3;
+            let src: Vec<f32> = (0..rows * lds).map(|i| i as f32).collect();
+            let (buf, ld) = transposed_copy(&src[..(rows - 1) * lds + cols], rows, cols, lds).unwrap();
+            assert_eq!(ld, rows.next_multiple_of(16));
+            // SAFETY: transposed_copy writes every one of the cols·ld values.
+            let dst = unsafe { std::slice::from_raw_parts(buf.as_ptr() as *const f32, cols * ld) };
+            for t in 0..cols {
+                for i in 0..ld {
+                    let want = if i < rows { src[i * lds + t] } else { 0.0 };
+                    assert_eq!(dst[t * ld + i], want, "{rows}×{cols} at ({t}, {i})");
+                }
+            }
+        }
+    }
 
     #[test]
     fn transposes_every_shape_and_stride() {
