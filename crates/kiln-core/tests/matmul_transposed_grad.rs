@@ -54,6 +54,9 @@ fn transposed_operand_gradient_is_contiguous_and_correct() {
     check_grad("x @ batched W^T", loss_right, &[x, w, c]);
 }
 
+/// A scalar loss of (x, W, c).
+type Loss = fn(&[Array]) -> kiln_core::Result<Array>;
+
 /// The gradient of a matrix shared by a batch (a linear layer's weight, plain
 /// or recorded as `W^T`) is one product with the batch folded into the
 /// contraction. It must equal the sum of the batch's own products: 3-D and
@@ -70,7 +73,7 @@ fn shared_weight_gradient_sums_the_batch() {
             let rows = &x.shape()[..x.ndim() - 1];
             let out = 36;
             let c = arr(&mut rng, &[rows, &[out]].concat());
-            let (w, loss): (Array, fn(&[Array]) -> kiln_core::Result<Array>) = if transposed {
+            let (w, loss): (Array, Loss) = if transposed {
                 (arr(&mut rng, &[out, 24]), loss_right)
             } else {
                 (arr(&mut rng, &[24, out]), |a: &[Array]| {
