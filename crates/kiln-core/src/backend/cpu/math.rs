@@ -4,17 +4,19 @@
 //! versions use range reduction and polynomials in plain arithmetic, which the
 //! compiler turns into SIMD code inside multiversioned loops.
 
+// The exponentials reduce x = k·ln2 + r with ln2 in two parts (`LN2_HI`,
+// `LN2_LO`, shared with the logarithms below).
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+/// 1.5·2^23: adding it rounds to an integer held in the low mantissa bits.
+const MAGIC: f32 = 12_582_912.0;
+
 /// e^x for f32, relative error below 2 ulp over the full range; overflows to
 /// inf, underflows to 0, propagates NaN.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
     let xc = sel(x < -104.0, -104.0, sel(x > 89.0, 89.0, x));
     // Round to nearest with the 1.5 * 2^23 trick (vectorises everywhere;
     // `round_ties_even` may become a libm call per element).
-    const MAGIC: f32 = 12_582_912.0;
     let t = xc.mul_add(LOG2E, MAGIC);
     let k = t - MAGIC;
     let ki = (t.to_bits() as i32).wrapping_sub(0x4b40_0000);
@@ -37,10 +39,6 @@ pub fn exp_f32(x: f32) -> f32 {
 /// a single exponent scale.
 #[inline(always)]
 fn exp_normal_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    const MAGIC: f32 = 12_582_912.0;
     let t = x.mul_add(LOG2E, MAGIC);
     let k = t - MAGIC;
     let ki = (t.to_bits() as i32).wrapping_sub(0x4b40_0000);
@@ -56,15 +54,12 @@ fn exp_normal_f32(x: f32) -> f32 {
 /// intermediates, which cost a microcode assist per lane on x86.
 #[inline(always)]
 pub fn exp_flush_f32(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
     let xc = x.clamp(-86.0, 88.7);
     let k = (xc * LOG2E).round_ties_even();
     let r = xc - k * LN2_HI - k * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     // k is an integer in [-125, 128]; its two's complement sits in the low mantissa bits.
-    let ki = (k + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
+    let ki = (k + MAGIC).to_bits().wrapping_sub(0x4B40_0000);
     let scale = f32::from_bits(ki.wrapping_add(126) << 23);
     let y = p * scale * 2.0;
     let y = if x < -86.0 { 0.0 } else { y };
